@@ -1,0 +1,76 @@
+"""CNN Visualization Studio: home page (run with `streamlit run app.py`)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from vizui import cached
+from vizui.frame import existing_pages, frame
+
+ctx = frame(
+    "CNN Visualization Studio",
+    intro="Look inside a pretrained ImageNet classifier, point and click: the techniques of "
+    "CS231n's lecture “Visualizing and Understanding”.",
+)
+
+with st.expander("How to use this app", expanded=False):
+    st.markdown(
+        """
+1. **Pick a model** in the sidebar. The two bundled models (EfficientNet-Lite0 and SqueezeNet 1.1)
+   carry real ImageNet weights and work offline; torchvision's AlexNet, VGG-16, GoogLeNet and
+   ResNet-50 work once their weights file is in torch's cache.
+2. **Pick an image**: a bundled sample photo, or upload your own (PNG, JPEG, WebP, …).
+3. **Open a page** from the sidebar. Every page works on the model and image chosen here, and
+   your choices carry across pages.
+"""
+    )
+
+prediction = cached.top_classes(ctx.model_key, ctx.digest, ctx.x)
+index, label, probability = prediction.top1
+
+left, right = st.columns([1, 1.3], gap="large")
+with left:
+    st.image(ctx.image, caption=ctx.image_label, width="stretch")
+    size = ctx.spec.preprocessing.input_size
+    st.caption(
+        f"Original {ctx.image.width}×{ctx.image.height} px; the model sees a {size}×{size} centre "
+        f"crop, normalized as {ctx.spec.preprocessing.normalization}."
+    )
+with right:
+    st.subheader("What the model sees")
+    st.markdown(
+        f"**{ctx.spec.label}** says: **{label}** with probability **{probability:.1%}** "
+        f"(ImageNet class {index})."
+    )
+    labels = [
+        f"{name} ({i})" for name, i in zip(prediction.labels, prediction.indices, strict=True)
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=prediction.probabilities[::-1],
+            y=labels[::-1],
+            orientation="h",
+            text=[f"{p:.1%}" for p in prediction.probabilities[::-1]],
+            textposition="auto",
+            marker_color="#4c78a8",
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Top-5 classes (softmax probability)",
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    st.plotly_chart(fig, key="home_top5", width="stretch")
+    st.caption(ctx.spec.description)
+
+pages = [page for page in existing_pages() if page.path != "app.py"]
+if pages:
+    st.subheader("Techniques")
+    columns = st.columns(min(len(pages), 3))
+    for i, page in enumerate(pages):
+        with columns[i % len(columns)]:
+            st.page_link(page.path, label=page.label, icon=page.icon)
+            st.caption(page.caption)

@@ -1,0 +1,63 @@
+"""Top-k ImageNet predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vizcore.hooks import inference_session
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's top-k classes for one image, most probable first."""
+
+    indices: np.ndarray
+    probabilities: np.ndarray
+    labels: tuple[str, ...]
+
+    @property
+    def top1(self) -> tuple[int, str, float]:
+        """``(class index, label, probability)`` of the most probable class."""
+        return int(self.indices[0]), self.labels[0], float(self.probabilities[0])
+
+
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    top_k: int = 5,
+    categories: Sequence[str] | None = None,
+) -> Prediction:
+    """Softmax probabilities of the top ``top_k`` classes for one image ``x`` of shape (1, 3, H, W).
+
+    Args:
+        model: Classifier taking RGB in [0, 1].
+        x: The image batch; must hold exactly one image.
+        top_k: How many classes to return (1 to the number of classes).
+        categories: Class names; defaults to the ImageNet names.
+
+    Raises:
+        ValueError: ``x`` is not a single RGB image or ``top_k`` is out of range.
+    """
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"Expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}.")
+    with inference_session(model), torch.inference_mode():
+        probs = torch.softmax(model(x).float(), dim=1)[0]
+    if not 1 <= top_k <= probs.numel():
+        raise ValueError(f"top_k must be between 1 and {probs.numel()}, got {top_k}.")
+    if categories is None:
+        from vizcore.models.registry import imagenet_categories
+
+        categories = imagenet_categories()
+    values, indices = probs.topk(top_k)
+    idx = indices.numpy()
+    return Prediction(
+        indices=idx,
+        probabilities=values.numpy(),
+        labels=tuple(categories[i] for i in idx),
+    )

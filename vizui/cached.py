@@ -1,0 +1,60 @@
+"""Streamlit cache wrappers around vizcore (the only place the app caches).
+
+Models are cached with ``st.cache_resource`` (bounded) and shared by every session; results with
+``st.cache_data`` keyed on hashable arguments (model key, image digest, parameters). Arguments whose
+names start with ``_`` are not hashed by Streamlit: their content is identified by the digest
+argument next to them.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+from PIL import Image
+from torch import nn
+
+from vizcore import images
+from vizcore.models import registry
+from vizcore.predict import Prediction, predict
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def model(key: str) -> nn.Module:
+    """The shared, cached model (never change it)."""
+    return registry.load_model(key)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def availability(key: str) -> registry.Availability:
+    """Whether a model can be loaded; cached briefly in the session's server."""
+    return registry.get_spec(key).availability()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def decoded_image(data: bytes) -> Image.Image:
+    """Decode uploaded bytes into RGB (raises ``ImageLoadError`` with a user message)."""
+    return images.load_image(data)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def sample_image(name: str) -> Image.Image:
+    """A bundled sample image."""
+    return images.load_sample(name)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def model_input(model_key: str, digest: str, _image: Image.Image) -> torch.Tensor:
+    """The preprocessed ``(1, 3, S, S)`` input for ``model_key`` (keyed by the image digest)."""
+    return registry.preprocess(_image, registry.get_spec(model_key))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def top_classes(model_key: str, digest: str, _x: torch.Tensor, top_k: int = 5) -> Prediction:
+    """Top-k prediction for the current image (keyed by model and image digest)."""
+    return predict(model(model_key), _x, top_k=top_k)
+
+
+@st.cache_data(show_spinner=False)
+def categories() -> tuple[str, ...]:
+    """The 1000 ImageNet class names."""
+    return registry.imagenet_categories()

@@ -1,0 +1,264 @@
+"""The frame every page hangs from: page config, navigation and the shared sidebar pickers.
+
+Streamlit's file-based multipage mechanism runs whichever script the URL names, so every script
+(``app.py`` and each file in ``pages/``) calls :func:`frame` first. The default page list is hidden
+(``client.showSidebarNavigation = false``) and replaced by ``st.page_link`` entries with proper
+labels, so a fresh server opened directly at a page URL shows the same sidebar as the home page.
+
+Choices carry across pages: widget values are mirrored into plain session-state keys, because
+Streamlit forgets a widget's state when a page without that widget instance runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+from PIL import Image
+from torch import nn
+
+from vizcore import images
+from vizcore.models import registry, torchvision_zoo
+from vizui import cached
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """One entry of the sidebar navigation."""
+
+    path: str
+    label: str
+    icon: str
+    caption: str
+
+
+#: Every page of the app, in sidebar order. A page is listed only if its file exists.
+PAGES: tuple[PageInfo, ...] = (
+    PageInfo("app.py", "Home", ":material/home:", "The image and what the model sees"),
+    PageInfo(
+        "pages/1_Filters_and_activations.py",
+        "Filters & activations",
+        ":material/grid_view:",
+        "Filters, activation maps, maximally activating patches",
+    ),
+    PageInfo(
+        "pages/2_Feature_space.py",
+        "Feature space",
+        ":material/scatter_plot:",
+        "Nearest neighbours, PCA and t-SNE",
+    ),
+    PageInfo(
+        "pages/3_Attribution.py",
+        "Attribution",
+        ":material/center_focus_strong:",
+        "Which pixels made the decision",
+    ),
+    PageInfo(
+        "pages/4_Feature_visualization.py",
+        "Feature visualization",
+        ":material/auto_awesome:",
+        "Class and neuron visualization, inversion, DeepDream",
+    ),
+    PageInfo(
+        "pages/5_Adversarial_examples.py",
+        "Adversarial examples",
+        ":material/bug_report:",
+        "Fool the network with invisible changes",
+    ),
+    PageInfo(
+        "pages/6_Texture_and_style.py",
+        "Texture & style",
+        ":material/palette:",
+        "Gram matrices, style transfer, fast style",
+    ),
+)
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+_MODEL_KEY = "vz_model"
+_IMAGE_KEY = "vz_image"
+_UPLOADS_KEY = "vz_uploads"
+_UPLOAD_PREFIX = "upload:"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the sidebar selected, ready for a page to use."""
+
+    model_key: str
+    spec: registry.ModelSpec
+    model: nn.Module
+    image_name: str
+    image_label: str
+    image: Image.Image
+    digest: str
+    x: torch.Tensor
+
+
+def existing_pages() -> list[PageInfo]:
+    """Pages whose script exists (a page is listed only when it does something)."""
+    return [page for page in PAGES if (ROOT / page.path).is_file()]
+
+
+def _persist(widget_key: str, store_key: str) -> None:
+    st.session_state[store_key] = st.session_state[widget_key]
+
+
+def _restore(widget_key: str, store_key: str, default: str, options: list[str]) -> None:
+    value = st.session_state.get(store_key, default)
+    if value not in options:
+        value = default
+    st.session_state[widget_key] = value
+    st.session_state[store_key] = value
+
+
+def _navigation() -> None:
+    for page in existing_pages():
+        st.sidebar.page_link(page.path, label=page.label, icon=page.icon, help=page.caption)
+    st.sidebar.divider()
+
+
+def _model_label(key: str) -> str:
+    spec = registry.get_spec(key)
+    status = cached.availability(key)
+    return spec.label if status.available else f"{spec.label} — unavailable"
+
+
+def _model_picker() -> str:
+    keys = list(registry.MODELS)
+    _restore("frame_model", _MODEL_KEY, registry.DEFAULT_MODEL, keys)
+    key = st.sidebar.selectbox(
+        "Model",
+        keys,
+        key="frame_model",
+        format_func=_model_label,
+        on_change=_persist,
+        args=("frame_model", _MODEL_KEY),
+        help="Bundled models work offline. torchvision models need their weights file.",
+    )
+    status = cached.availability(key)
+    if not status.available:
+        st.sidebar.warning(f"{status.reason}\n\n{status.how_to_get}")
+        spec = registry.get_spec(key)
+        downloadable = spec.torchvision_arch and not torchvision_zoo.is_offline()
+        if downloadable and st.sidebar.button("Download weights", key="frame_download"):
+            _download(spec)
+    return key
+
+
+def _download(spec: registry.ModelSpec) -> None:
+    bar = st.sidebar.progress(0.0, text=f"Downloading {spec.label}…")
+
+    def on_progress(done: int, total: int | None) -> None:
+        fraction = min(done / total, 1.0) if total else 0.0
+        bar.progress(fraction, text=f"Downloading {spec.label}: {done / 1e6:.0f} MB")
+
+    try:
+        torchvision_zoo.download_weights(spec.torchvision_arch or "", on_progress=on_progress)
+    except (ConnectionError, ValueError) as exc:
+        st.sidebar.error(f"Download failed: {exc}")
+        return
+    cached.availability.clear()
+    st.rerun()
+
+
+def _image_options() -> dict[str, str]:
+    options = {s.name: s.label for s in images.list_samples()}
+    for name in st.session_state.get(_UPLOADS_KEY, {}):
+        options[_UPLOAD_PREFIX + name] = f"Uploaded: {name}"
+    return options
+
+
+def _on_upload() -> None:
+    uploaded = st.session_state.get("frame_upload")
+    if uploaded is None:
+        return
+    data = uploaded.getvalue()
+    try:
+        cached.decoded_image(data)
+    except images.ImageLoadError as exc:
+        st.session_state["vz_upload_error"] = f"{uploaded.name}: {exc}"
+        return
+    st.session_state.pop("vz_upload_error", None)
+    uploads = dict(st.session_state.get(_UPLOADS_KEY, {}))
+    uploads[uploaded.name] = data
+    st.session_state[_UPLOADS_KEY] = uploads
+    st.session_state[_IMAGE_KEY] = _UPLOAD_PREFIX + uploaded.name
+
+
+def _image_picker() -> str:
+    options = _image_options()
+    _restore("frame_image", _IMAGE_KEY, images.DEFAULT_SAMPLE, list(options))
+    name = st.sidebar.selectbox(
+        "Image",
+        list(options),
+        key="frame_image",
+        format_func=options.get,
+        on_change=_persist,
+        args=("frame_image", _IMAGE_KEY),
+    )
+    st.sidebar.file_uploader(
+        "Upload an image",
+        type=UPLOAD_TYPES,
+        key="frame_upload",
+        on_change=_on_upload,
+        help=f"Up to {images.MAX_PIXELS / 1e6:.0f} megapixels. Any mode (RGBA, CMYK, 16-bit, "
+        "grayscale) is converted to RGB.",
+    )
+    if error := st.session_state.get("vz_upload_error"):
+        st.sidebar.error(error)
+    return name
+
+
+def _load_selected_image(name: str) -> tuple[Image.Image, str]:
+    if name.startswith(_UPLOAD_PREFIX):
+        data = st.session_state[_UPLOADS_KEY][name.removeprefix(_UPLOAD_PREFIX)]
+        return cached.decoded_image(data), f"Uploaded: {name.removeprefix(_UPLOAD_PREFIX)}"
+    sample = next(s for s in images.list_samples() if s.name == name)
+    return cached.sample_image(name), sample.label
+
+
+def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Context:
+    """Set up the page and the shared sidebar; return the selected model and image.
+
+    Stops the page (after saying why) when the selected model cannot be loaded.
+    """
+    st.set_page_config(
+        page_title=f"{title} · CNN Visualization Studio", page_icon=icon, layout="wide"
+    )
+    st.sidebar.markdown("### 🔬 CNN Visualization Studio")
+    _navigation()
+    model_key = _model_picker()
+    image_name = _image_picker()
+    st.title(title)
+    if intro:
+        st.caption(intro)
+
+    spec = registry.get_spec(model_key)
+    if not cached.availability(model_key).available:
+        st.info(
+            f"**{spec.label}** is not available here; see the sidebar for why and how to get "
+            "it. The bundled models work offline."
+        )
+        st.stop()
+    image, label = _load_selected_image(image_name)
+    digest = images.image_digest(image)
+    try:
+        model = cached.model(model_key)
+    except RuntimeError as exc:
+        st.error(str(exc))
+        st.stop()
+    x = cached.model_input(model_key, digest, image)
+    return Context(model_key, spec, model, image_name, label, image, digest, x)
+
+
+def short_hash(data: bytes) -> str:
+    """A short content hash, for widget keys and file names."""
+    return hashlib.sha256(data).hexdigest()[:12]
