@@ -92,6 +92,9 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SAMPLES_DIR = ASSETS_DIR / "samples"
 SAMPLE_KINDS = ("photo", "texture")
 
+# resize_center_crop resizes then crops (exactly like torchvision) when the resized image has at
+# most this many times short_target² pixels, and otherwise resizes only the cropped region.
+_MAX_INTERMEDIATE_RATIO = 16
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)(?: exceeds limit of (\d+) pixels)?")
 # Python 3.11's warnings filters are process-global; this lock stops two of our own loads from
@@ -181,7 +184,9 @@ def _read_source(source: object, max_bytes: int) -> bytes:
     try:
         size = path.stat().st_size
         if path.is_dir():
-            raise ImageLoadError(f"{str(path)!r} is a folder, not an image file.")
+            raise ImageLoadError(
+                f"The path {str(path)!r} is a folder, not an image file. Choose an image file."
+            )
         _check_bytes(size, max_bytes)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
@@ -355,15 +360,17 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     PNG and the ``I;16`` modes, and otherwise the value range.
     """
     values = np.asarray(image)
-    data = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    data = values.astype(np.float32)  # exact for 16-bit values; half the memory of float64
+    np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     full_scale = _full_scale(image, low, high)
     if full_scale is None:  # unknown depth and values outside it: stretch min..max
         span = high - low
-        scaled = (data - low) * (255.0 / span) if span > 0 else np.zeros_like(data)
+        data -= low
+        data *= 255.0 / span if span > 0 else 0.0
     else:
-        scaled = data * (255.0 / full_scale)
-    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        data *= 255.0 / full_scale
+    out = np.clip(np.rint(data), 0, 255).astype(np.uint8)
     transparency = image.info.get("transparency")
     if isinstance(transparency, int) and not isinstance(transparency, bool):
         out[values == transparency] = 255  # transparent key colour -> white
@@ -466,9 +473,12 @@ def resize_center_crop(
     """Resizes the short side to ``round(size / crop_fraction)``, then centre-crops ``size``².
 
     Gives the same pixels as torchvision's ``Resize(round(size / crop_fraction))`` followed by
-    ``CenterCrop(size)`` on a PIL image, with the same integer rounding. It is done in one
-    ``Image.resize(box=...)`` call over the cropped source region, so extreme aspect ratios
-    (for example 1×5000) never build a huge intermediate image.
+    ``CenterCrop(size)`` on a PIL image: the same integer rounding of sizes and offsets, and the
+    same ``Image.resize`` then ``crop`` calls. For very elongated images (an aspect ratio over
+    16:1, for example 1×5000), building the resized image would take a huge amount of memory.
+    Those are resized with one ``Image.resize(box=...)`` call over the cropped source region
+    instead. That result is close to resize-then-crop but not bit-identical: PIL can round
+    differently with a box, or run its two filter passes in the other order.
 
     Args:
         image: The input image (normally the output of :func:`load_image`).
@@ -501,8 +511,11 @@ def resize_center_crop(
     # torchvision's CenterCrop offsets.
     left = round((new_w - size) / 2.0)
     top = round((new_h - size) / 2.0)
-    # The same crop in source coordinates. PIL filters over the whole source image, so this is
-    # exactly resize-then-crop.
+    filt = Image.Resampling(resample)
+    if new_w * new_h <= _MAX_INTERMEDIATE_RATIO * short_target * short_target:
+        return image.resize((new_w, new_h), filt).crop((left, top, left + size, top + size))
+    # The same crop in source coordinates. PIL's filter still reads source pixels outside the
+    # box and only resamples the rows and columns the box needs.
     scale_x, scale_y = width / new_w, height / new_h
     box = (
         min(max(left * scale_x, 0.0), float(width)),
@@ -510,7 +523,7 @@ def resize_center_crop(
         min((left + size) * scale_x, float(width)),
         min((top + size) * scale_y, float(height)),
     )
-    return image.resize((size, size), Image.Resampling(resample), box=box)
+    return image.resize((size, size), filt, box=box)
 
 
 # --------------------------------------------------------------------------------------------
