@@ -480,7 +480,7 @@ def test_sample_index_files_exist_and_are_credited() -> None:
     assert index[0]["file"] == "chelsea.png"
     total = 0
     for entry in index:
-        assert set(entry) == {"file", "label", "kind", "expected"}
+        assert set(entry) == {"file", "label", "kind", "expected", "credit"}
         assert entry["kind"] in ("photo", "texture")
         path = images.SAMPLES_DIR / entry["file"]
         assert path.is_file(), path
@@ -520,3 +520,10 @@ def test_unknown_sample_lists_the_names() -> None:
     with pytest.raises(ValueError, match="chelsea"):
         images.load_sample("dog")
     assert images.load_sample("chelsea.png").size == (451, 300)
+
+
+def test_cc_by_samples_carry_their_attribution() -> None:
+    by_name = {s.name: s for s in images.list_samples()}
+    for name in ("china", "flower"):
+        assert by_name[name].credit and "CC BY 2.0" in by_name[name].credit
+    assert by_name["chelsea"].credit is None

@@ -541,6 +541,7 @@ class Sample:
         path: Absolute path of the image file.
         kind: ``"photo"`` or ``"texture"``.
         expected: A short note on what an ImageNet classifier should see, or None.
+        credit: The attribution that must be shown with the image (CC BY), or None.
     """
 
     name: str
@@ -548,6 +549,7 @@ class Sample:
     path: Path
     kind: str
     expected: str | None
+    credit: str | None = None
 
 
 @functools.cache
@@ -567,6 +569,7 @@ def _samples() -> tuple[Sample, ...]:
                 path=SAMPLES_DIR / file_name,
                 kind=str(entry["kind"]),
                 expected=None if entry.get("expected") is None else str(entry["expected"]),
+                credit=None if entry.get("credit") is None else str(entry["credit"]),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise RuntimeError(f"Malformed entry in {index_path}: {entry!r}") from exc

@@ -97,6 +97,7 @@ class Context:
     model: nn.Module
     image_name: str
     image_label: str
+    image_credit: str | None
     image: Image.Image
     digest: str
     x: torch.Tensor
@@ -217,12 +218,12 @@ def _image_picker() -> str:
     return name
 
 
-def _load_selected_image(name: str) -> tuple[Image.Image, str]:
+def _load_selected_image(name: str) -> tuple[Image.Image, str, str | None]:
     if name.startswith(_UPLOAD_PREFIX):
         data = st.session_state[_UPLOADS_KEY][name.removeprefix(_UPLOAD_PREFIX)]
-        return cached.decoded_image(data), f"Uploaded: {name.removeprefix(_UPLOAD_PREFIX)}"
+        return cached.decoded_image(data), f"Uploaded: {name.removeprefix(_UPLOAD_PREFIX)}", None
     sample = next(s for s in images.list_samples() if s.name == name)
-    return cached.sample_image(name), sample.label
+    return cached.sample_image(name), sample.label, sample.credit
 
 
 def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Context:
@@ -248,7 +249,9 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
             "it. The bundled models work offline."
         )
         st.stop()
-    image, label = _load_selected_image(image_name)
+    image, label, credit = _load_selected_image(image_name)
+    if credit:
+        st.sidebar.caption(credit)
     digest = images.image_digest(image)
     try:
         model = cached.model(model_key)
@@ -256,7 +259,7 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
         st.error(str(exc))
         st.stop()
     x = cached.model_input(model_key, digest, image)
-    return Context(model_key, spec, model, image_name, label, image, digest, x)
+    return Context(model_key, spec, model, image_name, label, credit, image, digest, x)
 
 
 def short_hash(data: bytes) -> str:
