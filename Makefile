@@ -24,7 +24,7 @@ run: $(VENV)/.app-installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "Installing chromium with apt-get (needs root)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; }
 
 ## Set up and run every test: unit, end-to-end on the real models, AppTest and browser tests.
 test: $(VENV)/.dev-installed browser

@@ -28,6 +28,9 @@ from vizui import cached
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
+APP_NAME = "CNN Visualization Studio"
+#: Uploaded images kept per session (oldest dropped first).
+MAX_UPLOADS = 5
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ def _image_options() -> dict[str, str]:
 
 def _on_upload() -> None:
     uploaded = st.session_state.get("frame_upload")
+    st.session_state.pop("vz_upload_error", None)  # a removed or replaced file clears its error
     if uploaded is None:
         return
     data = uploaded.getvalue()
@@ -189,7 +193,10 @@ def _on_upload() -> None:
         return
     st.session_state.pop("vz_upload_error", None)
     uploads = dict(st.session_state.get(_UPLOADS_KEY, {}))
+    uploads.pop(uploaded.name, None)
     uploads[uploaded.name] = data
+    while len(uploads) > MAX_UPLOADS:
+        uploads.pop(next(iter(uploads)))
     st.session_state[_UPLOADS_KEY] = uploads
     st.session_state[_IMAGE_KEY] = _UPLOAD_PREFIX + uploaded.name
 
@@ -231,10 +238,9 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
 
     Stops the page (after saying why) when the selected model cannot be loaded.
     """
-    st.set_page_config(
-        page_title=f"{title} · CNN Visualization Studio", page_icon=icon, layout="wide"
-    )
-    st.sidebar.markdown("### 🔬 CNN Visualization Studio")
+    page_title = title if title == APP_NAME else f"{title} · {APP_NAME}"
+    st.set_page_config(page_title=page_title, page_icon=icon, layout="wide")
+    st.sidebar.markdown(f"### 🔬 {APP_NAME}")
     _navigation()
     model_key = _model_picker()
     image_name = _image_picker()

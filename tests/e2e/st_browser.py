@@ -123,15 +123,23 @@ class StreamlitServer:
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                tail = self.log_tail()
                 self.stop()
                 raise TimeoutError(
-                    f"streamlit not healthy after {self.health_timeout} s.\nlog:\n{self.log_tail()}"
+                    f"streamlit not healthy after {self.health_timeout} s.\nlog:\n{tail}"
                 )
             time.sleep(0.05)
         self.startup_s = time.monotonic() - t0
         return self
 
     def stop(self) -> None:
+        try:
+            self._terminate()
+        finally:
+            if not os.environ.get("VIZCORE_KEEP_LOGS"):
+                Path(self.log_path).unlink(missing_ok=True)
+
+    def _terminate(self) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
