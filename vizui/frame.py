@@ -124,6 +124,10 @@ def _restore(widget_key: str, store_key: str, default: str, options: list[str]) 
 
 
 def _navigation() -> None:
+    # Streamlit resolves page links through its file-based mechanism, which exists only while a
+    # pages/ folder sits beside the entry script (in a checkout without pages there is no nav).
+    if not (ROOT / "pages").is_dir():
+        return
     for page in existing_pages():
         st.sidebar.page_link(page.path, label=page.label, icon=page.icon, help=page.caption)
     st.sidebar.divider()
