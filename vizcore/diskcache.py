@@ -68,7 +68,9 @@ def _entries(folder: Path, pattern: str) -> Iterator[tuple[float, int, Path]]:
         yield stat.st_mtime, stat.st_size, path
 
 
-def evict_oldest(folder: Path, max_bytes: int, *, pattern: str = "*", keep: Path | None = None) -> int:
+def evict_oldest(
+    folder: Path, max_bytes: int, *, pattern: str = "*", keep: Path | None = None
+) -> int:
     """Delete the least recently used files in ``folder`` until it holds at most ``max_bytes``.
 
     Args:

@@ -49,6 +49,8 @@ __all__ = [
     "gallery_batches",
     "gallery_channel_maxima",
     "gallery_features",
+    "lookup_channel_maxima",
+    "lookup_features",
 ]
 
 DEFAULT_BATCH_SIZE = 16
@@ -305,3 +307,26 @@ def gallery_channel_maxima(
         _store(path, arrays, max_cache_bytes)
     return ChannelMaxima(maxima, argmax, map_shape, input_size, layer, model_key, gallery.digest,
                          stopped=stopped, seconds=time.perf_counter() - t0)  # fmt: skip
+
+
+def lookup_features(
+    gallery: Gallery, *, layer: str, model_key: str, input_size: int
+) -> GalleryFeatures | None:
+    """The cached features of ``gallery`` at ``layer``, or ``None`` (never runs the model)."""
+    hit = _load(_cache_path("feat", model_key, layer, gallery, input_size))
+    if hit is None or "features" not in hit:
+        return None
+    return GalleryFeatures(hit["features"], layer, model_key, gallery.digest, bool(hit["pooled"]),
+                           from_cache=True)  # fmt: skip
+
+
+def lookup_channel_maxima(
+    gallery: Gallery, *, layer: str, model_key: str, input_size: int
+) -> ChannelMaxima | None:
+    """The cached channel maxima of ``gallery`` at ``layer``, or ``None`` (never runs the model)."""
+    hit = _load(_cache_path("max", model_key, layer, gallery, input_size))
+    if hit is None or "maxima" not in hit:
+        return None
+    h, w = (int(v) for v in hit["map_shape"])
+    return ChannelMaxima(hit["maxima"], hit["argmax"], (h, w), input_size, layer, model_key,
+                         gallery.digest, from_cache=True)  # fmt: skip

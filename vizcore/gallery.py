@@ -101,7 +101,9 @@ class Gallery:
             array.setflags(write=False)
             object.__setattr__(self, "images", array)
         if not self.digest:
-            object.__setattr__(self, "digest", _content_digest(self.images, self.labels, self.names))
+            object.__setattr__(
+                self, "digest", _content_digest(self.images, self.labels, self.names)
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -186,7 +188,9 @@ def _random_crops(
         fraction = 1.0 if i == 0 else float(rng.uniform(0.3, 1.0))
         side = max(int(round(short * fraction)), 8)
         left = (photo.width - side) // 2 if i == 0 else int(rng.integers(0, photo.width - side + 1))
-        top = (photo.height - side) // 2 if i == 0 else int(rng.integers(0, photo.height - side + 1))
+        top = (
+            (photo.height - side) // 2 if i == 0 else int(rng.integers(0, photo.height - side + 1))
+        )
         crop = photo.resize(
             (size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
         )
@@ -196,9 +200,12 @@ def _random_crops(
     return crops
 
 
+PER_PHOTO_ENV = "VIZCORE_GALLERY_PER_PHOTO"
+
+
 def builtin_gallery(
     *,
-    per_photo: int = 36,
+    per_photo: int | None = None,
     size: int = BUILTIN_SIZE,
     seed: int = 0,
     use_disk_cache: bool = True,
@@ -206,7 +213,8 @@ def builtin_gallery(
     """The built-in demo gallery, generated once (seeded) from the bundled photos.
 
     Args:
-        per_photo: Crops per photo (the first is the centre square).
+        per_photo: Crops per photo (the first is the centre square); default 36, or the
+            ``VIZCORE_GALLERY_PER_PHOTO`` environment variable (tests use a small gallery).
         size: Side of every crop in pixels.
         seed: Seed of the crop positions, sizes and flips (same seed, same gallery).
         use_disk_cache: Read/write the generated gallery under the cache folder.
@@ -214,6 +222,8 @@ def builtin_gallery(
     Returns:
         A gallery of ``per_photo`` × (number of bundled photos) images.
     """
+    if per_photo is None:
+        per_photo = int(os.environ.get(PER_PHOTO_ENV, "36"))
     if not 1 <= per_photo <= 200:
         raise ValueError("per_photo must be between 1 and 200.")
     if not 16 <= size <= 512:

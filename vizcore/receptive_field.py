@@ -243,9 +243,7 @@ def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     return fields[node.name]
 
 
-def unit_box(
-    rf: ReceptiveField, row: int, col: int, input_size: int
-) -> tuple[int, int, int, int]:
+def unit_box(rf: ReceptiveField, row: int, col: int, input_size: int) -> tuple[int, int, int, int]:
     """Pixel box ``(top, left, bottom, right)`` (exclusive end) of a unit, clipped to the input."""
     if rf.is_global:
         return (0, 0, input_size, input_size)
