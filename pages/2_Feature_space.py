@@ -1,0 +1,112 @@
+"""Feature space: nearest neighbours in feature vs pixel space, and a PCA / t-SNE map of a gallery
+with thumbnails on hover."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from vizcore.techniques import embedding
+from vizui import gallery_view, inside_view
+from vizui.frame import frame
+from vizui.hover_thumbs import data_uri, hover_thumbnails
+
+ctx = frame(
+    "Feature space",
+    intro="Where images land in the network's last-layer feature space: their nearest neighbours "
+    "(versus neighbours in raw pixels) and a 2-D map of a whole gallery (PCA, t-SNE).",
+)
+P = "fspace"
+_SELECTED = f"{P}_selected"
+
+g = gallery_view.gallery_controls(P)
+layers = list(dict.fromkeys(ctx.spec.preset("embedding") + ctx.spec.preset("activations")))
+layer = st.selectbox(
+    "Feature layer", layers, key=f"{P}_layer",
+    help="The first entry is the model's last feature layer (what its classifier reads). Conv maps "
+    "are global-average pooled to one vector per image.",
+)  # fmt: skip
+result = gallery_view.gallery_features(ctx, g, layer, key=P)
+if result is None:
+    st.stop()
+feats = result.features
+if st.session_state.get(f"{P}_gallery_digest") != g.digest:
+    st.session_state[f"{P}_gallery_digest"] = g.digest
+    st.session_state.pop(_SELECTED, None)
+
+# ------------------------------------------------------------------------- nearest neighbours
+st.subheader(f"Nearest neighbours of “{ctx.image_label}”")
+c1, c2 = st.columns(2)
+metric = c1.radio("Distance", embedding.METRICS, horizontal=True, key=f"{P}_metric",
+                  format_func={"l2": "L2", "cosine": "cosine"}.get)  # fmt: skip
+k = c2.slider("Neighbours", 1, 12, 8, key=f"{P}_k")
+comparison = embedding.neighbours(
+    ctx.model, ctx.x, gallery=g, gallery_features=feats, layer=layer, k=k, metric=metric,
+    cache_key=(ctx.model_key, ctx.digest),
+)  # fmt: skip
+left, right = st.columns([1, 6])
+left.image(ctx.image, caption="Current image", width="stretch")
+with right:
+    st.markdown(f"**Feature space** (`{layer}`, {metric})")
+    inside_view.thumbnail_row(g, comparison.feature.indices, comparison.feature.distances)
+    st.markdown(f"**Pixel space** (32×32 RGB, {metric})")
+    inside_view.thumbnail_row(g, comparison.pixel.indices, comparison.pixel.distances)
+st.caption(
+    "Pixel neighbours share colours and layout; feature neighbours share content. With the "
+    "built-in gallery both often find the same photo, because its crops share colours too: "
+    "upload a labelled zip to see the difference on real classes."
+)
+
+# ------------------------------------------------------------------------------------- map
+st.subheader("Map of the gallery")
+c1, c2, c3, c4 = st.columns(4)
+method = c1.radio("Method", ("tsne", "pca"), horizontal=True, key=f"{P}_method",
+                  format_func={"tsne": "t-SNE", "pca": "PCA"}.get)  # fmt: skip
+perplexity = c2.slider("Perplexity", 5, 50, 30, key=f"{P}_perplexity",
+                       disabled=method != "tsne",
+                       help="Roughly the number of neighbours each point keeps close.")  # fmt: skip
+n_iter = c3.select_slider("Iterations", [250, 500, 750, 1000], 500, key=f"{P}_iter",
+                          disabled=method != "tsne",
+                          help="After 250 early-exaggeration iterations.")  # fmt: skip
+seed = c4.number_input("Seed", 0, 10_000, 0, key=f"{P}_seed", disabled=method != "tsne")
+with st.spinner("Computing the map…" if method == "pca" else "Running t-SNE…"):
+    fmap = inside_view.feature_map(
+        ctx.model_key, layer, g.digest, feats, ctx.digest, ctx.x, method, float(perplexity),
+        int(seed), int(n_iter),
+    )  # fmt: skip
+if fmap.method == "pca":
+    st.caption(
+        f"PCA: the two axes explain {fmap.explained[0]:.1%} and {fmap.explained[1]:.1%} of the "
+        f"variance. The current image (★) is {fmap.placement}."
+    )
+else:
+    st.caption(
+        f"t-SNE (openTSNE, Barnes-Hut, after PCA to {fmap.params['pca_dims']} dims; perplexity "
+        f"{fmap.params['perplexity']:.0f}, seed {fmap.params['seed']}) in {fmap.seconds:.1f} s. "
+        f"The current image (★) is {fmap.placement}. Distances between clusters mean little in "
+        "t-SNE; neighbourhoods do."
+    )
+selected = st.session_state.get(_SELECTED)
+fig = inside_view.scatter(fmap, g, selected=selected, current_label=ctx.image_label)
+event = st.plotly_chart(fig, key="fspace-map", on_select="rerun", selection_mode="points",
+                        width="stretch")  # fmt: skip
+thumbs = dict(gallery_view.thumbnails(g.digest, g))
+thumbs["current"] = data_uri(ctx.image)
+captions = {str(i): f"{g.labels[i]} · {g.names[i]}" for i in range(len(g))}
+captions["current"] = f"Current image: {ctx.image_label}"
+hover_thumbnails("fspace-map", thumbs, captions=captions)
+st.caption("Hover a point to see its image; click one to select it and see its neighbours.")
+
+points = event.selection.points if event and event.selection else []
+if points:
+    point_id = str(points[0]["customdata"][0]) if points[0].get("customdata") else ""
+    if point_id.isdigit() and int(point_id) != selected:
+        st.session_state[_SELECTED] = int(point_id)
+        st.rerun()
+if selected is not None and 0 <= selected < len(g):
+    st.markdown(f"**Selected: {g.names[selected]}** ({g.labels[selected]})")
+    a, b = st.columns([1, 6])
+    a.image(g.images[selected], caption=f"Selected: {g.names[selected]}", width="stretch")
+    nb = embedding.nearest(feats[selected], feats, k=k, metric=metric, exclude=selected)
+    with b:
+        st.markdown(f"Its nearest neighbours in feature space (`{layer}`, {metric})")
+        inside_view.thumbnail_row(g, nb.indices, nb.distances)

@@ -1,0 +1,139 @@
+"""Real browser: the Feature space page's t-SNE shows a thumbnail on hover and selects on click.
+
+Starts ``streamlit run app.py`` on a fresh server with an EMPTY cache folder and a small built-in
+gallery (3 crops per photo), extracts the features through the page's button like a user, then
+hovers and clicks points of the map in headless Debian Chromium (Playwright, never a downloaded
+browser). Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.st_browser import (
+    CHROMIUM,
+    StreamlitServer,
+    assert_no_exception,
+    launch_chromium,
+    open_app,
+    rerun_and_wait,
+    wait_rendered,
+)
+
+pytestmark = pytest.mark.e2e
+
+_REQUIRED = os.environ.get("VIZCORE_REQUIRE_E2E") == "1"
+_MISSING = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+if (_MISSING or sync_playwright is None) and not _REQUIRED:
+    pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
+                allow_module_level=True)  # fmt: skip
+
+SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
+CHART = "fspace-map"
+
+_POINT_XY = """([key, curve, index]) => {
+  const gd = document.querySelector('.st-key-' + CSS.escape(key) + ' .js-plotly-plot');
+  const trace = gd._fullData[curve];
+  const fl = gd._fullLayout;
+  const xa = fl[(trace.xaxis || 'x').replace('x', 'xaxis')];
+  const ya = fl[(trace.yaxis || 'y').replace('y', 'yaxis')];
+  const r = gd.querySelector('.main-svg').getBoundingClientRect();
+  return [r.left + xa._offset + xa.c2p(xa.d2c(trace.x[index])),
+          r.top + ya._offset + ya.c2p(ya.d2c(trace.y[index])),
+          String(trace.customdata[index][0]), trace.name,
+          String(trace.customdata[index][1])];
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
+    cache = tmp_path_factory.mktemp("vizcore-cache")
+    saved = {k: os.environ.get(k) for k in ("VIZCORE_CACHE_DIR", "VIZCORE_GALLERY_PER_PHOTO")}
+    os.environ["VIZCORE_CACHE_DIR"] = str(cache)
+    os.environ["VIZCORE_GALLERY_PER_PHOTO"] = "3"
+    try:
+        with StreamlitServer("app.py") as srv:
+            yield srv
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def page(server: StreamlitServer) -> Iterator[Any]:
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            yield pg
+        finally:
+            context.close()
+            browser.close()
+        assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def test_tsne_hover_thumbnail_and_click_select(page: Any, server: StreamlitServer) -> None:
+    open_app(page, server.url + "/Feature_space", timeout_ms=180_000)
+    assert_no_exception(page)
+    expect(page.locator("h1")).to_contain_text("Feature space")
+
+    # Empty cache: extract the gallery's features like a user would.
+    button = page.get_by_role("button", name="Extract gallery features")
+    expect(button).to_be_visible(timeout=60_000)
+    rerun_and_wait(page, button.click, timeout_ms=240_000)
+    chart = page.locator(f".st-key-{CHART} .js-plotly-plot")
+    expect(chart).to_be_visible(timeout=120_000)
+    wait_rendered(page, timeout_ms=120_000)
+    assert_no_exception(page)
+    expect(page.get_by_text("t-SNE (openTSNE, Barnes-Hut")).to_be_visible()
+
+    # Hover a gallery point (trace 1, point 1): the floating thumbnail shows that image.
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    x, y, point_id, label, _name = page.evaluate(_POINT_XY, [CHART, 1, 1])
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    tip = page.locator(f"#vz-hover-thumb-{CHART}")
+    expect(tip).to_be_visible(timeout=10_000)
+    expect(tip.locator("img")).to_have_attribute("data-point-id", point_id)
+    expect(tip.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    expect(tip).to_contain_text(label)
+    natural = page.evaluate(
+        "(id) => document.querySelector('#' + id + ' img').naturalWidth", f"vz-hover-thumb-{CHART}"
+    )
+    assert natural > 0, "the thumbnail image did not decode"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "feature_space_hover.png"))
+
+    # Moving away hides it.
+    page.mouse.move(5, 5)
+    expect(tip).to_be_hidden()
+
+    # Click the point: it becomes the selected image, with its neighbours below.
+    chart.scroll_into_view_if_needed()
+    x, y, point_id, label, name = page.evaluate(_POINT_XY, [CHART, 1, 1])
+    rerun_and_wait(page, lambda: page.mouse.click(x, y), timeout_ms=120_000)
+    wait_rendered(page, timeout_ms=60_000)
+    caption = page.locator('[data-testid="stImageCaption"]', has_text=f"Selected: {name}")
+    expect(caption).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Its nearest neighbours in feature space")).to_be_visible()
+    expect(page.locator(f".st-key-{CHART} .legendtext", has_text="Selected")).to_have_count(1)
+    assert_no_exception(page)
+    page.screenshot(path=str(SHOTS / "feature_space_selected.png"), full_page=True)

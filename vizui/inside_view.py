@@ -1,0 +1,189 @@
+"""Cached wrappers and render helpers for the filters and feature-space pages.
+
+Streamlit-only glue: every function here calls :mod:`vizcore` and caches on hashable keys
+(model key, image digest, gallery digest, parameters); ``_``-prefixed arguments are identified by
+the digest next to them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image
+
+from vizcore import render
+from vizcore.gallery import Gallery
+from vizcore.layers import list_layers
+from vizcore.models import registry
+from vizcore.techniques import embedding, filters
+from vizui import cached
+
+_PALETTE = (
+    "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6",
+    "#9d755d", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf",
+)  # fmt: skip
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def first_filters(model_key: str) -> filters.FilterTiles:
+    """First-layer RGB filters of a model."""
+    return filters.first_layer_filters(cached.model(model_key))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def conv_layers(model_key: str) -> list[str]:
+    """Conv layer names in module order."""
+    return list_layers(cached.model(model_key), kind="conv")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def map_layers(model_key: str) -> list[str]:
+    """Layers with channel maps worth showing: presets, convs and activations, in module order."""
+    model = cached.model(model_key)
+    wanted = set(list_layers(model, kind="conv")) | set(list_layers(model, kind="activation"))
+    wanted |= set(registry.get_spec(model_key).preset("activations"))
+    return [name for name in list_layers(model) if name in wanted]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def kernels(model_key: str, layer: str, filter_index: int) -> filters.FilterKernels:
+    """Per-input-channel kernels of one filter."""
+    return filters.filter_kernels(cached.model(model_key), layer=layer, filter_index=filter_index)
+
+
+def activations(model_key: str, digest: str, x: torch.Tensor, layer: str, sort: str):  # noqa: ANN201
+    """Activation maps (served from vizcore's activation cache after the first forward)."""
+    return filters.activation_maps(
+        cached.model(model_key), x, layer=layer, sort=sort, cache_key=(model_key, digest)
+    )
+
+
+def upscale(image: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour upscale of a small uint8 image (keeps pixels crisp)."""
+    pil = Image.fromarray(image)
+    return np.asarray(pil.resize((size, size * pil.height // pil.width), Image.Resampling.NEAREST))
+
+
+def filter_grid(tiles01: np.ndarray, *, tile: int = 48, columns: int = 16) -> np.ndarray:
+    """``(F, k, k, 3)`` or ``(F, k, k)`` tiles in [0, 1] as one uint8 grid image."""
+    images = [upscale(render.to_uint8(t), tile) for t in tiles01]
+    return render.grid(images, columns=columns, pad=2)
+
+
+def activation_grid(
+    maps: np.ndarray,
+    order: np.ndarray,
+    *,
+    count: int,
+    threshold: float | None,
+    per_channel: bool,
+    colormap: str,
+    tile: int = 72,
+    columns: int = 8,
+) -> np.ndarray:
+    """Colorized grid of the first ``count`` channels in ``order``."""
+    shown = filters.apply_threshold(maps[order[:count]], threshold)
+    top = float(maps.max()) if maps.size else 1.0
+    tiles = []
+    for m in shown:
+        m01 = render.normalize01(m) if per_channel else np.clip(m / max(top, 1e-12), 0.0, 1.0)
+        tiles.append(render.colorize(render.resize_map(m01, (tile, tile)), colormap=colormap))
+    return render.grid(tiles, columns=columns, pad=2)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def patches(
+    model_key: str, gallery_digest: str, _gallery: Gallery, layer: str, channel: int, top_k: int
+) -> filters.PatchSet:
+    """Maximally activating patches (the gallery scan itself comes from the disk cache)."""
+    spec = registry.get_spec(model_key)
+    return filters.max_activating_patches(
+        cached.model(model_key), _gallery, layer=layer, channel=channel, model_key=model_key,
+        input_size=spec.preprocessing.input_size, top_k=top_k,
+    )  # fmt: skip
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def feature_map(
+    model_key: str,
+    layer: str,
+    gallery_digest: str,
+    _features: np.ndarray,
+    image_digest: str,
+    _x: torch.Tensor,
+    method: str,
+    perplexity: float,
+    seed: int,
+    n_iter: int,
+) -> embedding.FeatureMap:
+    """PCA / t-SNE map with the current image placed in it (cached per parameters)."""
+    return embedding.feature_map(
+        cached.model(model_key), _x, gallery_features=_features, layer=layer, method=method,
+        perplexity=perplexity, seed=seed, n_iter=n_iter, cache_key=(model_key, image_digest),
+    )  # fmt: skip
+
+
+def scatter(
+    fmap: embedding.FeatureMap,
+    g: Gallery,
+    *,
+    selected: int | None,
+    current_label: str,
+    height: int = 560,
+) -> go.Figure:
+    """Plotly scatter coloured by label; the current image a star, the selected point ringed."""
+    fig = go.Figure()
+    labels = np.array(g.labels)
+    for i, label in enumerate(g.classes):
+        idx = np.flatnonzero(labels == label)
+        fig.add_trace(
+            go.Scatter(
+                x=fmap.coords[idx, 0], y=fmap.coords[idx, 1], mode="markers", name=label,
+                marker={"size": 8, "color": _PALETTE[i % len(_PALETTE)], "opacity": 0.85,
+                        "line": {"width": 0.5, "color": "white"}},
+                customdata=np.stack([idx.astype(str), np.array(g.names)[idx]], axis=1),
+                hovertemplate="%{customdata[1]}<br>" + label.replace("%", "%%")
+                + "<extra></extra>",
+            )
+        )  # fmt: skip
+    if selected is not None and 0 <= selected < len(g):
+        fig.add_trace(
+            go.Scatter(
+                x=[fmap.coords[selected, 0]], y=[fmap.coords[selected, 1]], mode="markers",
+                name="Selected", hoverinfo="skip",
+                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "black"}},
+            )
+        )  # fmt: skip
+    if fmap.query is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[fmap.query[0]], y=[fmap.query[1]], mode="markers", name="Current image",
+                customdata=[["current", current_label]],
+                marker={"size": 20, "symbol": "star", "color": "gold",
+                        "line": {"width": 2, "color": "black"}},
+                hovertemplate="Current image: %{customdata[1]}<extra></extra>",
+            )
+        )  # fmt: skip
+    axis = "PC" if fmap.method == "pca" else "t-SNE "
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title=f"{axis}1", yaxis_title=f"{axis}2", legend_title_text="Label",
+        dragmode="pan", hovermode="closest",
+    )  # fmt: skip
+    return fig
+
+
+def thumbnail_row(
+    g: Gallery, indices: np.ndarray, distances: np.ndarray, *, width: int = 96
+) -> None:
+    """Gallery images in a row of columns, captioned with label and distance."""
+    if len(indices) == 0:
+        st.caption("No neighbours.")
+        return
+    cols = st.columns(len(indices))
+    for col, i, d in zip(cols, indices, distances, strict=True):
+        with col:
+            st.image(g.images[int(i)], width=width)
+            st.caption(f"{g.labels[int(i)]} · {d:.3g}")
