@@ -1004,9 +1004,9 @@ def guided_grad_cam(
     ``GuidedGradCam`` defaults to nearest).
     """
     start = time.perf_counter()
-    gc = grad_cam(model, x, target=target, layer=layer)
-    fixed: Target = gc.target if gc.target is not None else target
-    gb = guided_backprop(model, x, target=fixed)
+    gb = guided_backprop(model, x, target=target)  # first: it refuses functional-ReLU models
+    fixed: Target = gb.target if gb.target is not None else target
+    gc = grad_cam(model, x, target=fixed, layer=layer)
     raw = torch.from_numpy(gb.raw) * torch.from_numpy(gc.map)[None]
     resolved = ResolvedTarget(gc.target, lambda t: t, lambda t: t)
     return _result(
