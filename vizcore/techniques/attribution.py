@@ -199,7 +199,7 @@ def _result(
         layer=layer,
         seconds=time.perf_counter() - start,
         stopped=stopped,
-        info=MappingProxyType(dict(info or {})),
+        info=dict(info or {}),
     )
 
 
