@@ -1,0 +1,1 @@
+"""Visualization techniques, one module per family (see each module's docstring)."""

@@ -1,0 +1,294 @@
+"""Attribution: which pixels made the model decide (occlusion, gradients, the CAM family)."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from vizcore import render
+from vizcore.layers import list_layers
+from vizcore.techniques import attribution
+from vizcore.techniques.attribution import occlusion_grid
+from vizui import attribution_view as view
+from vizui import cached
+from vizui.frame import frame
+
+logger = logging.getLogger(__name__)
+
+ctx = frame(
+    "Attribution",
+    intro="Which pixels made the model decide? Occlusion, gradients (saliency, deconvnet, guided "
+    "backprop) and class activation maps side by side, each scored by how faithful it is "
+    "(deletion/insertion AUC), with Adebayo et al.'s sanity check.",
+)
+
+size = int(ctx.x.shape[-1])
+image = render.tensor_image(ctx.x.numpy())
+prediction = cached.top_classes(ctx.model_key, ctx.digest, ctx.x)
+names = cached.categories()
+
+# ---------------------------------------------------------------------------- controls
+left, right = st.columns([1, 2], gap="large")
+with left:
+    st.image(image, caption=f"{ctx.image_label} — what the model sees ({size}×{size})")
+    top = [int(i) for i in prediction.indices]
+    options = [*top, -1]
+
+    def _target_label(index: int) -> str:
+        if index < 0:
+            return "Another class…"
+        p = prediction.probabilities[top.index(index)]
+        return f"{names[index]} ({p:.1%})"
+
+    choice = st.radio(
+        "Explain the class",
+        options,
+        format_func=_target_label,
+        key="attribution_target_choice",
+        help="Top-1 by default; any of the top 5, or any ImageNet class.",
+    )
+    if choice < 0:
+        target = st.selectbox(
+            "Search an ImageNet class",
+            list(range(len(names))),
+            index=top[0],
+            format_func=lambda i: f"{names[i]} ({i})",
+            key="attribution_target_search",
+        )
+    else:
+        target = int(choice)
+
+with right:
+    methods = st.multiselect(
+        "Methods",
+        list(attribution.METHODS),
+        default=list(attribution.DEFAULT_METHODS),
+        key="attribution_methods",
+        help="; ".join(f"{k}: {v.citation}" for k, v in attribution.METHODS.items()),
+    )
+    presets = list(ctx.spec.preset("cam"))
+    conv_layers = [name for name in list_layers(ctx.model, kind="conv") if name not in presets]
+    layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]
+    layer_options = list(dict.fromkeys(layer_options))
+    layer = st.selectbox(
+        "Layer for Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM",
+        layer_options,
+        key=f"attribution_layer_{ctx.model_key}",
+        help="The preset comes first (the last convolutional feature map); any conv or "
+        "activation layer can be chosen by name.",
+    )
+    cam_layer = (ctx.spec.preset("cam_features") or (layer,))[0]
+    st.caption(
+        f"CAM always uses the layer feeding the classifier's global average pool: `{cam_layer}`."
+    )
+    c1, c2, c3 = st.columns(3)
+    window = c1.slider("Occlusion window (px)", 8, min(112, size), 32, 8, key="attribution_window")
+    stride = c2.slider("Occlusion stride (px)", 4, 64, 8, 4, key="attribution_stride")
+    fill = c3.selectbox("Occlusion fill", attribution.FILLS, index=1, key="attribution_fill")
+    d1, d2, d3, d4 = st.columns(4)
+    alpha = d1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="attribution_alpha")
+    colormap = d2.selectbox("Colormap", list(render.COLORMAPS), key="attribution_colormap")
+    score_maps = d3.toggle("Deletion / insertion AUC", value=True, key="attribution_auc")
+    sanity = d4.toggle("Sanity check", value=False, key="attribution_sanity")
+
+rows, cols = occlusion_grid((size, size), window, stride)
+positions = rows * cols
+per_image = view.forward_seconds(ctx.model_key, size)
+
+
+def _params(label: str) -> view.MethodParams:
+    chosen = cam_layer if label == "CAM" else layer
+    uses_layer = attribution.METHODS[label].uses_layer
+    occluding = label == "Occlusion"
+    return view.MethodParams(
+        label=label,
+        target=int(target),
+        layer=chosen if uses_layer else None,
+        window=window if occluding else 0,
+        stride=stride if occluding else 0,
+        fill=fill if occluding else "",
+    )
+
+
+channels = 0
+if "Score-CAM" in methods:
+    channels = int(view.layer_channels(ctx.model_key, ctx.digest, ctx.x, layer))
+slow_selected = [m for m in methods if m in view.SLOW]
+eta = sum(view.forwards_needed(m, positions, channels) for m in slow_selected) * per_image
+eta += (len(methods) * 42 * per_image) if score_maps else 0.0
+eta += (len(methods) * 4 * 6 * per_image) if sanity else 0.0
+st.caption(
+    f"Occlusion: {rows}×{cols} = **{positions} window positions**. Measured forward: "
+    f"{per_image * 1000:.0f} ms/image (batch 16) → Run ≈ **{eta:.0f} s** for the slow parts "
+    f"({', '.join(slow_selected) or 'none'}"
+    + (", AUC" if score_maps else "")
+    + (", sanity" if sanity else "")
+    + ")."
+)
+
+# ---------------------------------------------------------------------------- state
+store_key = (ctx.model_key, ctx.digest)
+if st.session_state.get("attribution_store_key") != store_key:
+    st.session_state["attribution_store_key"] = store_key
+    st.session_state["attribution_slow"] = {}
+    st.session_state["attribution_curves"] = {}
+    st.session_state["attribution_checks"] = {}
+slow_results: dict = st.session_state["attribution_slow"]
+curves: dict = st.session_state["attribution_curves"]
+checks: dict = st.session_state["attribution_checks"]
+
+run_col, stop_col, _ = st.columns([1, 1, 4])
+run = run_col.button("Run", type="primary", key="attribution_run", width="stretch")
+if stop_col.button("Stop", key="attribution_stop", width="stretch"):
+    st.info("Stopped. The results computed so far are kept; press Run to continue.")
+
+errors: dict[str, str] = {}
+results: dict[str, attribution.AttributionMap] = {}
+for label in methods:
+    params = _params(label)
+    if label in view.SLOW:
+        if params in slow_results:
+            results[label] = slow_results[params]
+        continue
+    try:
+        results[label] = view.fast_map(ctx.model_key, ctx.digest, ctx.x, params)
+    except ValueError as exc:
+        errors[label] = str(exc)
+    except Exception as exc:
+        logger.exception("Attribution method %s failed", label)
+        errors[label] = f"Unexpected error: {exc}"
+
+if run:
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        for label in slow_selected:
+            params = _params(label)
+            if params in slow_results:
+                continue
+            on_step = view.progress_callback(bar, label)
+            try:
+                result = view.compute_map(ctx.model, ctx.x, params, on_step=on_step)
+            except ValueError as exc:
+                errors[label] = str(exc)
+                continue
+            if not result.stopped:
+                slow_results[params] = result
+            results[label] = result
+        if score_maps:
+            for label, result in results.items():
+                params = _params(label)
+                if params not in curves:
+                    on_step = view.progress_callback(bar, f"{label} deletion/insertion")
+                    curves[params] = view.compute_curves(ctx.model, ctx.x, result, on_step)
+        if sanity:
+            for label in results:
+                params = _params(label)
+                if params not in checks and label not in view.SLOW:
+                    on_step = view.progress_callback(bar, f"{label} sanity check")
+                    checks[params] = view.compute_sanity(ctx.model, ctx.x, params, on_step)
+        bar.progress(1.0, text="Done.")
+    except ValueError as exc:
+        st.error(str(exc))
+
+# ---------------------------------------------------------------------------- the grid
+st.subheader(f"Why “{names[int(target)]}”? ({int(target)})")
+if not methods:
+    st.info("Pick at least one method above.")
+columns = st.columns(4)
+for i, label in enumerate(methods):
+    with columns[i % 4]:
+        st.markdown(f"**{label}**")
+        if label in errors:
+            st.warning(errors[label])
+            continue
+        result = results.get(label)
+        if result is None:
+            need = view.forwards_needed(label, positions, channels) * per_image
+            st.info(f"Slow method: press **Run** (≈ {need:.0f} s).")
+            continue
+        params = _params(label)
+        tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
+        scored = curves.get(params)
+        auc = (
+            f" · deletion AUC {scored.deletion_auc:.3f} ↓ · insertion AUC "
+            f"{scored.insertion_auc:.3f} ↑"
+            if scored is not None
+            else ""
+        )
+        st.image(tile, caption=f"{result.seconds * 1000:.0f} ms{auc}", width="stretch")
+        d1, d2 = st.columns(2)
+        d1.download_button(
+            "PNG",
+            view.map_png(result, colormap),
+            file_name=f"{result.method}_{int(target)}.png",
+            mime="image/png",
+            key=f"attribution_png_{label}",
+        )
+        d2.download_button(
+            "npz",
+            view.raw_npz(result),
+            file_name=f"{result.method}_{int(target)}.npz",
+            mime="application/octet-stream",
+            key=f"attribution_npz_{label}",
+        )
+
+if score_maps and curves:
+    with st.expander("Deletion and insertion curves (Petsiuk et al. 2018)"):
+        st.caption(
+            "Deletion blacks out the pixels the map ranks highest first: a faithful map makes "
+            "the probability fall fast (low AUC). Insertion adds them to a blurred image: it "
+            "should rise fast (high AUC)."
+        )
+        curve_cols = st.columns(4)
+        shown = [label for label in methods if _params(label) in curves]
+        for i, label in enumerate(shown):
+            with curve_cols[i % 4]:
+                st.markdown(f"**{label}**")
+                st.plotly_chart(
+                    view.curves_chart(curves[_params(label)]),
+                    key=f"attribution_curve_{label}",
+                    width="stretch",
+                )
+
+if sanity:
+    st.subheader("Sanity check: randomize the top layers (Adebayo et al. 2018)")
+    st.caption(
+        "Each row re-initializes the model's top blocks in cascade (on a copy of the model) and "
+        "recomputes the map. ρ is the Spearman rank correlation with the original map: a method "
+        "that explains the model should change (ρ falls); guided backprop and Guided Grad-CAM "
+        "barely do. Slow methods are not checked here."
+    )
+    for label in methods:
+        check = checks.get(_params(label))
+        if check is None:
+            continue
+        st.markdown(f"**{label}**")
+        tiles = [
+            view.overlay_array(image, check.maps[k], alpha=alpha, colormap=colormap)
+            for k in range(check.maps.shape[0])
+        ]
+        captions = ["original"] + [
+            f"{' + '.join(check.layers[: k + 1])} random · ρ = {rho:.2f}"
+            for k, rho in enumerate(check.correlations)
+        ]
+        st.image(tiles, caption=captions, width=180)
+    if not checks:
+        st.info("Press **Run** to compute the sanity check.")
+
+with st.expander("What am I looking at?"):
+    st.markdown(
+        """
+- **Occlusion** (Zeiler & Fergus 2014): slide a patch over the image; red where hiding it lowers
+  the class probability most. Window and stride set the resolution and the cost.
+- **Saliency** (Simonyan et al. 2014): |∂ class score / ∂ pixel|, the largest over RGB.
+- **Deconvnet** (Zeiler & Fergus 2014) and **guided backprop** (Springenberg et al. 2015): the
+  gradient with a different rule at every ReLU/ReLU6 (only positive signals go back).
+- **CAM** (Zhou et al. 2016), **Grad-CAM** (Selvaraju et al. 2017), **Grad-CAM++**
+  (Chattopadhyay et al. 2018), **Score-CAM** (Wang et al. 2020): a weighted sum of the
+  feature maps of one layer; they differ only in the weights. **Guided Grad-CAM** multiplies
+  guided backprop by Grad-CAM.
+- **Integrated gradients** (Sundararajan et al. 2017): gradients averaged from a black image to
+  this one, times the difference.
+"""
+    )

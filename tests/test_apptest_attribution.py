@@ -1,0 +1,67 @@
+"""The Attribution page in Streamlit's AppTest: it runs, Run fills the grid, display is cheap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vizui import attribution_view
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = "pages/3_Attribution.py"
+
+
+@pytest.fixture
+def page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c for image in at.image for c in image.captions]
+
+
+def test_page_shows_fast_maps_and_waits_for_run_on_slow_ones(page):
+    assert page.title[0].value == "Attribution"
+    markdown = " ".join(m.value for m in page.markdown)
+    for label in ("Saliency", "Guided backprop", "CAM", "Grad-CAM", "Grad-CAM++"):
+        assert f"**{label}**" in markdown
+    assert any("press **Run**" in info.value for info in page.info)  # occlusion waits
+    assert any("625 window positions" in c.value for c in page.caption)
+    assert not page.warning, [w.value for w in page.warning]
+
+
+def test_run_fills_the_grid_and_opacity_does_not_recompute(page):
+    page.multiselect(key="attribution_methods").set_value(["Occlusion", "Saliency", "Grad-CAM"])
+    page.slider(key="attribution_window").set_value(112)
+    page.slider(key="attribution_stride").set_value(64)
+    page.run()
+    assert any("9 window positions" in c.value for c in page.caption)
+    page.button(key="attribution_run").click().run()
+    assert not page.exception
+    captions = _captions(page)
+    scored = [c for c in captions if "deletion AUC" in c and "insertion AUC" in c]
+    assert len(scored) == 3, captions
+    assert page.progress and page.progress[0].value == 100
+
+    before = dict(attribution_view.COMPUTE_CALLS)
+    page.slider(key="attribution_alpha").set_value(0.8).run()
+    page.selectbox(key="attribution_colormap").set_value("inferno").run()
+    assert not page.exception
+    assert dict(attribution_view.COMPUTE_CALLS) == before
+    assert len([c for c in _captions(page) if "deletion AUC" in c]) == 3
+
+
+def test_any_class_by_name_and_any_layer(page):
+    page.multiselect(key="attribution_methods").set_value(["Grad-CAM"])
+    page.radio(key="attribution_target_choice").set_value(-1).run()
+    page.selectbox(key="attribution_target_search").set_value(1).run()
+    page.selectbox(key="attribution_layer_efficientnet_lite0").set_value("blocks.10.depthwise.act").run()
+    assert not page.exception
+    assert "goldfish" in page.subheader[0].value
+    assert len(page.image) >= 2  # the input and the Grad-CAM tile

@@ -1,0 +1,1070 @@
+"""Attribution: which input pixels made the model decide.
+
+One function per method, captum's argument order: ``fn(model, x, *, target=None, layer=...,
+...) -> AttributionMap``. ``x`` is one RGB image ``(1, 3, H, W)`` in [0, 1] (normalization lives
+inside the model). Every function works on the shared model through
+:func:`vizcore.hooks.inference_session` (lock, eval mode, frozen parameters, restored in
+``finally``) and never swaps or mutates a module.
+
+Targets (:func:`resolve_target`): ``None`` is the top-1 class, an ``int`` a class index (its
+logit for gradient methods, its softmax probability for occlusion), a callable maps logits
+``(B, K)`` to one score per image ``(B,)``.
+
+Methods:
+
+* perturbation: :func:`occlusion` (Zeiler & Fergus 2014);
+* gradients to the input: :func:`saliency` (Simonyan et al. 2014), :func:`smoothgrad`
+  (Smilkov et al. 2017, a wrapper), :func:`deconvnet` (Zeiler & Fergus 2014),
+  :func:`guided_backprop` (Springenberg et al. 2015), :func:`integrated_gradients`
+  (Sundararajan et al. 2017);
+* class activation maps, one skeleton ``relu(sum_k w_k A_k)`` with per-variant weights:
+  :func:`cam` (Zhou et al. 2016), :func:`grad_cam` (Selvaraju et al. 2017),
+  :func:`grad_cam_plus_plus` (Chattopadhyay et al. 2018), :func:`score_cam` (Wang et al. 2020),
+  and :func:`guided_grad_cam` (Selvaraju et al. 2017).
+
+:data:`METHODS` maps the UI labels to the functions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from vizcore.hooks import forward_output_hooks, inference_session
+from vizcore.layers import get_layer
+from vizcore.progress import OnStep, StepInfo, report
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+Target = int | ScoreFn | None
+Fill = Literal["zero", "gray", "mean", "blur"]
+
+FILLS: tuple[str, ...] = ("zero", "gray", "mean", "blur")
+#: Images per forward in batched methods: batch 16 is the fastest per image on the 2-core CPU
+#: (perf-anchors.md section 1; batch 64 is 1.8x slower per image on Lite0).
+BATCH_SIZE = 16
+#: Activation modules whose backward rule guided backprop and deconvnet change.
+GATED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass(frozen=True)
+class AttributionMap:
+    """The result of one attribution method on one image.
+
+    Attributes:
+        method: Short method key (``"grad_cam"``, ``"occlusion"``, ...).
+        target: The class index explained, or ``None`` for a callable target.
+        map: ``(H, W)`` float32 at input resolution; non-negative except for occlusion (a
+            probability drop, negative where hiding a patch raises the probability).
+        raw: The method's own array before reduction: ``(3, H, W)`` input gradient or
+            attribution, ``(h, w)`` class activation map at the layer's resolution, or the
+            ``(rows, cols)`` grid of occlusion drops.
+        layer: The layer a CAM method used, else ``None``.
+        seconds: Wall-clock time of the call.
+        stopped: ``True`` when an ``on_step`` callback stopped the run early (partial result).
+        info: Method-specific numbers (e.g. ``positions`` for occlusion, ``delta`` for
+            integrated gradients).
+    """
+
+    method: str
+    target: int | None
+    map: np.ndarray
+    raw: np.ndarray
+    layer: str | None
+    seconds: float
+    stopped: bool = False
+    info: Mapping[str, float] = field(default_factory=dict)
+
+
+class FunctionalActivationError(ValueError):
+    """The model applies ReLU-family activations as function calls, which hooks cannot see."""
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and inputs
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A target turned into score functions on logits ``(B, K) -> (B,)``."""
+
+    index: int | None
+    score: ScoreFn
+    probability: ScoreFn
+
+
+def resolve_target(logits: torch.Tensor, target: Target) -> ResolvedTarget:
+    """Resolve ``target`` against the logits of the unperturbed image.
+
+    Args:
+        logits: ``(1, K)`` (or ``(B, K)``; the first row picks the top-1 class) model output.
+        target: ``None`` for the top-1 class, an ``int`` class index, or a callable mapping
+            logits ``(B, K)`` to scores ``(B,)``.
+
+    Returns:
+        The class index (``None`` for a callable) with a ``score`` (the logit, or the callable)
+        and a ``probability`` (the softmax probability, or the callable) function.
+
+    Raises:
+        ValueError: The index is outside ``0 .. K-1`` or the target has a wrong type.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"Expected logits of shape (B, classes), got {tuple(logits.shape)}.")
+    num_classes = logits.shape[1]
+    if target is None:
+        index = int(logits[0].argmax())
+    elif callable(target):
+        fn = target
+
+        def checked(out: torch.Tensor) -> torch.Tensor:
+            score = fn(out)
+            if not isinstance(score, torch.Tensor) or score.shape != (out.shape[0],):
+                raise ValueError(
+                    "A callable target must return one score per image, shape (B,); got "
+                    f"{getattr(score, 'shape', type(score).__name__)}."
+                )
+            return score
+
+        return ResolvedTarget(None, checked, checked)
+    elif isinstance(target, bool) or not isinstance(target, int | np.integer):
+        raise ValueError(
+            f"target must be None (top-1), a class index or a callable, not "
+            f"{type(target).__name__}."
+        )
+    else:
+        index = int(target)
+        if not 0 <= index < num_classes:
+            raise ValueError(
+                f"Class {index} is out of range: this model has {num_classes} classes, "
+                f"numbered 0 to {num_classes - 1}."
+            )
+
+    def score(out: torch.Tensor) -> torch.Tensor:
+        return out[:, index]
+
+    def probability(out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out.float(), dim=1)[:, index]
+
+    return ResolvedTarget(index, score, probability)
+
+
+def _check_input(x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"Expected one RGB image of shape (1, 3, H, W), got {shape}.")
+    return x.detach().float()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Input-only channels_last: the convolutions propagate the layout, and the shared model's
+    # weights stay as they are (converting them would mutate the shared module).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def _result(
+    method: str,
+    resolved: ResolvedTarget,
+    attribution_map: torch.Tensor,
+    raw: torch.Tensor,
+    *,
+    layer: str | None,
+    start: float,
+    stopped: bool = False,
+    info: Mapping[str, float] | None = None,
+) -> AttributionMap:
+    return AttributionMap(
+        method=method,
+        target=resolved.index,
+        map=np.ascontiguousarray(_np(attribution_map)),
+        raw=np.ascontiguousarray(_np(raw)),
+        layer=layer,
+        seconds=time.perf_counter() - start,
+        stopped=stopped,
+        info=dict(info or {}),
+    )
+
+
+def _check_positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Occlusion
+
+
+def fill_image(x: torch.Tensor, fill: str, *, window: int = 32) -> torch.Tensor:
+    """The image that occluded patches are replaced with.
+
+    ``zero``: black; ``gray``: 0.5; ``mean``: the image's per-channel mean; ``blur``: the image
+    blurred with a Gaussian of sigma ``window / 4`` (hides detail at the window's scale).
+    """
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill == "gray":
+        return torch.full_like(x, 0.5)
+    if fill == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if fill == "blur":
+        sigma = max(window / 4.0, 1.0)
+        radius = min(int(3 * sigma), min(x.shape[-2:]) - 1)
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        c = x.shape[1]
+        padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
+
+
+def occlusion_grid(size: tuple[int, int], window: int, stride: int) -> tuple[int, int]:
+    """Number of window positions ``(rows, cols)`` for an image of ``size`` (H, W).
+
+    Positions start at multiples of ``stride``; as in captum, the last row/column of windows
+    is added (clipped at the border) when ``stride`` does not divide ``size - window``.
+
+    Raises:
+        ValueError: The window is larger than the image, or window/stride are not positive.
+    """
+    window = _check_positive("The occlusion window", window)
+    stride = _check_positive("The occlusion stride", stride)
+    height, width = size
+    if window > min(height, width):
+        raise ValueError(
+            f"The occlusion window ({window} px) is larger than the image ({height}x{width} px); "
+            f"choose a window of at most {min(height, width)} px."
+        )
+    rows = math.ceil((height - window) / stride) + 1
+    cols = math.ceil((width - window) / stride) + 1
+    return rows, cols
+
+
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: Target = None,
+    window: int = 32,
+    stride: int = 8,
+    fill: Fill = "gray",
+    batch_size: int = BATCH_SIZE,
+    on_step: OnStep | None = None,
+) -> AttributionMap:
+    """Occlusion sensitivity (Zeiler & Fergus, ECCV 2014, section 4.2).
+
+    ``map(u) = mean over windows W covering u of [p_c(x) - p_c(x with W filled)]``, the drop
+    in the target's softmax probability, averaged over overlapping windows (as captum's
+    ``Occlusion``). ``raw`` is the ``(rows, cols)`` grid of drops per window position.
+
+    Deviation: the paper slides a gray square and plots the probability itself; the drop is
+    the same picture inverted. Pixels no window covers (``stride > window``) get 0.
+
+    Batched: ``batch_size`` occluded copies per forward, input in channels_last. Reports
+    progress after each batch; ``on_step`` returning ``False`` stops with a partial map.
+
+    Raises:
+        ValueError: Window larger than the image, stride 0, unknown fill, bad target.
+    """
+    x = _check_input(x)
+    if fill not in FILLS:
+        raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
+    batch_size = _check_positive("batch_size", batch_size)
+    height, width = x.shape[-2:]
+    rows, cols = occlusion_grid((height, width), window, stride)
+    positions = rows * cols
+    start = time.perf_counter()
+    baseline = fill_image(x, fill, window=window)
+    drops = torch.zeros(positions)
+    done = 0
+    stopped = False
+    with inference_session(model), torch.inference_mode():
+        logits = model(_channels_last(x))
+        resolved = resolve_target(logits, target)
+        reference = resolved.probability(logits)[0]
+        while done < positions:
+            n = min(batch_size, positions - done)
+            batch = torch.empty((n, *x.shape[1:]), memory_format=torch.channels_last)
+            batch.copy_(x.expand(n, -1, -1, -1))
+            for j in range(n):
+                r, c = divmod(done + j, cols)
+                ys, xs = (
+                    slice(r * stride, r * stride + window),
+                    slice(c * stride, c * stride + window),
+                )
+                batch[j, :, ys, xs] = baseline[0, :, ys, xs]
+            drops[done : done + n] = reference - resolved.probability(model(batch)).float()
+            done += n
+            info = StepInfo(done, positions, message=f"{done}/{positions} window positions")
+            if not report(on_step, info):
+                stopped = done < positions
+                break
+    total = torch.zeros(height, width)
+    counts = torch.zeros(height, width)
+    for p in range(done):
+        r, c = divmod(p, cols)
+        ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
+        total[ys, xs] += drops[p]
+        counts[ys, xs] += 1
+    attribution_map = total / counts.clamp(min=1)
+    return _result(
+        "occlusion",
+        resolved,
+        attribution_map,
+        drops.view(rows, cols),
+        layer=None,
+        start=start,
+        stopped=stopped,
+        info={"positions": positions, "done": done, "reference_probability": float(reference)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients to the input
+
+
+def _input_gradient(
+    model: nn.Module, x: torch.Tensor, target: Target
+) -> tuple[torch.Tensor, ResolvedTarget]:
+    """``d score / d x`` for one image; the model must already be in an inference session."""
+    xg = _channels_last(x).requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        resolved = resolve_target(logits.detach(), target)
+        score = resolved.score(logits).sum()
+        (grad,) = torch.autograd.grad(score, xg)
+    return grad.contiguous(), resolved
+
+
+def saliency(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> AttributionMap:
+    """Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman, ICLR workshop 2014).
+
+    ``map(u) = max_c |d S_target / d x_c(u)|`` with ``S`` the target's logit (pre-softmax, as
+    in the paper). ``raw`` is the signed gradient ``(3, H, W)``.
+    """
+    x = _check_input(x)
+    start = time.perf_counter()
+    with inference_session(model):
+        grad, resolved = _input_gradient(model, x, target)
+    return _result(
+        "saliency", resolved, grad[0].abs().amax(dim=0), grad[0], layer=None, start=start
+    )
+
+
+class _GuidedGate(torch.autograd.Function):
+    """Identity forward; backward passes only the positive part of the incoming gradient.
+
+    Placed on the activation's output, so the activation's own backward (its forward mask)
+    runs after it: the gradient to the pre-activation is ``mask * relu(g)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor) -> torch.Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+class _DeconvGate(torch.autograd.Function):
+    """Forward value of the activation; backward sends ``relu(g)`` straight to its input.
+
+    The activation's own backward (its forward mask) is bypassed: the forward value is taken
+    detached and the gradient is routed to the pre-activation tensor kept by a pre-hook.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.clamp(min=0), None
+
+
+_RELU_FAMILY = frozenset(
+    {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "threshold", "threshold_"}
+)
+
+
+class _FunctionalReluCounter(TorchFunctionMode):
+    """Counts ReLU-family torch calls made while no activation module is running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.calls: dict[str, int] = {}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        name = getattr(func, "__name__", "")
+        if self.depth == 0 and name in _RELU_FAMILY:
+            self.calls[name] = self.calls.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+#: Per model: functional ReLU-family calls found on its first gated forward (checked once).
+_FUNCTIONAL_CALLS: weakref.WeakKeyDictionary[nn.Module, dict[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextmanager
+def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Iterator[None]:
+    """Change the backward rule of every ReLU/ReLU6 module with removable hooks.
+
+    On the first call for a model, the forward inside the block runs under a
+    ``TorchFunctionMode`` that counts ReLU-family calls outside activation modules, and
+    :class:`FunctionalActivationError` is raised after the block when there were any.
+    """
+    modules = [m for m in model.modules() if isinstance(m, GATED_ACTIVATIONS)]
+    if not modules:
+        raise FunctionalActivationError(
+            f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 modules, so guided backprop "
+            "and deconvnet are undefined for it (its activations are functional calls or "
+            "another kind). Use saliency, Grad-CAM or integrated gradients."
+        )
+    counter = _FunctionalReluCounter() if model not in _FUNCTIONAL_CALLS else None
+    kept: dict[int, list[torch.Tensor]] = {}
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def pre_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+        if counter is not None:
+            counter.depth += 1
+        if mode != "deconvnet":
+            return None
+        pre = inputs[0]
+        kept.setdefault(id(module), []).append(pre)
+        # The activation runs on a graph-free tensor: its backward is never part of the path.
+        # An in-place activation gets a copy so the kept pre-activation is not overwritten.
+        free = pre.detach()
+        return (free.clone() if getattr(module, "inplace", False) else free, *inputs[1:])
+
+    def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> Any:
+        if counter is not None:
+            counter.depth -= 1
+        if mode == "guided":
+            return _GuidedGate.apply(output)
+        return _DeconvGate.apply(kept[id(module)].pop(), output.detach())
+
+    try:
+        for module in modules:
+            handles.append(module.register_forward_pre_hook(pre_hook))
+        with forward_output_hooks(modules, hook):
+            if counter is None:
+                yield
+            else:
+                with counter:
+                    yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        kept.clear()
+    if counter is not None:
+        _FUNCTIONAL_CALLS[model] = dict(counter.calls)
+
+
+def _check_functional(model: nn.Module) -> None:
+    calls = _FUNCTIONAL_CALLS.get(model)
+    if calls:
+        found = ", ".join(f"{name} x{n}" for name, n in sorted(calls.items()))
+        raise FunctionalActivationError(
+            f"{type(model).__name__} applies ReLU-family activations as function calls "
+            f"({found}) outside nn.ReLU/nn.ReLU6 modules (torchvision's GoogLeNet does this). "
+            "Hooks cannot change their backward rule, so guided backprop / deconvnet would "
+            "silently be wrong. Use saliency, Grad-CAM or integrated gradients for this model."
+        )
+
+
+def _gated_gradient(
+    model: nn.Module, x: torch.Tensor, target: Target, mode: Literal["guided", "deconvnet"]
+) -> tuple[torch.Tensor, ResolvedTarget]:
+    _check_functional(model)
+    xg = _channels_last(x).requires_grad_(True)
+    with torch.enable_grad():
+        with _relu_gates(model, mode):
+            logits = model(xg)
+        _check_functional(model)
+        resolved = resolve_target(logits.detach(), target)
+        score = resolved.score(logits).sum()
+        (grad,) = torch.autograd.grad(score, xg)
+    return grad.contiguous(), resolved
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> AttributionMap:
+    """Guided backpropagation (Springenberg et al., ICLR workshop 2015).
+
+    At every ReLU/ReLU6 module: ``R_in = [x_pre > 0 (and < 6)] * max(R_out, 0)``, i.e. the
+    activation's own backward mask times the positive part of the incoming gradient. ``map`` is
+    ``max_c |R_input|``; ``raw`` the signed ``(3, H, W)`` result.
+
+    Deviation: none for ReLU; for ReLU6 the forward mask is ReLU6's (``0 < x < 6``). Unlike
+    captum's ``GuidedBackprop`` (``nn.ReLU`` only), ReLU6 is handled, so on EfficientNet-Lite
+    this differs from the plain gradient.
+
+    Raises:
+        FunctionalActivationError: The model calls ReLU as a function (hooks cannot see it).
+    """
+    x = _check_input(x)
+    start = time.perf_counter()
+    with inference_session(model):
+        grad, resolved = _gated_gradient(model, x, target, "guided")
+    return _result(
+        "guided_backprop", resolved, grad[0].abs().amax(dim=0), grad[0], layer=None, start=start
+    )
+
+
+def deconvnet(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> AttributionMap:
+    """Deconvnet backward pass (Zeiler & Fergus, ECCV 2014), as a modified gradient.
+
+    At every ReLU/ReLU6 module: ``R_in = max(R_out, 0)``, ignoring the forward mask; every other
+    layer uses its transposed (gradient) rule. ``map`` is ``max_c |R_input|``.
+
+    Deviation: max-pool switches are the gradient's (the same as the paper's switches).
+
+    Raises:
+        FunctionalActivationError: The model calls ReLU as a function (hooks cannot see it).
+    """
+    x = _check_input(x)
+    start = time.perf_counter()
+    with inference_session(model):
+        grad, resolved = _gated_gradient(model, x, target, "deconvnet")
+    return _result(
+        "deconvnet", resolved, grad[0].abs().amax(dim=0), grad[0], layer=None, start=start
+    )
+
+
+GradientMethod = Callable[..., AttributionMap]
+
+
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: GradientMethod = saliency,
+    target: Target = None,
+    samples: int = 25,
+    sigma: float = 0.15,
+    seed: int = 0,
+    on_step: OnStep | None = None,
+    **options: Any,
+) -> AttributionMap:
+    """SmoothGrad around any attribution function (Smilkov et al., arXiv:1706.03825, 2017).
+
+    ``map = 1/n sum_i method(x + N(0, (sigma * (max x - min x))^2)).map`` (``raw`` likewise).
+    The target is resolved once on the clean image. Noise comes from a local generator seeded
+    by ``seed``. Deviation: noisy images are not clipped to [0, 1] (as in the paper).
+
+    Raises:
+        ValueError: ``samples`` < 1 or ``sigma`` < 0.
+    """
+    x = _check_input(x)
+    samples = _check_positive("samples", samples)
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0 (a fraction of the input range), got {sigma}.")
+    start = time.perf_counter()
+    with inference_session(model), torch.inference_mode():
+        resolved = resolve_target(model(x), target)
+    fixed: Target = resolved.index if resolved.index is not None else target
+    generator = torch.Generator().manual_seed(seed)
+    scale = sigma * float(x.max() - x.min())
+    total_map: np.ndarray | None = None
+    total_raw: np.ndarray | None = None
+    name = getattr(method, "__name__", "method")
+    done = 0
+    stopped = False
+    for i in range(samples):
+        noisy = x + scale * torch.randn(x.shape, generator=generator)
+        result = method(model, noisy, target=fixed, **options)
+        total_map = result.map if total_map is None else total_map + result.map
+        total_raw = result.raw if total_raw is None else total_raw + result.raw
+        done = i + 1
+        if not report(on_step, StepInfo(done, samples, message=f"{done}/{samples} samples")):
+            stopped = done < samples
+            break
+    assert total_map is not None and total_raw is not None
+    return _result(
+        f"smoothgrad_{name}",
+        resolved,
+        torch.from_numpy(total_map / done),
+        torch.from_numpy(total_raw / done),
+        layer=options.get("layer"),
+        start=start,
+        stopped=stopped,
+        info={"samples": done, "sigma": sigma},
+    )
+
+
+def _gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return 0.5 * (nodes + 1.0), 0.5 * weights
+
+
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: Target = None,
+    steps: int = 50,
+    method: Literal["gausslegendre", "riemann_trapezoid"] = "gausslegendre",
+    batch_size: int = BATCH_SIZE,
+    on_step: OnStep | None = None,
+) -> AttributionMap:
+    """Integrated gradients (Sundararajan, Taly & Yan, ICML 2017), black baseline.
+
+    ``IG_i(x) = (x_i - x'_i) * int_0^1 dS(x' + a (x - x')) / dx_i da`` with ``x' = 0`` and ``S``
+    the target logit, the integral by ``steps``-point Gauss-Legendre quadrature (captum's
+    default) or the trapezoid rule. ``map = sum_c |IG_c|``; ``raw`` the signed ``(3, H, W)``.
+    ``info["delta"]`` is the completeness error ``sum IG - (S(x) - S(x'))``.
+
+    Deviation: the paper uses a Riemann sum; Gauss-Legendre converges faster.
+    """
+    x = _check_input(x)
+    steps = _check_positive("steps", steps)
+    batch_size = _check_positive("batch_size", batch_size)
+    if method == "gausslegendre":
+        alphas, weights = _gauss_legendre(steps)
+    elif method == "riemann_trapezoid":
+        if steps < 2:
+            raise ValueError("The trapezoid rule needs at least 2 steps.")
+        alphas = np.linspace(0.0, 1.0, steps)
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] *= 0.5
+    else:
+        raise ValueError(f"Unknown method {method!r}; use 'gausslegendre' or 'riemann_trapezoid'.")
+    start = time.perf_counter()
+    baseline = torch.zeros_like(x)
+    total = torch.zeros_like(x)
+    done = 0
+    stopped = False
+    with inference_session(model):
+        with torch.inference_mode():
+            ends = model(_channels_last(torch.cat([baseline, x])))
+        resolved = resolve_target(ends[1:], target)
+        while done < steps:
+            n = min(batch_size, steps - done)
+            a = torch.tensor(alphas[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
+            w = torch.tensor(weights[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
+            path = _channels_last(baseline + a * (x - baseline)).requires_grad_(True)
+            with torch.enable_grad():
+                score = resolved.score(model(path)).sum()
+                (grad,) = torch.autograd.grad(score, path)
+            total += (w * grad).sum(dim=0, keepdim=True)
+            done += n
+            if not report(on_step, StepInfo(done, steps, message=f"{done}/{steps} steps")):
+                stopped = done < steps
+                break
+    attribution = (x - baseline) * total
+    with torch.no_grad():
+        delta = float(attribution.sum() - (resolved.score(ends[1:]) - resolved.score(ends[:1])))
+    return _result(
+        "integrated_gradients",
+        resolved,
+        attribution[0].abs().sum(dim=0),
+        attribution[0],
+        layer=None,
+        start=start,
+        stopped=stopped,
+        info={"steps": done, "delta": delta},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Class activation maps: one skeleton relu(sum_k w_k A_k), per-variant weights
+
+
+def cam_skeleton(
+    acts: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """``relu(sum_k w_k A_k + b)`` for activations ``(C, h, w)`` and weights ``(C,)``."""
+    return torch.relu(torch.einsum("chw,c->hw", acts, weights) + bias)
+
+
+def grad_cam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM: ``w_k = mean_ij dS/dA_k(i, j)`` (global-average-pooled gradients)."""
+    return grads.mean(dim=(1, 2))
+
+
+def grad_cam_plus_plus_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++: ``w_k = sum_ij a_k(i,j) relu(g)``, ``a = g^2 / (2 g^2 + sum_ij A_k g^3)``.
+
+    The closed form with exponential-free second/third derivatives (paper eq. 19), exactly
+    as pytorch-grad-cam's ``GradCAMPlusPlus`` (eps 1e-6; ``a = 0`` where the gradient is 0), so
+    the two can be cross-checked.
+    """
+    g2 = grads**2
+    g3 = g2 * grads
+    sum_acts = acts.sum(dim=(1, 2), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_acts * g3 + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return (grads.clamp(min=0) * alpha).sum(dim=(1, 2))
+
+
+def _layer_output(output: Any, layer: str) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or output.ndim != 4:
+        kind = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(
+            f"Layer {layer!r} outputs {kind}; CAM methods need a convolutional layer with a "
+            "(N, C, h, w) output."
+        )
+    return output
+
+
+def _layer_acts_and_grads(
+    model: nn.Module, x: torch.Tensor, layer: str, target: Target
+) -> tuple[torch.Tensor, torch.Tensor, ResolvedTarget]:
+    """Activations ``A`` of ``layer`` and ``dS/dA`` at the cost of about one forward.
+
+    The layer's output is replaced by a detached leaf (plus a clone, so in-place ops after it
+    stay legal): nothing before the layer records a graph, and the backward stops at the layer.
+    Parameters are frozen by the caller's inference session.
+    """
+    module = get_layer(model, layer)
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _i: Any, output: Any) -> torch.Tensor:
+        leaf = _layer_output(output, layer).detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf.clone()
+
+    with torch.enable_grad():
+        with forward_output_hooks([module], hook):
+            logits = model(_channels_last(x))
+        _check_called_once(captured, layer)
+        resolved = resolve_target(logits.detach(), target)
+        score = resolved.score(logits).sum()
+        if not score.requires_grad:
+            raise ValueError(f"The target score does not depend on layer {layer!r}.")
+        (grads,) = torch.autograd.grad(score, captured[0])
+    return captured[0].detach()[0], grads[0], resolved
+
+
+def _check_called_once(captured: list[torch.Tensor], layer: str) -> None:
+    if not captured:
+        raise ValueError(f"Layer {layer!r} did not run in the forward pass; pick another layer.")
+    if len(captured) > 1:
+        raise ValueError(
+            f"Layer {layer!r} ran {len(captured)} times in one forward pass (a reused module); "
+            "pick a layer that runs once."
+        )
+
+
+CamWeights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _gradient_cam(
+    name: str, weight_fn: CamWeights, model: nn.Module, x: torch.Tensor, target: Target, layer: str
+) -> AttributionMap:
+    x = _check_input(x)
+    start = time.perf_counter()
+    with inference_session(model):
+        acts, grads, resolved = _layer_acts_and_grads(model, x, layer, target)
+    raw = cam_skeleton(acts, weight_fn(acts, grads))
+    return _result(
+        name, resolved, _upsample(raw, tuple(x.shape[-2:])), raw, layer=layer, start=start
+    )
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str
+) -> AttributionMap:
+    """Grad-CAM (Selvaraju et al., ICCV 2017).
+
+    ``L = relu(sum_k w_k A_k)``, ``w_k = mean_ij dS/dA_k(i, j)``, ``S`` the target logit; the
+    ``(h, w)`` map (``raw``) is bilinearly upsampled to the input (``map``).
+
+    Cost: one forward; the backward stops at ``layer`` (no gradient to the input or weights).
+
+    Raises:
+        ValueError: Unknown layer (with close matches), a layer without a 4-D output or that
+            does not run exactly once, or a bad target.
+    """
+    return _gradient_cam("grad_cam", grad_cam_weights, model, x, target, layer)
+
+
+def grad_cam_plus_plus(
+    model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str
+) -> AttributionMap:
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018).
+
+    ``L = relu(sum_k w_k A_k)``, ``w_k = sum_ij alpha_k(i,j) relu(dS/dA_k(i,j))``, with the
+    closed-form ``alpha`` of :func:`grad_cam_plus_plus_weights` (pytorch-grad-cam's form).
+
+    Deviation: ``S`` is the logit, not ``exp(logit)``: the closed form assumes the exponential,
+    as every public implementation does.
+    """
+    return _gradient_cam("grad_cam_plus_plus", grad_cam_plus_plus_weights, model, x, target, layer)
+
+
+def _last(model: nn.Module, kind: type[nn.Module]) -> tuple[str, nn.Module] | None:
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, kind):
+            found = (name, module)
+    return found
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    scale = max(1.0, float(b.abs().max()))
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-4 * scale))
+
+
+def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str) -> AttributionMap:
+    """Class activation mapping (Zhou et al., CVPR 2016).
+
+    ``M_c = relu(sum_k w_k^c A_k)`` where ``A`` is the layer feeding the global average pool and
+    ``w^c`` the linear classifier's row for class ``c``. Supported heads, checked numerically on
+    this very forward pass (so a wrong layer cannot give a silent wrong map):
+
+    * GAP + ``nn.Linear`` (EfficientNet-Lite0: layer ``head.act``, classifier ``fc``);
+    * ``A`` feeds a 1x1 ``nn.Conv2d`` classifier followed by (ReLU +) GAP (SqueezeNet: layer
+      ``fire9``, classifier ``conv10``): the class map is the classifier's output channel,
+      ``relu(sum_k w_k^c A_k + b_c)`` (the bias is included);
+    * ``A`` already has one channel per class and GAP of it gives the logits (SqueezeNet's
+      ``conv10`` / ``relu10``): ``w^c`` is one-hot.
+
+    Deviation: the paper drops the ReLU; it is kept here, as in every CAM variant.
+
+    Raises:
+        ValueError: The layer does not feed such a head (use Grad-CAM, which works on any conv
+            layer), or the target is a callable.
+    """
+    x = _check_input(x)
+    start = time.perf_counter()
+    module = get_layer(model, layer)
+    linear = _last(model, nn.Linear)
+    convs = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+    ]
+    classifier_conv = convs[-1] if convs else None
+    seen: dict[str, list[Any]] = {"acts": [], "lin": [], "conv": []}
+
+    def record(key: str, what: Literal["in", "out"]) -> Callable[..., None]:
+        def hook(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            seen[key].append((inputs[0], output) if what == "in" else output)
+
+        return hook
+
+    with inference_session(model), torch.inference_mode():
+        handles = [module.register_forward_hook(record("acts", "out"))]
+        try:
+            if linear is not None:
+                handles.append(linear[1].register_forward_hook(record("lin", "in")))
+            if classifier_conv is not None:
+                handles.append(classifier_conv[1].register_forward_hook(record("conv", "in")))
+            logits = model(_channels_last(x)).float()
+        finally:
+            for handle in handles:
+                handle.remove()
+    _check_called_once(seen["acts"], layer)
+    acts = _layer_output(seen["acts"][0], layer).float()
+    resolved = resolve_target(logits, target)
+    if resolved.index is None:
+        raise ValueError("CAM explains one class: give a class index (or None), not a callable.")
+    c = resolved.index
+    num_classes = logits.shape[1]
+    weights: torch.Tensor | None = None
+    bias: torch.Tensor | float = 0.0
+    if len(seen["lin"]) == 1 and linear is not None:
+        features, out = seen["lin"][0]
+        if _close(acts.mean(dim=(2, 3)), features.float()) and _close(out.float(), logits):
+            weights = linear[1].weight[c].detach().float()
+    if weights is None and acts.shape[1] == num_classes:
+        pooled = acts.mean(dim=(2, 3))
+        if _close(pooled, logits) or _close(torch.relu(acts).mean(dim=(2, 3)), logits):
+            weights = F.one_hot(torch.tensor(c), num_classes).float()
+    if weights is None and len(seen["conv"]) == 1 and classifier_conv is not None:
+        conv_in, conv_out = seen["conv"][0]
+        conv = classifier_conv[1]
+        head_ok = conv_out.shape[1] == num_classes and (
+            _close(torch.relu(conv_out).mean(dim=(2, 3)).float(), logits)
+            or _close(conv_out.mean(dim=(2, 3)).float(), logits)
+        )
+        if head_ok and _close(conv_in.float(), acts):
+            weights = conv.weight[c, :, 0, 0].detach().float()
+            if conv.bias is not None:
+                bias = conv.bias[c].detach().float()
+    if weights is None:
+        raise ValueError(
+            f"CAM needs the layer that feeds the classifier through global average pooling "
+            f"(a GAP + linear head, or a 1x1-conv classifier + GAP), and {layer!r} is not it "
+            f"for {type(model).__name__}. Pick that layer (e.g. 'head.act' on "
+            "EfficientNet-Lite0, 'fire9' on SqueezeNet), or use Grad-CAM, which works on any "
+            "convolutional layer."
+        )
+    raw = cam_skeleton(acts[0], weights, bias)
+    return _result(
+        "cam", resolved, _upsample(raw, tuple(x.shape[-2:])), raw, layer=layer, start=start
+    )
+
+
+def score_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: Target = None,
+    layer: str,
+    batch_size: int = BATCH_SIZE,
+    on_step: OnStep | None = None,
+) -> AttributionMap:
+    """Score-CAM (Wang et al., CVPR workshops 2020).
+
+    ``L = relu(sum_k w_k A_k)``, ``w = softmax_k(S(x * H_k))`` where ``H_k`` is ``A_k``
+    upsampled to the input and min-max scaled to [0, 1] and ``S`` the target logit.
+
+    Deviation (shared with pytorch-grad-cam, so the two can be cross-checked): the paper's
+    increase of confidence uses the softmax probability minus a baseline; here the logits of
+    the masked images are softmax-normalized across channels. Masks are upsampled with
+    ``align_corners=True`` like pytorch-grad-cam. Costs one forward per channel, in batches;
+    progress after each batch, ``on_step`` returning ``False`` stops (partial weights).
+    """
+    x = _check_input(x)
+    batch_size = _check_positive("batch_size", batch_size)
+    start = time.perf_counter()
+    module = get_layer(model, layer)
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _i: Any, output: Any) -> None:
+        captured.append(_layer_output(output, layer))
+
+    stopped = False
+    with inference_session(model), torch.inference_mode():
+        with forward_output_hooks([module], hook):
+            logits = model(_channels_last(x))
+        _check_called_once(captured, layer)
+        resolved = resolve_target(logits, target)
+        acts = captured[0].float()
+        channels = acts.shape[1]
+        masks = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
+        flat = masks.view(channels, -1)
+        low = flat.min(dim=1).values.view(-1, 1, 1)
+        high = flat.max(dim=1).values.view(-1, 1, 1)
+        masks = (masks - low) / (high - low + 1e-8)
+        scores = torch.full((channels,), float("-inf"))
+        done = 0
+        while done < channels:
+            n = min(batch_size, channels - done)
+            batch = _channels_last(x * masks[done : done + n, None])
+            scores[done : done + n] = resolved.score(model(batch)).float()
+            done += n
+            if not report(on_step, StepInfo(done, channels, message=f"{done}/{channels} maps")):
+                stopped = done < channels
+                break
+    weights = torch.softmax(scores[:done], dim=0)
+    raw = cam_skeleton(acts[0, :done], weights)
+    return _result(
+        "score_cam",
+        resolved,
+        _upsample(raw, tuple(x.shape[-2:])),
+        raw,
+        layer=layer,
+        start=start,
+        stopped=stopped,
+        info={"channels": channels, "done": done},
+    )
+
+
+def guided_grad_cam(
+    model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str
+) -> AttributionMap:
+    """Guided Grad-CAM (Selvaraju et al., ICCV 2017): guided backprop times Grad-CAM.
+
+    ``R = GB(x) * up(L_GradCAM)`` elementwise, ``map = max_c |R_c|``; ``raw`` is the signed
+    ``(3, H, W)`` product. The Grad-CAM map is upsampled bilinearly (captum's
+    ``GuidedGradCam`` defaults to nearest).
+    """
+    start = time.perf_counter()
+    gb = guided_backprop(model, x, target=target)  # first: it refuses functional-ReLU models
+    fixed: Target = gb.target if gb.target is not None else target
+    gc = grad_cam(model, x, target=fixed, layer=layer)
+    raw = torch.from_numpy(gb.raw) * torch.from_numpy(gc.map)[None]
+    resolved = ResolvedTarget(gc.target, lambda t: t, lambda t: t)
+    return _result(
+        "guided_grad_cam", resolved, raw.abs().amax(dim=0), raw, layer=layer, start=start
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Registry for the UI
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """How the UI offers one method."""
+
+    key: str
+    fn: Callable[..., AttributionMap]
+    uses_layer: bool
+    slow: bool
+    citation: str
+
+
+METHODS: Mapping[str, MethodInfo] = MappingProxyType(
+    {
+        "Occlusion": MethodInfo("occlusion", occlusion, False, True, "Zeiler & Fergus 2014"),
+        "Saliency": MethodInfo("saliency", saliency, False, False, "Simonyan et al. 2014"),
+        "SmoothGrad": MethodInfo("smoothgrad", smoothgrad, False, True, "Smilkov et al. 2017"),
+        "Deconvnet": MethodInfo("deconvnet", deconvnet, False, False, "Zeiler & Fergus 2014"),
+        "Guided backprop": MethodInfo(
+            "guided_backprop", guided_backprop, False, False, "Springenberg et al. 2015"
+        ),
+        "CAM": MethodInfo("cam", cam, True, False, "Zhou et al. 2016"),
+        "Grad-CAM": MethodInfo("grad_cam", grad_cam, True, False, "Selvaraju et al. 2017"),
+        "Guided Grad-CAM": MethodInfo(
+            "guided_grad_cam", guided_grad_cam, True, False, "Selvaraju et al. 2017"
+        ),
+        "Grad-CAM++": MethodInfo(
+            "grad_cam_plus_plus", grad_cam_plus_plus, True, False, "Chattopadhyay et al. 2018"
+        ),
+        "Score-CAM": MethodInfo("score_cam", score_cam, True, True, "Wang et al. 2020"),
+        "Integrated gradients": MethodInfo(
+            "integrated_gradients",
+            integrated_gradients,
+            False,
+            True,
+            "Sundararajan et al. 2017",
+        ),
+    }
+)
+
+#: The comparison grid's default selection.
+DEFAULT_METHODS: tuple[str, ...] = (
+    "Occlusion",
+    "Saliency",
+    "Deconvnet",
+    "Guided backprop",
+    "CAM",
+    "Grad-CAM",
+    "Guided Grad-CAM",
+    "Grad-CAM++",
+)

@@ -1,0 +1,187 @@
+"""Streamlit helpers for the Attribution page: cached computations and rendering.
+
+No math here: every number comes from :mod:`vizcore.techniques.attribution` and
+:mod:`vizcore.techniques.faithfulness`. ``COMPUTE_CALLS`` counts real (uncached) computations, so
+tests can check that display-only controls never recompute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from vizcore import render
+from vizcore.hooks import inference_session
+from vizcore.progress import OnStep
+from vizcore.techniques import attribution, faithfulness
+from vizcore.techniques.attribution import AttributionMap
+from vizcore.techniques.faithfulness import FaithfulnessCurves, RandomizationCheck
+from vizui import cached
+
+#: Number of real computations per kind ("map", "curves", "sanity", "forward_time").
+COMPUTE_CALLS: Counter[str] = Counter()
+
+#: Methods whose cost is many forwards: computed only when the user presses Run.
+SLOW = frozenset(label for label, info in attribution.METHODS.items() if info.slow)
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Everything that determines one method's map (hashable, for keys and caches)."""
+
+    label: str
+    target: int
+    layer: str | None
+    window: int
+    stride: int
+    fill: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword options for the vizcore function."""
+        out: dict[str, Any] = {"target": self.target}
+        if attribution.METHODS[self.label].uses_layer:
+            out["layer"] = self.layer
+        if self.label == "Occlusion":
+            out.update(window=self.window, stride=self.stride, fill=self.fill)
+        return out
+
+
+def compute_map(
+    model: torch.nn.Module, x: torch.Tensor, params: MethodParams, on_step: OnStep | None = None
+) -> AttributionMap:
+    """Run one method (uncached); long methods report progress through ``on_step``."""
+    COMPUTE_CALLS["map"] += 1
+    info = attribution.METHODS[params.label]
+    kwargs = params.kwargs()
+    if info.slow:
+        kwargs["on_step"] = on_step
+    return info.fn(model, x, **kwargs)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def fast_map(model_key: str, digest: str, _x: torch.Tensor, params: MethodParams) -> AttributionMap:
+    """A fast method's map, cached on model, image and parameters."""
+    return compute_map(cached.model(model_key), _x, params)
+
+
+def compute_curves(
+    model: torch.nn.Module, x: torch.Tensor, result: AttributionMap, on_step: OnStep | None = None
+) -> FaithfulnessCurves:
+    """Deletion/insertion curves of one map (uncached)."""
+    COMPUTE_CALLS["curves"] += 1
+    return faithfulness.deletion_insertion(model, x, result, steps=20, on_step=on_step)
+
+
+def compute_sanity(
+    model: torch.nn.Module, x: torch.Tensor, params: MethodParams, on_step: OnStep | None = None
+) -> RandomizationCheck:
+    """The cascading randomization check of one method (uncached)."""
+    COMPUTE_CALLS["sanity"] += 1
+    info = attribution.METHODS[params.label]
+    return faithfulness.randomization_check(
+        model, x, method=info.fn, steps=3, on_step=on_step, **params.kwargs()
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def forward_seconds(model_key: str, size: int) -> float:
+    """Measured seconds per image of a batch-16 channels_last forward (for ETAs)."""
+    COMPUTE_CALLS["forward_time"] += 1
+    model = cached.model(model_key)
+    batch = torch.rand(attribution.BATCH_SIZE, 3, size, size).contiguous(
+        memory_format=torch.channels_last
+    )
+    best = float("inf")
+    with inference_session(model), torch.inference_mode():
+        for _ in range(2):
+            start = time.perf_counter()
+            model(batch)
+            best = min(best, time.perf_counter() - start)
+    return best / attribution.BATCH_SIZE
+
+
+def forwards_needed(label: str, positions: int, channels: int) -> int:
+    """Rough number of forward passes a slow method needs (for the ETA)."""
+    if label == "Occlusion":
+        return positions
+    if label == "Score-CAM":
+        return channels
+    if label == "Integrated gradients":
+        return 50 * 2  # forward + backward per step
+    if label == "SmoothGrad":
+        return 25 * 3
+    return 3
+
+
+def overlay_tile(
+    image: np.ndarray, result: AttributionMap, *, alpha: float, colormap: str
+) -> np.ndarray:
+    """The map over the image (display only: no recomputation)."""
+    return overlay_array(image, result.map, alpha=alpha, colormap=colormap)
+
+
+def overlay_array(
+    image: np.ndarray, attribution_map: np.ndarray, *, alpha: float, colormap: str
+) -> np.ndarray:
+    """A non-negative part of a map, scaled to its 99.5th percentile, over the image."""
+    heat = render.normalize01(np.clip(attribution_map, 0, None), percentile=99.5)
+    return render.overlay(image, heat, alpha=alpha, colormap=colormap)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def layer_channels(model_key: str, digest: str, _x: torch.Tensor, layer: str) -> int:
+    """Channels of a layer's output for this image (Score-CAM's number of forwards)."""
+    from vizcore.cache import layer_activations
+
+    acts = layer_activations(cached.model(model_key), _x, layers=[layer])
+    return int(acts[layer].shape[1])
+
+
+def map_png(result: AttributionMap, colormap: str) -> bytes:
+    """The colorized map alone, as PNG bytes."""
+    heat = render.normalize01(np.clip(result.map, 0, None), percentile=99.5)
+    return render.png_bytes(render.colorize(heat, colormap=colormap))
+
+
+def raw_npz(result: AttributionMap) -> bytes:
+    """``map`` and ``raw`` arrays plus metadata, as ``.npz`` bytes."""
+    return render.npz_bytes(
+        map=result.map,
+        raw=result.raw,
+        target=np.asarray(-1 if result.target is None else result.target),
+        seconds=np.asarray(result.seconds),
+    )
+
+
+def curves_chart(curves: FaithfulnessCurves) -> Any:
+    """A small Plotly figure of the deletion and insertion curves."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_scatter(x=curves.fractions, y=curves.deletion, name="deletion", mode="lines")
+    fig.add_scatter(x=curves.fractions, y=curves.insertion, name="insertion", mode="lines")
+    fig.update_layout(
+        height=180,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis_title="fraction of pixels",
+        yaxis={"range": [0, 1], "title": "p(class)"},
+        legend={"orientation": "h", "y": 1.15},
+    )
+    return fig
+
+
+def progress_callback(bar: Any, prefix: str) -> Callable[[Any], bool]:
+    """An ``on_step`` that drives an ``st.progress`` bar."""
+
+    def on_step(info: Any) -> bool:
+        bar.progress(info.fraction, text=f"{prefix}: {info.message}")
+        return True
+
+    return on_step
