@@ -276,6 +276,49 @@ if sanity:
     if not checks:
         st.info("Press **Run** to compute the sanity check.")
 
+st.subheader("Segment the object from a map (Simonyan et al. 2014)")
+st.caption(
+    "A class saliency map knows where the object is without any segmentation labels: its top "
+    "pixels seed GrabCut's foreground, its bottom pixels the background, and GrabCut's colour "
+    "models fill in the outline."
+)
+segmentable = [label for label in methods if label in results]
+if not segmentable:
+    st.info("Compute at least one map above to segment from it.")
+else:
+    s1, s2, s3, s4 = st.columns(4)
+    default = segmentable.index("Saliency") if "Saliency" in segmentable else 0
+    seg_label = s1.selectbox("Seed map", segmentable, index=default, key="attribution_seg_map")
+    fg = s2.slider("Foreground above percentile", 50, 99, 95, 1, key="attribution_seg_fg")
+    bg = s3.slider("Background below percentile", 1, 90, 30, 1, key="attribution_seg_bg")
+    iterations = s4.slider("GrabCut iterations", 1, 10, 5, 1, key="attribution_seg_iters")
+    try:
+        segmentation = view.segment(
+            ctx.model_key,
+            ctx.digest,
+            _params(seg_label),
+            _image=image,
+            _map=results[seg_label].map,
+            foreground=float(fg),
+            background=float(bg),
+            iterations=int(iterations),
+        )
+    except ValueError as exc:
+        st.warning(str(exc))
+    else:
+        g1, g2 = st.columns(2)
+        g1.image(
+            view.seed_overlay(image, segmentation.seeds),
+            caption="Seeds: red sure foreground, blue sure background",
+            width="stretch",
+        )
+        g2.image(
+            view.mask_overlay(image, segmentation.mask),
+            caption=f"GrabCut mask ({segmentation.mask.mean():.0%} of the image, "
+            f"{segmentation.seconds * 1000:.0f} ms)",
+            width="stretch",
+        )
+
 with st.expander("What am I looking at?"):
     st.markdown(
         """

@@ -65,3 +65,12 @@ def test_any_class_by_name_and_any_layer(page):
     assert not page.exception
     assert "goldfish" in page.subheader[0].value
     assert len(page.image) >= 2  # the input and the Grad-CAM tile
+
+
+def test_grabcut_segmentation_from_a_map(page):
+    captions = _captions(page)
+    assert any(c.startswith("GrabCut mask") for c in captions), captions
+    page.slider(key="attribution_seg_fg").set_value(90).run()
+    page.selectbox(key="attribution_seg_map").set_value("Grad-CAM").run()
+    assert not page.exception
+    assert any(c.startswith("GrabCut mask") for c in _captions(page))

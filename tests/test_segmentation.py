@@ -59,3 +59,25 @@ def test_wrong_map_size_and_flat_map_are_explained():
         grabcut_from_saliency(image, disc[:10].astype(np.float32))
     with pytest.raises(ValueError, match="flat"):
         grabcut_from_saliency(image, np.zeros(disc.shape, np.float32))
+
+
+def test_saliency_seeded_grabcut_finds_the_pasted_cat(lite0):
+    """Issue 8: the GrabCut mask from the real model's saliency overlaps the pasted box."""
+    from PIL import Image
+
+    from vizcore import render
+    from vizcore.images import load_sample, to_tensor01
+    from vizcore.techniques.attribution import saliency
+
+    left, top, right, bottom = 60, 50, 200, 170
+    cat = load_sample("chelsea").crop((30, 0, 390, 300))
+    cat = cat.resize((right - left, bottom - top), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (224, 224), (128, 128, 128))
+    canvas.paste(cat, (left, top))
+    x = to_tensor01(canvas)
+    result = saliency(lite0, x)
+    assert 281 <= result.target <= 287, "the composite should be classified as a cat"
+    box = np.zeros((224, 224), bool)
+    box[top:bottom, left:right] = True
+    mask = grabcut_from_saliency(render.tensor_image(x.numpy()), result.map).mask
+    assert mask_iou(mask, box) >= 0.5

@@ -23,6 +23,7 @@ from vizcore.progress import OnStep
 from vizcore.techniques import attribution, faithfulness
 from vizcore.techniques.attribution import AttributionMap
 from vizcore.techniques.faithfulness import FaithfulnessCurves, RandomizationCheck
+from vizcore.techniques.segmentation import Segmentation, grabcut_from_saliency
 from vizui import cached
 
 #: Number of real computations per kind ("map", "curves", "sanity", "forward_time").
@@ -185,3 +186,39 @@ def progress_callback(bar: Any, prefix: str) -> Callable[[Any], bool]:
         return True
 
     return on_step
+
+
+@st.cache_data(max_entries=64, show_spinner="Running GrabCut…")
+def segment(
+    model_key: str,
+    digest: str,
+    params: MethodParams,
+    *,
+    _image: np.ndarray,
+    _map: np.ndarray,
+    foreground: float,
+    background: float,
+    iterations: int,
+) -> Segmentation:
+    """GrabCut seeded by an attribution map (keyed by model, image, method and thresholds)."""
+    return grabcut_from_saliency(
+        _image,
+        _map,
+        foreground_percentile=foreground,
+        background_percentile=background,
+        iterations=iterations,
+    )
+
+
+def seed_overlay(image: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The image dimmed, sure-foreground seeds red, sure-background seeds blue."""
+    out = (image.astype(np.float32) * 0.6).astype(np.uint8)
+    out[seeds == 1] = (230, 40, 40)
+    out[seeds == 0] = (40, 80, 230)
+    return out
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The object kept in colour, the background greyed out."""
+    grey = image.mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.35 + 150
+    return np.where(mask[..., None], image, grey.astype(np.uint8))
