@@ -32,7 +32,7 @@ def test_first_layer_filters_are_normalized_rgb_tiles(tiny_cnn: nn.Module) -> No
     # Tile = weight (C, kh, kw) moved to (kh, kw, C), min-max scaled.
     w = tiny_cnn.conv1.weight.detach()[2].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(result.tiles[2], (w - w.min()) / (w.max() - w.min()), atol=1e-6)
-    with pytest.raises(ValueError, match="3 input channels|reads 6"):
+    with pytest.raises(ValueError, match=r"3 input channels|reads 6"):
         filters.first_layer_filters(tiny_cnn, layer="conv2")
     with pytest.raises(ValueError, match="not a convolution"):
         filters.first_layer_filters(tiny_cnn, layer="relu1")

@@ -101,8 +101,10 @@ def test_loose_images_are_unlabelled_and_broken_ones_reported() -> None:
         ([("x.zip", b"PK\x03\x04 this is not really a zip")], "not a valid zip"),
         ([("x.zip", b"hello")], "not a valid zip"),
         ([("x.zip", _zip({"a/1.png": _png((1, 1, 1)), "a/inner.zip": b"PK\x03\x04"}))], "nested"),
-        ([("x.zip", _zip({"a/1.png": _png((1, 1, 1)), "a/2.bin": _zip({"z.png": b"1"})}))],
-         "nested"),
+        (
+            [("x.zip", _zip({"a/1.png": _png((1, 1, 1)), "a/2.bin": _zip({"z.png": b"1"})}))],
+            "nested",
+        ),
         ([("x.zip", _zip({"a/1.png": _png((1, 1, 1)), "a/b.tar.gz": b"\x1f\x8b"}))], "nested"),
         ([("x.zip", _zip({"a/bomb.png": b"\0" * (4 * 1024 * 1024)}))], "zip bomb"),
         ([("x.tar.gz", b"\x1f\x8b\x08")], "not supported"),
@@ -123,7 +125,7 @@ def test_limits_on_count_and_total_size() -> None:
     with pytest.raises(GalleryError, match="more than 3 images"):
         gallery_from_uploads([("x.zip", _zip(images))], limits=UploadLimits(max_images=3))
     total = sum(len(v) for v in images.values())
-    with pytest.raises(GalleryError, match="expands to more than|more than"):
+    with pytest.raises(GalleryError, match=r"more than"):
         gallery_from_uploads(
             [("x.zip", _zip(images, zipfile.ZIP_STORED))],
             limits=UploadLimits(max_total_bytes=total // 2),

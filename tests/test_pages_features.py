@@ -31,7 +31,7 @@ def _app(page: str) -> AppTest:
     return at
 
 
-def _button(at: AppTest, key: str):  # noqa: ANN202
+def _button(at: AppTest, key: str):
     return next(b for b in at.button if b.key == key)
 
 
