@@ -7,8 +7,8 @@ run (the machine is shared and noisy: compare ratios, not absolute seconds acros
    ``pool``, batch 16, no cache) in images/s, against the model's pure batched forward on the same
    already-preprocessed tensors (batch 16), with the input contiguous or channels-last (input only:
    the shared model is never converted).
-2. t-SNE of 1000 / 2000 / 5000 real Lite0 features (many seeded crops of the bundled photos at
-   128 px, extracted once and cached under ``bench/out``): ``vizcore``'s openTSNE Barnes-Hut after
+2. t-SNE of 1000 / 2000 / 5000 real Lite0 features (many seeded crops of the bundled photos fed
+   at 96 px, extracted once and cached under ``bench/out``): ``vizcore``'s openTSNE Barnes-Hut after
    PCA-50 (what the page runs) against scikit-learn's ``TSNE`` (Barnes-Hut, PCA init) on the same
    PCA-50 input; trustworthiness (k=10) on the PCA-50 input.
 """
@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
+TSNE_INPUT = 96  # input side for the t-SNE feature set (5000 images must extract in minutes)
 
 
 def _timeit(fn, repeats: int) -> list[float]:
@@ -39,13 +40,14 @@ def _timeit(fn, repeats: int) -> list[float]:
     return times
 
 
-def bench_extraction(repeats: int) -> None:
+def bench_extraction(repeats: int, n_images: int) -> None:
     from vizcore import features
     from vizcore.gallery import builtin_gallery
     from vizcore.models.registry import load_model
 
     model = load_model("efficientnet_lite0")
     g = builtin_gallery()
+    g = g.subset(np.linspace(0, len(g) - 1, min(n_images, len(g))).astype(int).tolist())
     n = len(g)
     batches_cl = list(features.gallery_batches(g, 224, channels_last=True))
     batches = [b.contiguous() for b in batches_cl]
@@ -70,7 +72,7 @@ def bench_extraction(repeats: int) -> None:
         times = _timeit(fn, repeats)
         rows.append((name, min(times), statistics.median(times)))
     best_pure = min(r[1] for r in rows[:2])
-    print(f"\n## Extraction: Lite0, {n} images (built-in gallery, 128 px -> 224), batch 16")
+    print(f"\n## Extraction: Lite0, {n} images of the built-in gallery (128 px -> 224), batch 16")
     print("| what | min s | median s | images/s (min) | x best pure forward |")
     print("|---|---|---|---|---|")
     for name, lo, med in rows:
@@ -83,7 +85,7 @@ def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
     from vizcore.gallery import builtin_gallery
     from vizcore.models.registry import load_model
 
-    path = OUT / f"lite0_crops128_{n}.npz"
+    path = OUT / f"lite0_crops{TSNE_INPUT}_{n}.npz"
     if path.is_file():
         with np.load(path) as data:
             return data["features"], data["labels"]
@@ -101,9 +103,9 @@ def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
     sub = Gallery("bench", "upload", images, tuple(labels), tuple(str(i) for i in range(n)))
     t0 = time.perf_counter()
     feats = features.gallery_features(load_model("efficientnet_lite0"), sub, layer="pool",
-                                      model_key="efficientnet_lite0", input_size=128,
+                                      model_key="efficientnet_lite0", input_size=TSNE_INPUT,
                                       use_cache=False).features  # fmt: skip
-    print(f"(extracted {n} features at 128 px in {time.perf_counter() - t0:.1f} s)")
+    print(f"(extracted {n} features at {TSNE_INPUT} px in {time.perf_counter() - t0:.1f} s)")
     OUT.mkdir(parents=True, exist_ok=True)
     label_ids = np.unique(labels, return_inverse=True)[1]
     np.savez(path, features=feats, labels=label_ids)
@@ -151,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1000 points, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=324, help="images for the extraction test")
     parser.add_argument("--skip-extraction", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -158,7 +161,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} (2 cores)")  # fmt: skip
     if not args.skip_extraction:
-        bench_extraction(1 if args.quick else args.repeats)
+        bench_extraction(1 if args.quick else args.repeats, args.images)
     bench_tsne([1000] if args.quick else [1000, 2000, 5000])
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
