@@ -60,8 +60,9 @@ with tab_filters:
     )
     if k.depthwise and k.depthwise_kernels01 is not None:
         st.info(
-            "This is a **depthwise** convolution: each filter reads exactly one input channel, so a "
-            "filter has a single kernel. Shown: every filter's kernel (each scaled on its own); "
+            "This is a **depthwise** convolution: each filter reads exactly one input channel, "
+            "so a filter has a single kernel. Shown: every filter's kernel (each scaled on its "
+            "own); "
             f"filter {int(index)} reads input channel {k.input_channels[0]}."
         )
         st.image(
@@ -112,8 +113,10 @@ with tab_maps:
     threshold_pct = c2.slider(
         "Hide activations below (% of the layer max)", 0, 100, 0, key=f"{P}_maps_threshold"
     )
-    per_channel = c3.toggle("Scale each map on its own", value=False, key=f"{P}_maps_scale",
-                            help="Off: one scale for the layer, so weak channels look dark.")  # fmt: skip
+    per_channel = c3.toggle(
+        "Scale each map on its own", value=False, key=f"{P}_maps_scale",
+        help="Off: one scale for the layer, so weak channels look dark.",
+    )  # fmt: skip
     threshold = threshold_pct / 100 * top if threshold_pct else None
     st.markdown(
         f"`{layer}`: **{n_channels} channels of {h}×{w}**; layer max {top:.3g}. Showing the "

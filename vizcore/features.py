@@ -127,11 +127,8 @@ def gallery_batches(
                 x, size=(input_size, input_size), mode="bilinear", antialias=True,
                 align_corners=False,
             ).clamp_(0.0, 1.0)  # fmt: skip
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        else:
-            x = x.contiguous()
-        yield x
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        yield x.contiguous(memory_format=layout)
 
 
 def _cache_path(kind: str, model_key: str, layer: str, gallery: Gallery, input_size: int) -> Path:

@@ -154,10 +154,11 @@ _BUILTIN_MEMO: dict[tuple, Gallery] = {}
 
 BUILTIN_DESCRIPTION = (
     "Built-in demo gallery: {n} random crops (30-100% of the short side) and mirror images of "
-    "the {p} bundled photos, {s}×{s} px, labelled by the photo they come from. Honest caveat: crops "
-    "of one photo share colours, textures and objects, so they are trivially separable — expect "
-    "clean clusters here. This demonstrates the tools, not how well features generalize; upload "
-    "a zip of your own labelled folders (or download a dataset when online) for a real test."
+    "the {p} bundled photos, {s}×{s} px, labelled by the photo they come from. Honest caveat: "
+    "crops of one photo share colours, textures and objects, so they are trivially separable — "
+    "expect clean clusters here. This demonstrates the tools, not how well features "
+    "generalize; upload a zip of your own labelled folders (or download a dataset when "
+    "online) for a real test."
 )
 
 
@@ -186,7 +187,7 @@ def _random_crops(
     for i in range(count):
         # The first crop of every photo is the centre square: the "whole photo" reference.
         fraction = 1.0 if i == 0 else float(rng.uniform(0.3, 1.0))
-        side = max(int(round(short * fraction)), 8)
+        side = max(round(short * fraction), 8)
         left = (photo.width - side) // 2 if i == 0 else int(rng.integers(0, photo.width - side + 1))
         top = (
             (photo.height - side) // 2 if i == 0 else int(rng.integers(0, photo.height - side + 1))

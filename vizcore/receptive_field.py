@@ -5,7 +5,8 @@ For a unit ``(i, j)`` of a layer's map, the input pixels that can influence it f
 which may be negative or past the image where the padding is). Araujo et al., "Computing Receptive
 Fields of Convolutional Neural Networks", Distill 2019, give the recurrences used here; per layer
 with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d``:
-``size' = size + (k - 1) d jump``, ``start' = start + ((k - 1) d / 2 - p) jump``, ``jump' = jump s``.
+``size' = size + (k - 1) d jump``, ``start' = start + ((k - 1) d / 2 - p) jump``,
+``jump' = jump s``.
 
 The network is walked as a graph (``torch.fx`` symbolic trace), not as a list of modules, so
 branches (SqueezeNet's fire modules, residual additions) merge correctly: where several paths meet
@@ -183,7 +184,7 @@ class _Tracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
-    def call_module(self, m, forward, args, kwargs):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    def call_module(self, m, forward, args, kwargs):  # type: ignore[no-untyped-def]
         result = super().call_module(m, forward, args, kwargs)
         name = self.path_of_module(m)
         if isinstance(result, fx.Proxy):
@@ -199,7 +200,7 @@ def _graph_fields(model: nn.Module) -> tuple[dict[str, ReceptiveField], dict[str
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure gets one clear message
+    except Exception as exc:
         raise ValueError(
             f"Cannot trace {type(model).__name__} to compute receptive fields ({exc})."
         ) from exc
@@ -213,17 +214,15 @@ def _graph_fields(model: nn.Module) -> tuple[dict[str, ReceptiveField], dict[str
             continue  # parameters and buffers carry no spatial position
         elif node.op == "call_module":
             fields[node.name] = _module_rf(modules[str(node.target)], _union(inputs))
-        elif node.op == "call_function" and node.target in _GLOBAL_FUNCS:
-            fields[node.name] = _GLOBAL
-        elif node.op == "call_method" and node.target in _GLOBAL_METHODS:
+        elif (node.op == "call_function" and node.target in _GLOBAL_FUNCS) or (
+            node.op == "call_method" and node.target in _GLOBAL_METHODS
+        ):
             fields[node.name] = _GLOBAL
         elif node.op == "call_function" and node.target is torch.nn.functional.pad:
             pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", (0, 0, 0, 0))
             left, _right, top, _bottom = _pad4(list(pad) + [0] * (4 - len(pad)))  # type: ignore[arg-type]
             fields[node.name] = _shift(_union(inputs), (float(top), float(left)))
-        elif node.op == "call_function" and node.target is operator.getitem:
-            fields[node.name] = _union(inputs)
-        elif inputs:
+        elif (node.op == "call_function" and node.target is operator.getitem) or inputs:
             fields[node.name] = _union(inputs)
     return fields, tracer.outputs
 

@@ -150,8 +150,8 @@ def dataset_section(prefix: str) -> None:
         elif st.button(f"Download {info.label} (~{info.size_mb} MB)", key=f"{prefix}_dl_{key}"):
             bar = st.progress(0.0, text=f"Downloading {info.label}…")
 
-            def on_step(step: StepInfo, bar=bar) -> bool:  # noqa: ANN001
-                bar.progress(step.fraction, text=f"Downloading {info.label}: {step.message}")
+            def on_step(step: StepInfo, bar=bar, label=info.label) -> bool:
+                bar.progress(step.fraction, text=f"Downloading {label}: {step.message}")
                 return True
 
             try:

@@ -38,7 +38,7 @@ export default function(component) {
       'background:white;color:#222;border:1px solid #888;border-radius:6px;padding:4px;' +
       'box-shadow:0 2px 8px rgba(0,0,0,.3);font:12px sans-serif;text-align:center;' +
       'max-width:' + (size + 60) + 'px';
-    tip.innerHTML = '<img style="display:block;margin:auto;image-rendering:auto"><div class="cap"></div>';
+    tip.innerHTML = '<img style="display:block;margin:auto"><div class="cap"></div>';
     document.body.appendChild(tip);
   }
   const img = tip.querySelector('img');

@@ -53,7 +53,7 @@ def kernels(model_key: str, layer: str, filter_index: int) -> filters.FilterKern
     return filters.filter_kernels(cached.model(model_key), layer=layer, filter_index=filter_index)
 
 
-def activations(model_key: str, digest: str, x: torch.Tensor, layer: str, sort: str):  # noqa: ANN201
+def activations(model_key: str, digest: str, x: torch.Tensor, layer: str, sort: str):
     """Activation maps (served from vizcore's activation cache after the first forward)."""
     return filters.activation_maps(
         cached.model(model_key), x, layer=layer, sort=sort, cache_key=(model_key, digest)
@@ -153,7 +153,8 @@ def scatter(
             go.Scatter(
                 x=[fmap.coords[selected, 0]], y=[fmap.coords[selected, 1]], mode="markers",
                 name="Selected", hoverinfo="skip",
-                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "black"}},
+                marker={"size": 18, "color": "rgba(0,0,0,0)",
+                        "line": {"width": 3, "color": "black"}},
             )
         )  # fmt: skip
     if fmap.query is not None:

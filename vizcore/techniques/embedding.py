@@ -32,8 +32,8 @@ __all__ = [
     "MAP_METHODS",
     "METRICS",
     "FeatureMap",
-    "Neighbours",
     "NeighbourComparison",
+    "Neighbours",
     "embed_points",
     "feature_map",
     "nearest",
@@ -199,7 +199,7 @@ def pca(
     mean = data.mean(axis=0)
     centred = data - mean
     if data.shape[0] < data.shape[1]:  # Gram trick: eigen-decompose the smaller N x N matrix
-        u, s, vt = np.linalg.svd(centred, full_matrices=False)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
     else:
         cov = centred.T @ centred
         evals, evecs = np.linalg.eigh(cov)

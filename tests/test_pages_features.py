@@ -1,0 +1,117 @@
+"""AppTest for the Filters & activations and Feature space pages (empty cache, small gallery)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def small_cold_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VIZCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIZCORE_GALLERY_PER_PHOTO", "2")
+    from vizui import gallery_view
+
+    gallery_view.builtin.clear()
+    return tmp_path / "cache"
+
+
+def _app(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_filters_page(small_cold_cache: Path) -> None:
+    at = _app("pages/1_Filters_and_activations.py")
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "stem.conv" in markdown and "32 filters × 3 channels × 3×3" in markdown
+    assert "channels of" in markdown  # activation maps of the default layer
+    assert not at.error
+    # Display-only changes re-render without errors.
+    at.radio(key="filters_maps_sort").set_value("max").run()
+    at.slider(key="filters_maps_threshold").set_value(50).run()
+    at.selectbox(key="filters_kernel_layer").set_value("blocks.1.depthwise.conv").run()
+    assert not at.exception
+    assert any("depthwise" in i.value for i in at.info)
+    # Maximally activating patches: scan the (cold-cache) gallery, then patches appear.
+    assert any("has not been scanned" in i.value for i in at.info)
+    _button(at, "filters_patch_scan").click().run()
+    assert not at.exception and not at.error
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "receptive field" in markdown
+    captions = [c.value for c in at.caption if " · " in c.value]
+    assert len(captions) == 12
+    assert (small_cold_cache / "features").is_dir()
+
+
+def _zip_with_classes() -> bytes:
+    buffer = io.BytesIO()
+    colours = {"reds": [(220, 20, 20), (200, 40, 30), (250, 0, 10)],
+               "blues": [(20, 20, 220), (30, 40, 200), (0, 10, 250)]}  # fmt: skip
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, values in colours.items():
+            for i, colour in enumerate(values):
+                img = io.BytesIO()
+                Image.new("RGB", (40, 30), colour).save(img, format="PNG")
+                archive.writestr(f"set/{label}/{i}.png", img.getvalue())
+        archive.writestr("set/readme.txt", "not an image")
+    return buffer.getvalue()
+
+
+def _figure(at: AppTest) -> dict:
+    chart = at.get("plotly_chart")[0]
+    return json.loads(chart.proto.spec)
+
+
+def test_feature_space_page_and_zip_gallery(small_cold_cache: Path) -> None:
+    at = _app("pages/2_Feature_space.py")
+    assert not at.get("plotly_chart")  # cold cache: nothing until the user extracts
+    _button(at, "fspace_extract").click().run()
+    assert not at.exception and not at.error
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "Feature space" in markdown and "Pixel space" in markdown
+    names = {trace.get("name") for trace in _figure(at)["data"]}
+    assert "Chelsea the cat" in names and "Current image" in names
+    # PCA is a display switch away.
+    at.radio(key="fspace_method").set_value("pca").run()
+    assert not at.exception
+    assert any("PCA: the two axes explain" in c.value for c in at.caption)
+
+    # Upload a zip of labelled folders -> a new gallery coloured by those labels.
+    at.file_uploader(key="fspace_upload").set_value(
+        ("set.zip", _zip_with_classes(), "application/zip")
+    ).run()
+    _button(at, "fspace_build").click().run()
+    assert not at.exception and not at.error
+    assert any("labels: reds, blues" in s.value for s in at.success)
+    _button(at, "fspace_extract").click().run()
+    assert not at.exception and not at.error
+    names = {trace.get("name") for trace in _figure(at)["data"]}
+    assert {"reds", "blues"} <= names and "Chelsea the cat" not in names
+
+
+def test_feature_space_bad_zip_shows_error(small_cold_cache: Path) -> None:
+    at = _app("pages/2_Feature_space.py")
+    at.file_uploader(key="fspace_upload").set_value(
+        ("bad.zip", b"PK\x03\x04 definitely not a zip", "application/zip")
+    ).run()
+    _button(at, "fspace_build").click().run()
+    assert not at.exception
+    assert any("not a valid zip" in e.value for e in at.error)
+    assert not (small_cold_cache / "galleries").exists() or not any(
+        p.name.startswith("upload") for p in (small_cold_cache / "galleries").iterdir()
+    )
