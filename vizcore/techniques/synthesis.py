@@ -579,8 +579,8 @@ class DreamSettings:
             raise ValueError(f"octave_scale must be in (1, 2], got {self.octave_scale}.")
         if self.steps_per_octave < 1 or not self.lr > 0 or self.jitter < 0:
             raise ValueError("steps_per_octave must be >= 1, lr > 0 and jitter >= 0.")
-        if not 32 <= self.max_size <= 2048:
-            raise ValueError(f"max_size must be between 32 and 2048, got {self.max_size}.")
+        if not 16 <= self.max_size <= 2048:
+            raise ValueError(f"max_size must be between 16 and 2048, got {self.max_size}.")
 
 
 @dataclass(frozen=True)
