@@ -5,8 +5,9 @@ Run from the repository root: ``python bench/synthesis.py [--repeats 3] [--steps
 Each method runs at its default size (the page's presets) on the bundled models. A step of any
 method needs at least one forward pass of its batch to the deepest layer it reads and one backward
 pass to the image; that forward+backward, timed here on the same batch and size with the same
-truncation, is the limit. The ratio step / limit is the overhead of the runner (transforms,
-parameterization, regularizers, hooks, bookkeeping). Every number comes from this one run; each
+truncation, is the limit (for the Fourier presets, the size is the padded one the model sees).
+The ratio step / limit is the overhead of the runner (transforms, parameterization,
+regularizers, hooks, bookkeeping). Every number comes from this one run; each
 cell is the minimum over ``--repeats`` runs after a warm-up. The machine is shared and noisy:
 compare the ratios, not the seconds across runs.
 """
@@ -86,7 +87,8 @@ def main() -> None:
         ("squeezenet1_1", squeeze, "fourier"),
     ):
         settings = dataclasses.replace(synthesis.synthesis_preset(key, param), steps=n)
-        shape = (len(classes), 3, settings.size, settings.size)
+        side = settings.size + 2 * settings.pad  # the padded image is what the model sees
+        shape = (len(classes), 3, side, side)
         add(
             f"class viz {key} {param} {len(classes)}x{settings.size}px",
             lambda m=model, s=settings: synthesis.class_visualization(m, target=classes,
@@ -102,17 +104,19 @@ def main() -> None:
         lambda: synthesis.neuron_visualization(lite, layer="blocks.7", channel=[0, 1, 2],
                                                settings=settings),
         n,
-        limit(lite, (3, 3, settings.size, settings.size), ["blocks.7"], True),
+        limit(lite, (3, 3, settings.size + 2 * settings.pad, settings.size + 2 * settings.pad),
+              ["blocks.7"], True),
     )  # fmt: skip
 
     layers, inv = synthesis.inversion_preset("efficientnet_lite0")
     chosen = [layers[0], layers[len(layers) // 2], layers[-1]]
-    inv = dataclasses.replace(inv, steps=n)
+    inv_steps = 5 * n  # the shifted references' features are cached: measure the steady state
+    inv = dataclasses.replace(inv, steps=inv_steps)
     x160 = to_tensor01(photo.resize((160, 160)))
     add(
         "inversion lite0 3 layers 3x160px",
         lambda: synthesis.feature_inversion(lite, x160, layer=chosen, settings=inv),
-        n,
+        inv_steps,
         limit(lite, (3, 3, 160, 160), [chosen[-1]], True),
     )
 

@@ -265,7 +265,12 @@ def test_parameterizations_are_leaves_in_range():
 def test_transforms_keep_shape_and_validate():
     x = torch.rand(2, 3, 12, 12)
     generator = torch.Generator().manual_seed(0)
-    for transform in (optim.jitter(3), optim.random_scale(0.75, 1.25), optim.random_rotate(10)):
+    for transform in (
+        optim.jitter(3),
+        optim.random_scale(0.75, 1.25),
+        optim.random_rotate(10),
+        optim.random_affine((0.75, 1.25), 10, translate=2),
+    ):
         assert transform(x, generator).shape == x.shape
     assert optim.pad(4)(x, generator).shape == (2, 3, 20, 20)
     rolled = optim.jitter(2)(x, torch.Generator().manual_seed(5))
@@ -274,6 +279,8 @@ def test_transforms_keep_shape_and_validate():
         optim.random_scale(1.2, 0.8)
     with pytest.raises(ValueError):
         optim.jitter(-1)
+    identity = optim.random_affine()(x, generator)
+    torch.testing.assert_close(identity, x, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(

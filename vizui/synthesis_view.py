@@ -189,6 +189,12 @@ def settings_controls(
     regularizers = optim.PixelRegularizers()
     init = preset.init
     if parameterization == "pixel":
+        if has_relu6:
+            st.caption(
+                "Measured on EfficientNet-Lite0: pixel space stays noisy even with these "
+                "regularizers; the Fourier parameterization gives recognizable objects. "
+                "SqueezeNet gives the classic CS231n look here."
+            )
         st.markdown("**Yosinski et al. 2015 regularizers** (applied to the pixels after each step)")
         regs = preset.regularizers
         c1, c2, c3 = st.columns(3)

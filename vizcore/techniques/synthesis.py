@@ -93,10 +93,8 @@ class SynthesisSettings:
             out.append(optim.pad(self.pad))
         if self.jitter:
             out.append(optim.jitter(self.jitter))
-        if self.scale != (1.0, 1.0):
-            out.append(optim.random_scale(*self.scale))
-        if self.rotate:
-            out.append(optim.random_rotate(self.rotate))
+        if self.scale != (1.0, 1.0) or self.rotate:
+            out.append(optim.random_affine(self.scale, self.rotate))
         return out
 
     def param(self, batch: int, generator: torch.Generator) -> optim.Param:
