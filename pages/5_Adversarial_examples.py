@@ -108,12 +108,7 @@ if result.on_grid:
 st.subheader("What the model looks at, before and after")
 cam_layers = ctx.spec.preset("cam")
 methods = adv_view.attribution_methods(cam_layers[0] if cam_layers else None)
-if not methods:
-    st.info(
-        "The attribution comparison needs `vizcore.techniques.attribution` (Grad-CAM and "
-        "saliency), which is not installed in this build."
-    )
-else:
+if methods:
     c1, c2 = st.columns(2)
     chosen = c1.selectbox("Attribution map", list(methods), key=f"{P}_attr_method")
     explain = c2.radio(

@@ -98,6 +98,11 @@ def test_adversarial_page_attacks(tmp_path) -> None:
     verdicts = [m.value for m in (*at.success, *at.warning)]
     assert any("toward **goldfish**" in v for v in verdicts), verdicts
     assert len(at.dataframe) == 2  # top-5 before and after
+    captions = [c for image in at.image for c in image.captions]
+    assert any(c.startswith("Grad-CAM before") for c in captions), captions
+    assert any(c.startswith("Grad-CAM after") for c in captions), captions
+    at.selectbox(key="adversarial_attr_method").set_value("Saliency (gradient)").run()
+    assert not at.exception, [exc.value for exc in at.exception]
     at.radio(key="adversarial_method").set_value("fgsm").run()
     at.toggle(key="adversarial_targeted").set_value(False).run()
     at.button(key="adversarial_start").click().run()

@@ -12,16 +12,9 @@ from torch import nn
 
 from vizcore import render
 from vizcore.predict import Prediction
+from vizcore.techniques.attribution import grad_cam, saliency
 
 logger = logging.getLogger(__name__)
-
-try:  # built on the attribution branch; the comparison appears once it is merged
-    from vizcore.techniques.attribution import grad_cam, saliency
-
-    ATTRIBUTION_AVAILABLE = True
-except ImportError:  # pragma: no cover - depends on the merge order
-    grad_cam = saliency = None
-    ATTRIBUTION_AVAILABLE = False
 
 
 def top5_table(prediction: Prediction, *, highlight: int | None = None) -> dict[str, list]:
@@ -51,9 +44,7 @@ def show_top5(title: str, prediction: Prediction, *, highlight: int | None = Non
 
 
 def attribution_methods(cam_layer: str | None) -> dict[str, Callable[..., object]]:
-    """The attribution maps offered for the before/after comparison (empty if unavailable)."""
-    if not ATTRIBUTION_AVAILABLE:
-        return {}
+    """The attribution maps offered for the before/after comparison."""
     methods: dict[str, Callable[..., object]] = {}
     if cam_layer:
         methods["Grad-CAM"] = lambda model, x, target: grad_cam(
