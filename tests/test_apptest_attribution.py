@@ -61,7 +61,9 @@ def test_any_class_by_name_and_any_layer(page):
     page.multiselect(key="attribution_methods").set_value(["Grad-CAM"])
     page.radio(key="attribution_target_choice").set_value(-1).run()
     page.selectbox(key="attribution_target_search").set_value(1).run()
-    page.selectbox(key="attribution_layer_efficientnet_lite0").set_value("blocks.10.depthwise.act").run()
+    page.selectbox(key="attribution_layer_efficientnet_lite0").set_value(
+        "blocks.10.depthwise.act"
+    ).run()
     assert not page.exception
     assert "goldfish" in page.subheader[0].value
     assert len(page.image) >= 2  # the input and the Grad-CAM tile

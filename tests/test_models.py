@@ -194,3 +194,19 @@ def test_download_times_out_quickly_instead_of_hanging(empty_hub, monkeypatch):
 def test_real_cached_torchvision_weights_predict_the_cat():  # pragma: no cover - gated
     index, _ = _top("resnet50", "chelsea")
     assert index in CAT_CLASSES
+
+
+def test_full_view_keeps_the_whole_picture():
+    from PIL import Image
+
+    spec = registry.get_spec("efficientnet_lite0")
+    wide = Image.new("RGB", (451, 300))
+    assert registry.preprocess(wide, spec, crop=False).shape == (1, 3, 224, 337)
+    very_wide = Image.new("RGB", (3000, 100))
+    assert registry.preprocess(very_wide, spec, crop=False).shape == (1, 3, 224, 448)
+    assert registry.preprocess(Image.new("RGB", (1, 1)), spec, crop=False).shape == (
+        1,
+        3,
+        224,
+        224,
+    )

@@ -198,14 +198,19 @@ def segment(
     _map: np.ndarray,
     foreground: float,
     background: float,
+    smooth_sigma: float,
     iterations: int,
 ) -> Segmentation:
-    """GrabCut seeded by an attribution map (keyed by model, image, method and thresholds)."""
+    """GrabCut seeded by an attribution map (keyed by model, image, method and thresholds).
+
+    The key holds the image digest and the method's parameters, which determine ``_map``.
+    """
     return grabcut_from_saliency(
         _image,
         _map,
         foreground_percentile=foreground,
         background_percentile=background,
+        smooth_sigma=smooth_sigma,
         iterations=iterations,
     )
 

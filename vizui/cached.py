@@ -48,6 +48,12 @@ def model_input(model_key: str, digest: str, _image: Image.Image) -> torch.Tenso
     return registry.preprocess(_image, registry.get_spec(model_key))
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def full_view_input(model_key: str, digest: str, _image: Image.Image) -> torch.Tensor:
+    """The whole picture, short side at the model's input size (no centre crop)."""
+    return registry.preprocess(_image, registry.get_spec(model_key), crop=False)
+
+
 @st.cache_data(max_entries=128, show_spinner=False)
 def top_classes(model_key: str, digest: str, _x: torch.Tensor, top_k: int = 5) -> Prediction:
     """Top-k prediction for the current image (keyed by model and image digest)."""

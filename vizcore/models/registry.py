@@ -320,12 +320,29 @@ def imagenet_categories() -> tuple[str, ...]:
     return categories
 
 
-def preprocess(image: Image.Image, spec: ModelSpec) -> torch.Tensor:
-    """Resize and centre-crop an RGB PIL image per ``spec``; return ``(1, 3, S, S)`` in [0, 1]."""
+def preprocess(image: Image.Image, spec: ModelSpec, *, crop: bool = True) -> torch.Tensor:
+    """Turn an RGB PIL image into the model's input ``(1, 3, H, W)`` in [0, 1].
+
+    Args:
+        image: RGB image.
+        spec: The model's spec (input size, crop fraction, resampling).
+        crop: ``True``: the model's own eval view, a centre-cropped ``S x S`` square. ``False``:
+            the whole picture with its short side resized to ``S`` (the long side capped at
+            ``2 S`` by a centre crop) — fully convolutional nets with a global-pool head accept
+            it, and methods that need the object's surroundings (segmentation) use it.
+    """
     from vizcore.images import resize_center_crop, to_tensor01
 
     prep = spec.preprocessing
-    cropped = resize_center_crop(
-        image, size=prep.input_size, crop_fraction=prep.crop_fraction, resample=prep.resample
-    )
-    return to_tensor01(cropped)
+    if crop:
+        cropped = resize_center_crop(
+            image, size=prep.input_size, crop_fraction=prep.crop_fraction, resample=prep.resample
+        )
+        return to_tensor01(cropped)
+    size = prep.input_size
+    scale = size / min(image.size)
+    width, height = (max(size, round(side * scale)) for side in image.size)
+    resized = image.resize((width, height), prep.resample)
+    left, top = (width - min(width, 2 * size)) // 2, (height - min(height, 2 * size)) // 2
+    resized = resized.crop((left, top, left + min(width, 2 * size), top + min(height, 2 * size)))
+    return to_tensor01(resized)
