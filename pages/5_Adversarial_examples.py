@@ -1,0 +1,138 @@
+"""Adversarial examples: FGSM and PGD, untargeted or toward any ImageNet class, with the top-5
+and an attribution map before and after."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from vizcore import render
+from vizcore.techniques import adversarial
+from vizui import adversarial_view as adv_view
+from vizui import synthesis_view as view
+from vizui.cached import categories
+from vizui.frame import frame
+
+ctx = frame(
+    "Adversarial examples",
+    intro="Change every pixel by at most ε (a few 8-bit levels, invisible) so that the network "
+    "changes its mind: the fast gradient sign method (Goodfellow et al. 2015) and its iterated, "
+    "projected version (Kurakin et al. 2017; Madry et al. 2018).",
+)
+P = "adversarial"
+names = categories()
+
+c1, c2, c3 = st.columns(3)
+method = c1.radio(
+    "Attack",
+    ["pgd", "fgsm"],
+    horizontal=True,
+    key=f"{P}_method",
+    format_func={"pgd": "PGD (iterated)", "fgsm": "FGSM (one step)"}.get,
+)
+targeted = c2.toggle("Targeted", value=True, key=f"{P}_targeted")
+target = c3.selectbox(
+    "Target class",
+    list(range(len(names))),
+    index=names.index("goldfish") if "goldfish" in names else 0,
+    format_func=lambda i: f"{i}: {names[i]}",
+    key=f"{P}_target",
+    disabled=not targeted,
+    help="Untargeted: move away from the current prediction.",
+)
+c1, c2, c3, c4 = st.columns(4)
+eps255 = c1.slider("ε (pixel levels, ×1/255)", 1, 16, 4, key=f"{P}_eps")
+step255 = c2.slider(
+    "Step size (×1/255)", 1, 8, 1, key=f"{P}_step", disabled=method == "fgsm",
+    help="FGSM takes one step of size ε.",
+)  # fmt: skip
+steps = c3.slider("Steps", 1, 100, 10, key=f"{P}_steps", disabled=method == "fgsm")
+random_start = c4.toggle(
+    "Random start", value=False, key=f"{P}_random", disabled=method == "fgsm",
+    help="Start from a random point of the ε-ball (Madry et al.).",
+)  # fmt: skip
+seed = 0
+params = (
+    ctx.model_key, ctx.digest, method, targeted and int(target), eps255, step255, steps,
+    random_start,
+)  # fmt: skip
+
+if view.start_stop(P, label="Attack"):
+    kwargs = {"target": int(target) if targeted else None, "epsilon": eps255 / 255}
+    if method == "fgsm":
+        run = lambda on_step: adversarial.fgsm(ctx.model, ctx.x, **kwargs, on_step=on_step)  # noqa: E731
+    else:
+        run = lambda on_step: adversarial.pgd(  # noqa: E731
+            ctx.model, ctx.x, **kwargs, step_size=step255 / 255, steps=int(steps),
+            random_start=bool(random_start), seed=seed, on_step=on_step,
+        )  # fmt: skip
+    view.run_with_progress(P, params, run)
+view.show_interrupted(P)
+
+stored = view.stored_result(P)
+if stored is None:
+    st.info("Choose an attack and press **Attack**. PGD toward 'goldfish' at ε = 4/255 takes "
+            "about a second.")  # fmt: skip
+    st.stop()
+old_params, result = stored
+if old_params != params:
+    st.caption("Shown: the last attack (the settings have changed since; press Attack).")
+
+goal = f"toward **{names[result.target]}**" if result.target is not None else "untargeted"
+verdict = "succeeded" if result.success else "did not succeed"
+(st.success if result.success else st.warning)(
+    f"{result.method.upper()} {goal}, ε = {round(result.epsilon * 255)}/255: the attack "
+    f"{verdict}. Now: **{result.after.labels[0]}** ({result.after.probabilities[0]:.1%}); "
+    f"largest pixel change {result.linf * 255:.0f}/255"
+    + (" (stopped early)" if result.stopped else "")
+    + f", {result.steps_done} step(s) in {result.seconds:.2f} s."
+)
+original = render.to_uint8(result.original)
+adv_image = render.to_uint8(result.adversarial)
+c1, c2, c3 = st.columns(3)
+c1.image(original, caption=f"Original: {result.before.labels[0]}", width="stretch")
+c2.image(adv_image, caption=f"Adversarial: {result.after.labels[0]}", width="stretch")
+c3.image(
+    render.to_uint8(result.magnified_perturbation),
+    caption=f"Perturbation, magnified ×{0.5 / result.epsilon:.0f} (grey = 0)",
+    width="stretch",
+)
+c1, c2 = st.columns(2)
+with c1:
+    adv_view.show_top5("Top-5 before", result.before, highlight=result.target)
+with c2:
+    adv_view.show_top5("Top-5 after", result.after, highlight=result.target)
+view.png_download(P, adv_image, name="adversarial")
+if result.on_grid:
+    st.caption("The adversarial image lies on the 8-bit grid: the PNG keeps the attack exactly.")
+
+st.subheader("What the model looks at, before and after")
+cam_layers = ctx.spec.preset("cam")
+methods = adv_view.attribution_methods(cam_layers[0] if cam_layers else None)
+if not methods:
+    st.info(
+        "The attribution comparison needs `vizcore.techniques.attribution` (Grad-CAM and "
+        "saliency), which is not installed in this build."
+    )
+else:
+    c1, c2 = st.columns(2)
+    chosen = c1.selectbox("Attribution map", list(methods), key=f"{P}_attr_method")
+    explain = c2.radio(
+        "Explain the class",
+        ["predicted", "original"],
+        horizontal=True,
+        key=f"{P}_attr_class",
+        format_func={
+            "predicted": "each image's own top class",
+            "original": "the original top class in both",
+        }.get,
+    )
+    before_class = int(result.before.indices[0])
+    after_class = int(result.after.indices[0]) if explain == "predicted" else before_class
+    c1, c2 = st.columns(2)
+    for column, image01, cls, label in (
+        (c1, result.original, before_class, "before"),
+        (c2, result.adversarial, after_class, "after"),
+    ):
+        heat = adv_view.attribution_overlay(methods[chosen], ctx.model, image01, cls)
+        if heat is not None:
+            column.image(heat, caption=f"{chosen} {label}: {names[cls]}", width="stretch")

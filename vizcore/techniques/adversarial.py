@@ -1,0 +1,261 @@
+"""Adversarial examples: FGSM and projected gradient descent (PGD) in the L∞ ball.
+
+Images are RGB in [0, 1] and epsilons are in pixel units (``4/255`` changes no 8-bit pixel value
+by more than 4). When the input is an 8-bit image (every photo the app loads is) and the
+epsilon and step size are multiples of 1/255, every iterate stays on the 1/255 grid, so the
+adversarial image survives a PNG round-trip unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+from torch import nn
+
+from vizcore.hooks import inference_session
+from vizcore.predict import Prediction, predict
+from vizcore.progress import OnStep, StepInfo, report
+
+_GRID = 255.0
+
+
+@dataclass(frozen=True)
+class AdversarialResult:
+    """An adversarial example and what the model says before and after.
+
+    Attributes:
+        original: The input image, ``(H, W, 3)`` float32 in [0, 1].
+        adversarial: The adversarial image, same shape, in [0, 1].
+        perturbation: ``adversarial − original`` (signed, within ±epsilon).
+        epsilon: The L∞ budget in pixel units.
+        method: ``"fgsm"`` or ``"pgd"``.
+        target: The target class (targeted attack) or ``None`` (untargeted).
+        source: The class the untargeted attack moves away from (the clean prediction).
+        before: Top-5 on the original.
+        after: Top-5 on the adversarial image.
+        success: Targeted: the top-1 is the target. Untargeted: the top-1 is no longer ``source``.
+        linf: The largest absolute change of any pixel value.
+        on_grid: Whether the adversarial image lies on the 1/255 grid.
+        losses: Cross-entropy (to the target, or from the source) after each step.
+        stopped: Whether the run was stopped early.
+        seconds: Wall-clock time.
+        steps_done: Steps actually taken.
+    """
+
+    original: np.ndarray
+    adversarial: np.ndarray
+    perturbation: np.ndarray
+    epsilon: float
+    method: str
+    target: int | None
+    source: int
+    before: Prediction
+    after: Prediction
+    success: bool
+    linf: float
+    on_grid: bool
+    losses: np.ndarray
+    stopped: bool
+    seconds: float
+    steps_done: int
+
+    @property
+    def magnified_perturbation(self) -> np.ndarray:
+        """The perturbation mapped to [0, 1] with 0 at grey and ±epsilon at the extremes."""
+        scale = max(self.epsilon, 1e-12)
+        return np.clip(0.5 + 0.5 * self.perturbation / scale, 0.0, 1.0).astype(np.float32)
+
+
+def _multiple_of_grid(value: float) -> bool:
+    scaled = value * _GRID
+    return abs(scaled - round(scaled)) < 1e-4
+
+
+def _snap(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x * _GRID) / _GRID
+
+
+def _validate(x: torch.Tensor, epsilon: float, target: int | None, num_classes: int) -> None:
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"Expected one RGB image (1, 3, H, W), got {tuple(x.shape)}.")
+    if not 0 < epsilon <= 1:
+        raise ValueError(f"epsilon must be in (0, 1] (pixel units, e.g. 4/255), got {epsilon}.")
+    if target is not None and not 0 <= target < num_classes:
+        raise ValueError(f"Target class {target} is outside 0..{num_classes - 1}.")
+
+
+def _loss_and_grad(
+    model: nn.Module, x: torch.Tensor, label: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xg = x.detach().clone().requires_grad_(True)
+    logits = model(xg)
+    loss = F.cross_entropy(logits.float(), torch.tensor([label]))
+    (grad,) = torch.autograd.grad(loss, xg)
+    return loss.detach(), grad
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: int | None = None,
+    epsilon: float = 4 / 255,
+    step_size: float = 1 / 255,
+    steps: int = 10,
+    random_start: bool = False,
+    categories: Sequence[str] | None = None,
+    seed: int = 0,
+    on_step: OnStep | None = None,
+) -> AdversarialResult:
+    """Projected gradient descent in the L∞ ball (Madry et al. 2018; Kurakin et al. 2017).
+
+    Untargeted: ``x ← Π(x + α·sign(∇ CE(f(x), y)))`` with ``y`` the clean prediction;
+    targeted: ``x ← Π(x − α·sign(∇ CE(f(x), t)))``. ``Π`` clips to ``[x0 − ε, x0 + ε] ∩ [0, 1]``.
+
+    Deviations: with ``random_start=False`` (the default here) it is Kurakin et al.'s basic
+    iterative method; the input is snapped to the 1/255 grid first (a no-op for 8-bit images)
+    and, when ε and α are multiples of 1/255, so is every iterate.
+
+    Args:
+        model: A classifier taking RGB in [0, 1].
+        x: One image ``(1, 3, H, W)`` in [0, 1].
+        target: Class to reach (targeted) or ``None`` to move away from the clean prediction.
+        epsilon: L∞ budget in pixel units (e.g. 1/255 to 16/255).
+        step_size: α, in pixel units.
+        steps: Number of iterations.
+        random_start: Start from a uniform random point of the ball (Madry et al.).
+        categories: Class names for the predictions (ImageNet by default).
+        seed: Seed of the local generator (random start).
+        on_step: Progress callback; returning ``False`` stops early.
+    """
+    return _attack(
+        model,
+        x,
+        method="pgd",
+        target=target,
+        epsilon=epsilon,
+        step_size=step_size,
+        steps=steps,
+        random_start=random_start,
+        categories=categories,
+        seed=seed,
+        on_step=on_step,
+    )
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: int | None = None,
+    epsilon: float = 4 / 255,
+    categories: Sequence[str] | None = None,
+    on_step: OnStep | None = None,
+) -> AdversarialResult:
+    """Fast gradient sign method (Goodfellow, Shlens & Szegedy 2015).
+
+    Untargeted: ``x' = clip(x + ε·sign(∇ CE(f(x), y)))``; targeted (Kurakin et al. 2017's
+    one-step target class method): ``x' = clip(x − ε·sign(∇ CE(f(x), t)))``, clipped to [0, 1].
+
+    Args:
+        model: A classifier taking RGB in [0, 1].
+        x: One image ``(1, 3, H, W)`` in [0, 1].
+        target: Class to reach, or ``None`` to move away from the clean prediction.
+        epsilon: L∞ budget in pixel units.
+        categories: Class names for the predictions (ImageNet by default).
+        on_step: Progress callback (one step).
+    """
+    return _attack(
+        model,
+        x,
+        method="fgsm",
+        target=target,
+        epsilon=epsilon,
+        step_size=epsilon,
+        steps=1,
+        random_start=False,
+        categories=categories,
+        seed=0,
+        on_step=on_step,
+    )
+
+
+def _attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str,
+    target: int | None,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    random_start: bool,
+    categories: Sequence[str] | None,
+    seed: int,
+    on_step: OnStep | None,
+) -> AdversarialResult:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    if not 0 < step_size <= 1:
+        raise ValueError(f"The step size must be in (0, 1] (pixel units), got {step_size}.")
+    start = time.perf_counter()
+    num_classes = len(categories) if categories is not None else 1000
+    _validate(x, epsilon, target, num_classes)
+    top_k = min(5, num_classes)
+    x0 = _snap(x.detach().float().clamp(0, 1))
+    before = predict(model, x0, top_k=top_k, categories=categories)
+    source = int(before.indices[0])
+    on_grid = _multiple_of_grid(epsilon) and _multiple_of_grid(step_size)
+    low, high = (x0 - epsilon).clamp(0, 1), (x0 + epsilon).clamp(0, 1)
+    adv = x0.clone()
+    if random_start:
+        generator = torch.Generator().manual_seed(int(seed))
+        if on_grid:
+            k = round(epsilon * _GRID)
+            noise = torch.randint(-k, k + 1, x0.shape, generator=generator) / _GRID
+        else:
+            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon
+        adv = torch.minimum(torch.maximum(x0 + noise, low), high)
+    label = source if target is None else int(target)
+    sign = 1.0 if target is None else -1.0
+    losses: list[float] = []
+    stopped = False
+    with inference_session(model):
+        for step in range(1, steps + 1):
+            loss, grad = _loss_and_grad(model, adv, label)
+            losses.append(float(loss))
+            adv = adv + sign * step_size * grad.sign()
+            adv = torch.minimum(torch.maximum(adv, low), high)
+            if on_grid:
+                adv = _snap(adv)
+            info = StepInfo(step=step, total=steps, loss=float(loss), message=f"step {step}")
+            if not report(on_step, info):
+                stopped = step < steps
+                break
+    after = predict(model, adv, top_k=top_k, categories=categories)
+    top1 = int(after.indices[0])
+    success = top1 == target if target is not None else top1 != source
+    perturbation = (adv - x0)[0].permute(1, 2, 0).numpy()
+    return AdversarialResult(
+        original=x0[0].permute(1, 2, 0).numpy().astype(np.float32),
+        adversarial=adv[0].permute(1, 2, 0).numpy().astype(np.float32),
+        perturbation=perturbation.astype(np.float32),
+        epsilon=float(epsilon),
+        method=method,
+        target=None if target is None else int(target),
+        source=source,
+        before=before,
+        after=after,
+        success=bool(success),
+        linf=float(np.abs(perturbation).max()),
+        on_grid=bool(on_grid),
+        losses=np.asarray(losses, dtype=np.float32),
+        stopped=stopped,
+        seconds=time.perf_counter() - start,
+        steps_done=len(losses),
+    )
