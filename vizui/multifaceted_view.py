@@ -17,7 +17,7 @@ import streamlit as st
 from torch import nn
 
 from vizcore import features, gallery, render
-from vizcore.progress import OnStep
+from vizcore.progress import StepInfo
 from vizcore.techniques import multifaceted as mf
 from vizui import gallery_view
 from vizui import synthesis_view as sview
@@ -30,27 +30,9 @@ P = "featvis_mf"
 _KNOWN = "featvis_mf_known_predictions"
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _predictions(
-    model_key: str,
-    gallery_digest: str,
-    input_size: int,
-    _model: nn.Module,
-    _gallery: gallery.Gallery,
-    _on_step: OnStep | None = None,
-) -> mf.GalleryPredictions:
-    """Top-5 classes of every gallery image (keyed by model and gallery content)."""
-    return mf.gallery_predictions(
-        _model, _gallery, input_size=input_size, top_k=5, on_step=_on_step
-    )
-
-
-def _known(model_key: str, digest: str) -> bool:
-    return (model_key, digest) in st.session_state.get(_KNOWN, set())
-
-
-def _remember(model_key: str, digest: str) -> None:
-    st.session_state.setdefault(_KNOWN, set()).add((model_key, digest))
+def _stored_predictions(model_key: str, digest: str) -> mf.GalleryPredictions | None:
+    """The gallery's predictions made earlier in this session (one gallery pass per model)."""
+    return st.session_state.get(_KNOWN, {}).get((model_key, digest))
 
 
 def _class_counts(preds: mf.GalleryPredictions, names: tuple[str, ...], top_k: int) -> str:
@@ -62,6 +44,7 @@ def _class_counts(preds: mf.GalleryPredictions, names: tuple[str, ...], top_k: i
 def render_multifaceted(ctx: Context) -> None:
     """Controls, Start/Stop with progress, and the facets beside the plain result and the inits."""
     names = categories()
+    st.divider()
     st.markdown(
         "**Multifaceted class visualization** (Nguyen, Yosinski & Clune 2016). A class fires for "
         "several kinds of images (a cat's face, a whole cat, its fur); one visualization mixes "
@@ -108,9 +91,7 @@ def render_multifaceted(ctx: Context) -> None:
         seed = int(c1.number_input("Seed", 0, 10_000, 0, key=f"{P}_seed"))
         compare = c2.toggle("Also run the plain visualization", True, key=f"{P}_plain")
     layer = ctx.spec.preset("embedding")[0] if ctx.spec.preset("embedding") else None
-    size = ctx.spec.preprocessing.input_size
-    if _known(ctx.model_key, g.digest):
-        preds = _predictions(ctx.model_key, g.digest, size, ctx.model, g)
+    if (preds := _stored_predictions(ctx.model_key, g.digest)) is not None:
         members = mf.class_members(preds, target, top_k=top_k)
         if len(members):
             st.caption(
@@ -144,22 +125,24 @@ def render_multifaceted(ctx: Context) -> None:
 def _run(ctx: Context, g: gallery.Gallery, params: tuple, *, layer: str) -> None:
     _, _, target, facets, center_bias, top_k, init, settings, seed, compare = params
     size = ctx.spec.preprocessing.input_size
-    bar = st.progress(0.0, text="Classifying the gallery…")
+    bar = st.progress(0.0, text="Reading the gallery features…")
 
-    def classify_step(info) -> bool:
+    def gallery_step(info: StepInfo) -> bool:
         bar.progress(info.fraction, text=info.message)
         return True
 
-    preds = _predictions(ctx.model_key, g.digest, size, ctx.model, g, classify_step)
-    _remember(ctx.model_key, g.digest)
-    members = mf.class_members(preds, target, top_k=top_k)
     feats = features.gallery_features(
         ctx.model, g, layer=layer, model_key=ctx.model_key, input_size=size,
-        on_step=classify_step,
+        on_step=gallery_step,
     )  # fmt: skip
+    preds = _stored_predictions(ctx.model_key, g.digest)
+    if preds is None:
+        preds = mf.gallery_predictions(
+            ctx.model, g, input_size=size, features=feats.features, on_step=gallery_step
+        )
+        st.session_state.setdefault(_KNOWN, {})[(ctx.model_key, g.digest)] = preds
     bar.empty()
-    if feats.stopped:
-        return
+    members = mf.class_members(preds, target, top_k=top_k)
     sview.run_with_progress(
         P,
         params,

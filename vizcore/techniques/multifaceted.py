@@ -147,7 +147,7 @@ def _logits_from_features(
     if cmap.kind != "linear" or cmap.weight is None or cmap.weight.shape[1] != features.shape[1]:
         return None
     weight, bias = cmap.weight, cmap.bias
-    table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    table = torch.from_numpy(np.array(features, dtype=np.float32))
 
     def logits_of(rows: slice) -> torch.Tensor:
         out = table[rows] @ weight.T
