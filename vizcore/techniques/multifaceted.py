@@ -311,7 +311,10 @@ def find_class_map(model: nn.Module, *, size: int = 64) -> ClassMap:
     ):
         logits = model(probe.clamp(0, 1)).float()
     num_classes = logits.shape[1]
+    leaves = {n for n, m in model.named_modules() if n and not list(m.children())}
     spatial = [(n, a) for n, a in seen if a.ndim == 4 and a.shape[-1] * a.shape[-2] > 1]
+    # Latest first, leaf modules before the containers that merely pass their output on.
+    spatial = [s for s in spatial if s[0] not in leaves] + [s for s in spatial if s[0] in leaves]
     for name, act in reversed(spatial):
         if act.shape[1] == num_classes and _close(act.float().mean((2, 3)), logits):
             return ClassMap(name, "channel")
