@@ -70,13 +70,16 @@ def render_multifaceted(ctx: Context) -> None:
     c1, c2, c3, c4 = st.columns(4)
     facets = c1.slider("Facets (clusters)", 1, 6, 3, key=f"{P}_facets")
     center_bias = c2.slider(
-        "Centre bias β", 0.0, 3.0, 1.0, 0.25, key=f"{P}_bias",
+        "Centre bias β", 0.0, 10.0, 5.0, 0.5, key=f"{P}_bias",
         help="Weight of the term Σg·M/Σg − Σ(1−g)·relu(M)/Σ(1−g), where M is the class-evidence "
-        "map of the last spatial layer (its mean is the class score) and g a centred Gaussian.",
+        "map of the last spatial layer (its mean is the class score) and g a centred Gaussian. "
+        "0 = off; below about 1 it hardly changes anything; 5-10 gives one object in the middle.",
     )  # fmt: skip
     top_k = c3.radio(
-        "Gallery images of the class", [1, 5], horizontal=True, key=f"{P}_topk",
-        format_func={1: "top-1 prediction", 5: "in the top-5"}.get,
+        "Gallery images of the class", [5, 1], horizontal=True, key=f"{P}_topk",
+        format_func={1: "top-1 prediction", 5: "class in the top-5"}.get,
+        help="The model splits similar classes (tabby, tiger cat, Egyptian cat), so top-1 "
+        "leaves few images per class; top-5 is the default.",
     )  # fmt: skip
     init = c4.radio(
         "Start each facet from", ["nearest", "mean"], horizontal=True, key=f"{P}_init",

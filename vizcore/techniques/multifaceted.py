@@ -527,7 +527,7 @@ def multifaceted_class_visualization(
     gallery_images: np.ndarray,
     gallery_features: np.ndarray,
     facets: int = 3,
-    center_bias: float = 1.0,
+    center_bias: float = 5.0,
     center_sigma: float = 0.35,
     init: InitMode = "nearest",
     mean_of: int = 15,
@@ -565,7 +565,11 @@ def multifaceted_class_visualization(
       ``center_bias`` = β above) in the same runner and presets as the plain visualization: it
       rewards the class evidence at the centre of the last spatial map and penalizes positive
       evidence at the borders (negative border evidence is not rewarded, so the optimizer does
-      not paint "anti-class" borders). It needs a GAP head (:func:`find_class_map`).
+      not paint "anti-class" borders). It needs a GAP head (:func:`find_class_map`). Measured on
+      EfficientNet-Lite0 (tiger cat, 160 px, 150 steps): the share of class evidence in the
+      centre Gaussian is about 0.21 at β = 0, 0.24 at β = 1 and 0.31 at β = 5 (the default);
+      from the default start, β = 0 gives several cat fragments and β = 5-10 one cat in the
+      middle.
     * The optimizer, parameterization (Fourier or pixel), transforms and ReLU6 straight-through
       are the measured class-visualization presets (:func:`synthesis_preset`), not the paper's
       Caffe settings. A Fourier run starts from the image through the exact inverse of the
@@ -582,7 +586,9 @@ def multifaceted_class_visualization(
         gallery_features: ``(M, D)`` features of those images (e.g. the model's embedding layer
             from :func:`vizcore.features.gallery_features`).
         facets: Requested number of facets (clusters), 1 to 8.
-        center_bias: Weight β of the centre-bias term (0 = off).
+        center_bias: Weight β of the centre-bias term (0 = off). Below about 1 it hardly
+            matters: the logit's own reward for border evidence (1/(h·w) per position) then
+            roughly cancels the border penalty.
         center_sigma: Width of the centre Gaussian, in units of the map's half-side.
         init: ``"nearest"`` (image nearest each centre) or ``"mean"`` (the paper's mean image).
         mean_of: Images averaged per facet for ``init="mean"`` (the paper uses 15).
