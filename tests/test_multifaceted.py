@@ -56,7 +56,7 @@ def class_gallery() -> tuple[np.ndarray, np.ndarray]:
 
 def _run(model: nn.Module, images: np.ndarray, feats: np.ndarray, **kwargs):
     options = {"facets": 3, "settings": SETTINGS, "categories": NAMES, "seed": 0,
-               "compare_plain": False} | kwargs  # fmt: skip
+               "compare_plain": False, "init": "nearest"} | kwargs  # fmt: skip
     return mf.multifaceted_class_visualization(
         model, target=TARGET, gallery_images=images, gallery_features=feats, **options
     )
@@ -137,15 +137,15 @@ def test_centre_bias_concentrates_class_evidence_in_the_centre(net) -> None:
     """Property: for every seed, the centre share of class evidence grows with the bias."""
     empty = np.zeros((0, 24, 24, 3), np.uint8)
     cmap = mf.find_class_map(net)
-    settings = dataclasses.replace(SETTINGS, steps=40)
-    for seed in range(3):
+    settings = dataclasses.replace(SETTINGS, steps=30)
+    for seed in range(2):
         no_feats = np.zeros((0, 12), np.float32)
         runs = {
             beta: _run(net, empty, no_feats, center_bias=beta, seed=seed, settings=settings)
-            for beta in (0.0, 2.0)
+            for beta in (0.0, 5.0)
         }
-        without, with_bias = (runs[b].centre_fractions[0] for b in (0.0, 2.0))
-        measured = mf.centre_fraction(net, runs[2.0].images, cmap, TARGET)[0]
+        without, with_bias = (runs[b].centre_fractions[0] for b in (0.0, 5.0))
+        measured = mf.centre_fraction(net, runs[5.0].images, cmap, TARGET)[0]
         assert measured == pytest.approx(with_bias)
         assert with_bias > without + 0.05, (seed, without, with_bias)
 
@@ -329,7 +329,7 @@ def test_lite0_facets_from_chelsea_crops_raise_the_class_score(lite0) -> None:
     settings = dataclasses.replace(synthesis_preset("efficientnet_lite0", "fourier"), size=64)
     result = mf.multifaceted_class_visualization(
         lite0, target=282, gallery_images=crops, gallery_features=feats, facets=2,
-        center_bias=1.0, settings=settings, steps=6, compare_plain=False,
+        center_bias=1.0, settings=settings, steps=4, compare_plain=False,
     )  # fmt: skip
     assert len(result.images) == 2 and result.cluster_sizes.sum() == 3
     assert np.all(result.scores > result.initial_scores), (result.initial_scores, result.scores)

@@ -49,11 +49,11 @@ def render_multifaceted(ctx: Context) -> None:
         "**Multifaceted class visualization** (Nguyen, Yosinski & Clune 2016). A class fires for "
         "several kinds of images (a cat's face, a whole cat, its fur); one visualization mixes "
         "them. Here the gallery images that the model classifies as the class are clustered in "
-        "feature space (k-means), one optimization starts from the image nearest each cluster "
-        "centre, and a **centre bias** rewards class evidence in the middle of the image and "
-        "penalizes it at the borders, so that one object forms in the centre instead of many "
-        "fragments. The plain class visualization (grey start, no centre bias) is shown beside "
-        "it."
+        "feature space (k-means), one optimization starts from the mean of the images nearest "
+        "each cluster centre, and a **centre bias** rewards class evidence in the middle of the "
+        "image and penalizes it at the borders, so that one object forms in the centre instead "
+        "of many fragments. The plain class visualization (grey start, no centre bias) is shown "
+        "beside it."
     )
     top1 = int(top_classes(ctx.model_key, ctx.digest, ctx.x, 1).indices[0])
     c1, c2 = st.columns([3, 2])
@@ -82,10 +82,11 @@ def render_multifaceted(ctx: Context) -> None:
         "leaves few images per class; top-5 is the default.",
     )  # fmt: skip
     init = c4.radio(
-        "Start each facet from", ["nearest", "mean"], horizontal=True, key=f"{P}_init",
+        "Start each facet from", ["mean", "nearest"], horizontal=True, key=f"{P}_init",
         format_func={"nearest": "image nearest the centre", "mean": "mean of 15 nearest"}.get,
-        help="The paper starts from the mean of the 15 images nearest each cluster centre; on "
-        "crops of one photo that mean is a blur, so the nearest image is the default.",
+        help="The paper starts from the mean of the 15 images nearest each cluster centre: a "
+        "blurry prior that the optimization turns into an object. From the single nearest "
+        "image the result stays close to that photo.",
     )  # fmt: skip
     with st.expander("Optimization settings", expanded=False):
         has_relu6 = any(isinstance(m, nn.ReLU6) for m in ctx.model.modules())
