@@ -15,6 +15,7 @@ from vizcore.techniques import synthesis
 from vizui import synthesis_view as view
 from vizui.cached import categories
 from vizui.frame import frame
+from vizui.multifaceted_view import render_multifaceted
 
 ctx = frame(
     "Feature visualization",
@@ -308,3 +309,6 @@ with tab_dream:
             view.png_download(f"{P}_dd", dream, name=f"deepdream_{result.layer}")
         with c2:
             view.gif_download(f"{P}_dd", result.frames, name=f"deepdream_{result.layer}")
+
+with tab_class:  # issue 8: multifaceted class visualization, below the plain one
+    render_multifaceted(ctx)
