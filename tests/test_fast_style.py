@@ -16,7 +16,8 @@ from vizcore.techniques.fast_style import TransformNet, apply_style, style_vecto
 def preset() -> fast_style.StylePreset:
     torch.manual_seed(0)
     net = TransformNet(3, width=4, blocks=1).eval()
-    with torch.no_grad():  # make the styles really different
+    with torch.no_grad():  # make the styles really different (and the output not the identity)
+        net.out_conv.weight.normal_(0.0, 0.05)
         for module in net.modules():
             if isinstance(module, fast_style.ConditionalInstanceNorm2d):
                 module.weight.normal_(1.0, 0.5)
@@ -38,7 +39,7 @@ def test_shipped_preset_loads_weights_only_and_gives_right_size_and_range() -> N
     x = torch.rand(1, 3, 61, 90, generator=torch.Generator().manual_seed(0))
     result = apply_style(loaded, x, style=loaded.styles[0])
     assert result.image.shape == (61, 90, 3) and result.image.dtype == np.uint8
-    # A trained style changes the image (an untrained network would give flat grey).
+    # A trained style changes the image (an untrained network is the identity).
     assert result.image.std() > 10
     assert np.abs(result.image.astype(float) - x[0].permute(1, 2, 0).numpy() * 255).mean() > 5
 
@@ -55,8 +56,10 @@ def test_blend_weight_zero_or_one_equals_single_style(preset) -> None:
     x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
     a = apply_style(preset, x, style="a").image
     c = apply_style(preset, x, style="c").image
-    np.testing.assert_array_equal(apply_style(preset, x, style="a", blend_with="c", blend=0.0).image, a)
-    np.testing.assert_array_equal(apply_style(preset, x, style="a", blend_with="c", blend=1.0).image, c)
+    at0 = apply_style(preset, x, style="a", blend_with="c", blend=0.0).image
+    at1 = apply_style(preset, x, style="a", blend_with="c", blend=1.0).image
+    np.testing.assert_array_equal(at0, a)
+    np.testing.assert_array_equal(at1, c)
     half = apply_style(preset, x, style="a", blend_with="c", blend=0.5).image
     assert not np.array_equal(half, a) and not np.array_equal(half, c)
     with torch.no_grad():
@@ -98,12 +101,42 @@ def test_training_cli_runs_and_lowers_the_style_loss(tmp_path) -> None:
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "p.pt"
     code = train_fast_style.main(
-        ["--styles", "marble", "--images", str(folder), "--out", str(out), "--steps", "30",
-         "--size", "32", "--style-size", "64", "--batch", "2", "--width", "4", "--blocks", "1",
-         "--log-every", "10", "--checkpoint-every", "10", "--lr", "0.01"]
+        [
+            "--styles",
+            "marble",
+            "--images",
+            str(folder),
+            "--out",
+            str(out),
+            "--steps",
+            "30",
+            "--size",
+            "32",
+            "--style-size",
+            "64",
+            "--batch",
+            "2",
+            "--width",
+            "4",
+            "--blocks",
+            "1",
+            "--log-every",
+            "10",
+            "--checkpoint-every",
+            "10",
+            "--lr",
+            "0.01",
+        ]
     )
     assert code == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["final_losses"]["style"] < meta["first_losses"]["style"]
     assert out.with_suffix(".ckpt").is_file()
     assert fast_style.load_preset("p", directory=tmp_path).styles == ("marble",)
+
+
+def test_untrained_network_is_the_identity() -> None:
+    net = TransformNet(2, width=4, blocks=1).eval()
+    x = torch.rand(1, 3, 21, 30, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(net(x, 1), x)

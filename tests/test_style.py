@@ -23,8 +23,15 @@ def sample() -> torch.Tensor:
 
 def test_texture_synthesis_reduces_gram_distance_by_a_large_factor(tiny_cnn, sample) -> None:
     result = style.texture_synthesis(
-        tiny_cnn, sample, layers=["relu1", "relu2"], size=(32, 32), optimizer="lbfgs",
-        steps=60, lr=1.0, tv_weight=0.0, seed=0,
+        tiny_cnn,
+        sample,
+        layers=["relu1", "relu2"],
+        size=(32, 32),
+        optimizer="lbfgs",
+        steps=60,
+        lr=1.0,
+        tv_weight=0.0,
+        seed=0,
     )
     assert result.style_loss_end < result.style_loss_start / 10
     assert result.image.shape == (32, 32, 3) and result.image.dtype == np.uint8
@@ -35,8 +42,15 @@ def test_texture_synthesis_reduces_gram_distance_by_a_large_factor(tiny_cnn, sam
 def test_style_loss_decreases_over_steps(tiny_cnn, tiny_input, sample) -> None:
     content = torch.nn.functional.interpolate(tiny_input, size=(32, 32))
     result = style.style_transfer(
-        tiny_cnn, content, style=sample, style_layers=["relu1", "relu2"], content_layer="conv2",
-        optimizer="adam", lr=0.05, steps=30, tv_weight=0.0,
+        tiny_cnn,
+        content,
+        style=sample,
+        style_layers=["relu1", "relu2"],
+        content_layer="conv2",
+        optimizer="adam",
+        lr=0.05,
+        steps=30,
+        tv_weight=0.0,
     )
     assert result.style_loss_end < 0.5 * result.style_loss_start
     assert result.losses[-1] < result.losses[0]
@@ -52,7 +66,13 @@ def test_stop_midway_leaves_no_hook_and_model_unchanged(tiny_cnn, sample) -> Non
         return info.step < 3
 
     result = style.texture_synthesis(
-        tiny_cnn, sample, layers=["relu1"], size=(32, 32), optimizer="adam", lr=0.05, steps=50,
+        tiny_cnn,
+        sample,
+        layers=["relu1"],
+        size=(32, 32),
+        optimizer="adam",
+        lr=0.05,
+        steps=50,
         on_step=stop_at_3,
     )
     assert result.stopped and result.steps_done == 3 and seen == [1, 2, 3]
@@ -70,8 +90,13 @@ def test_failure_midway_leaves_no_hook_and_model_unchanged(tiny_cnn, tiny_input,
     content = torch.nn.functional.interpolate(tiny_input, size=(32, 32))
     with pytest.raises(RuntimeError, match="user pressed stop"):
         style.style_transfer(
-            tiny_cnn, content, style=sample, style_layers=["relu1"], content_layer="conv2",
-            steps=10, on_step=boom,
+            tiny_cnn,
+            content,
+            style=sample,
+            style_layers=["relu1"],
+            content_layer="conv2",
+            steps=10,
+            on_step=boom,
         )
     assert count_hooks(tiny_cnn) == 0
     assert ModelState.of(tiny_cnn) == state
@@ -86,8 +111,13 @@ def test_bad_sizes_and_weights_are_explained(tiny_cnn, sample) -> None:
         style.texture_synthesis(tiny_cnn, sample, layers=["relu1"], size=(8, 8))
     with pytest.raises(ValueError, match="not both 0"):
         style.style_transfer(
-            tiny_cnn, sample, style=sample, style_layers=["relu1"], content_layer="conv2",
-            style_weight=0.0, content_weight=0.0,
+            tiny_cnn,
+            sample,
+            style=sample,
+            style_layers=["relu1"],
+            content_layer="conv2",
+            style_weight=0.0,
+            content_weight=0.0,
         )
 
 
@@ -101,9 +131,15 @@ def test_real_model_style_transfer_moves_toward_the_style(squeezenet) -> None:
     content = style.resize_long_side(to_tensor01(load_sample("chelsea")), 96)
     state = ModelState.of(squeezenet)
     result = style.style_transfer(
-        squeezenet, content, style=to_tensor01(marble(96)), style_layers=spec.preset("style"),
-        content_layer=spec.preset("content")[0], optimizer=settings.optimizer, lr=settings.lr,
-        steps=15, tv_weight=settings.tv_weight,
+        squeezenet,
+        content,
+        style=to_tensor01(marble(96)),
+        style_layers=spec.preset("style"),
+        content_layer=spec.preset("content")[0],
+        optimizer=settings.optimizer,
+        lr=settings.lr,
+        steps=15,
+        tv_weight=settings.tv_weight,
     )
     assert result.style_loss_end < 0.5 * result.style_loss_start
     assert count_hooks(squeezenet) == 0 and ModelState.of(squeezenet) == state

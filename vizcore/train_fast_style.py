@@ -132,8 +132,13 @@ def train(
 
     photos = load_training_images(image_folder)
     pool = [images.to_tensor01(p)[0] for p in photos]
-    logger.info("%d training images, %d styles on %s (%s)", len(pool), len(config.styles),
-                config.loss_model, device)
+    logger.info(
+        "%d training images, %d styles on %s (%s)",
+        len(pool),
+        len(config.styles),
+        config.loss_model,
+        device,
+    )
 
     net = TransformNet(len(config.styles), width=config.width, blocks=config.blocks).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -153,7 +158,8 @@ def train(
         loss_net.to(device)
         targets = [
             gram.gram_targets(
-                loss_net, images.to_tensor01(load_style_image(s, config.style_size)).to(device),
+                loss_net,
+                images.to_tensor01(load_style_image(s, config.style_size)).to(device),
                 style_layers,
             )
             for s in config.styles
@@ -198,8 +204,13 @@ def train(
                 history.append(entry)
                 logger.info(
                     "step %d/%d  style %.4f  content %.4f  tv %.5f  %.1f img/s  %.0f s",
-                    step, config.steps, entry["style"], entry["content"], entry["tv"],
-                    done * config.batch / seconds, entry["seconds"],
+                    step,
+                    config.steps,
+                    entry["style"],
+                    entry["content"],
+                    entry["tv"],
+                    done * config.batch / seconds,
+                    entry["seconds"],
                 )
                 running = dict.fromkeys(running, 0.0)
             if step % checkpoint_every == 0 or step == config.steps:
@@ -233,8 +244,11 @@ def train(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vizcore.train_fast_style", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m vizcore.train_fast_style",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--styles", nargs="+", required=True, help="pattern names, samples or files")
     p.add_argument("--out", type=Path, required=True, help="preset path, e.g. assets/styles/x.pt")
     p.add_argument("--images", type=Path, default=None, help="folder of training images")
@@ -256,6 +270,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+    p.add_argument(
+        "--export",
+        action="store_true",
+        help="write the preset from <out>.ckpt as it is (stop a long run early) and exit",
+    )
     return p
 
 
@@ -265,6 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.threads:
         torch.set_num_threads(args.threads)
+    steps = args.steps
+    if args.export:
+        ckpt_path = args.out.with_suffix(".ckpt")
+        if not ckpt_path.is_file():
+            raise SystemExit(f"No checkpoint {ckpt_path} to export.")
+        steps = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["step"])
     config = TrainConfig(
         styles=tuple(args.styles),
         loss_model=args.loss_model,
@@ -276,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size=args.size,
         style_size=args.style_size,
         batch=args.batch,
-        steps=args.steps,
+        steps=steps,
         lr=args.lr,
         width=args.width,
         blocks=args.blocks,
@@ -286,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config,
         args.out,
         image_folder=args.images,
-        resume=args.resume,
+        resume=args.resume or args.export,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
     )

@@ -60,20 +60,25 @@ STYLE_PRESETS: dict[str, StyleSettings] = {
     "efficientnet_lite0": StyleSettings(
         "adam", 0.02, 200, 1.0, note="Adam + TV prior: the most painterly result"
     ),
-    "squeezenet1_1": StyleSettings(
-        "lbfgs", 1.0, 200, 0.0, note="L-BFGS: the boldest result"
-    ),
+    "squeezenet1_1": StyleSettings("lbfgs", 1.0, 200, 0.0, note="L-BFGS: the boldest result"),
 }
 _DEFAULT_STYLE = StyleSettings("adam", 0.02, 200, 1.0)
 
 TEXTURE_PRESETS: dict[str, StyleSettings] = {
     "efficientnet_lite0": StyleSettings(
-        "lbfgs", 1.0, 300, 0.3,
+        "lbfgs",
+        1.0,
+        300,
+        0.3,
         style_layers=("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
         note="best for colourful swirly patterns",
     ),
     "squeezenet1_1": StyleSettings(
-        "lbfgs", 1.0, 300, 0.1, style_layers=("fire2", "fire3", "fire5"),
+        "lbfgs",
+        1.0,
+        300,
+        0.1,
+        style_layers=("fire2", "fire3", "fire5"),
         note="best for natural textures such as gravel",
     ),
 }
@@ -187,10 +192,20 @@ def texture_synthesis(
         frame_every=frame_every,
         on_step=on_step,
     )
-    return _finish(model, result, targets, start, {
-        "layers": list(targets.layers), "optimizer": optimizer, "lr": lr, "steps": steps,
-        "tv_weight": tv_weight, "size": list(size),
-    })
+    return _finish(
+        model,
+        result,
+        targets,
+        start,
+        {
+            "layers": list(targets.layers),
+            "optimizer": optimizer,
+            "lr": lr,
+            "steps": steps,
+            "tv_weight": tv_weight,
+            "size": list(size),
+        },
+    )
 
 
 def style_transfer(
@@ -255,11 +270,22 @@ def style_transfer(
         frame_every=frame_every,
         on_step=on_step,
     )
-    return _finish(model, result, targets, start, {
-        "style_layers": list(targets.layers), "content_layer": content_layer,
-        "style_weight": style_weight, "content_weight": content_weight, "tv_weight": tv_weight,
-        "optimizer": optimizer, "lr": lr, "steps": steps,
-    })
+    return _finish(
+        model,
+        result,
+        targets,
+        start,
+        {
+            "style_layers": list(targets.layers),
+            "content_layer": content_layer,
+            "style_weight": style_weight,
+            "content_weight": content_weight,
+            "tv_weight": tv_weight,
+            "optimizer": optimizer,
+            "lr": lr,
+            "steps": steps,
+        },
+    )
 
 
 def _finish(

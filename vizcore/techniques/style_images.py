@@ -73,8 +73,9 @@ def mosaic(size: int = 256, *, seed: int = 0, cells: int = 60) -> Image.Image:
     points = rng.uniform(0, size, (cells, 2)).astype(np.float32)
     hues = rng.uniform(0, 180, cells)
     colours = cv2.cvtColor(
-        np.stack([hues, rng.uniform(170, 255, cells), rng.uniform(170, 255, cells)], -1)
-        .astype(np.uint8)[None],
+        np.stack([hues, rng.uniform(170, 255, cells), rng.uniform(170, 255, cells)], -1).astype(
+            np.uint8
+        )[None],
         cv2.COLOR_HSV2RGB,
     )[0].astype(np.float32)
     grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -96,7 +97,8 @@ def waves(size: int = 256, *, seed: int = 0) -> Image.Image:
     field = np.zeros((size, size), np.float32)
     for _ in range(3):
         angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(3, 7), rng.uniform(0, 2 * np.pi)
-        field += np.sin(2 * np.pi * freq * (grid_x * np.cos(angle) + grid_y * np.sin(angle)) + phase)
+        along = grid_x * np.cos(angle) + grid_y * np.sin(angle)
+        field += np.sin(2 * np.pi * freq * along + phase)
     palette = np.array(
         [[250, 220, 60], [240, 90, 40], [170, 20, 90], [40, 20, 110], [20, 140, 170]],
         dtype=np.float32,

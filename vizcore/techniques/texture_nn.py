@@ -125,14 +125,17 @@ def quilt_texture(
             block = out[y : y + patch, x : x + patch]
             error = np.zeros((n_y, n_x), np.float32)
             if i > 0:
-                error += cv2.matchTemplate(ref, np.ascontiguousarray(block[:overlap]),
-                                           cv2.TM_SQDIFF)[:n_y, :n_x]
+                error += cv2.matchTemplate(
+                    ref, np.ascontiguousarray(block[:overlap]), cv2.TM_SQDIFF
+                )[:n_y, :n_x]
             if j > 0:
-                error += cv2.matchTemplate(ref, np.ascontiguousarray(block[:, :overlap]),
-                                           cv2.TM_SQDIFF)[:n_y, :n_x]
+                error += cv2.matchTemplate(
+                    ref, np.ascontiguousarray(block[:, :overlap]), cv2.TM_SQDIFF
+                )[:n_y, :n_x]
             if i > 0 and j > 0:
-                error -= cv2.matchTemplate(ref, np.ascontiguousarray(block[:overlap, :overlap]),
-                                           cv2.TM_SQDIFF)[:n_y, :n_x]
+                error -= cv2.matchTemplate(
+                    ref, np.ascontiguousarray(block[:overlap, :overlap]), cv2.TM_SQDIFF
+                )[:n_y, :n_x]
             error = np.maximum(error, 0.0)
             limit = error.min() * (1.0 + tolerance) + 1e-3 * overlap * patch
             candidates = np.flatnonzero(error <= limit)

@@ -1,0 +1,117 @@
+"""Benchmark texture/style: optimization step vs one forward+backward, fast-style inference, training.
+
+Run: ``python bench/style.py [--quick]``. Prints ratios measured in this one run (the machine may be
+shared, so compare numbers within a run, not across runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vizcore.hooks import inference_session  # noqa: E402
+from vizcore.images import load_sample, to_tensor01  # noqa: E402
+from vizcore.models.registry import get_spec, load_model  # noqa: E402
+from vizcore.techniques import fast_style, style  # noqa: E402
+from vizcore.techniques.style_images import marble  # noqa: E402
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(model: torch.nn.Module, size: int, repeats: int) -> float:
+    """One forward+backward to the input at ``size`` px (what one optimization step must do)."""
+    x = torch.rand(1, 3, size, size)
+
+    def run() -> None:
+        with inference_session(model):
+            xi = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xi).sum(), xi)
+            del g
+
+    return _median_time(run, repeats)
+
+
+def style_steps(key: str, size: int, steps: int, optimizer: str) -> float:
+    model, spec = load_model(key), get_spec(key)
+    content = style.resize_long_side(to_tensor01(load_sample("chelsea")), size)
+    result = style.style_transfer(
+        model,
+        content,
+        style=to_tensor01(marble(size)),
+        style_layers=spec.preset("style"),
+        content_layer=spec.preset("content")[0],
+        optimizer=optimizer,
+        lr=1.0 if optimizer == "lbfgs" else 0.02,
+        steps=steps,
+    )
+    return result.seconds / result.steps_done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    args = parser.parse_args()
+    repeats, steps = (2, 5) if args.quick else (5, 20)
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    print("\n## Gatys optimization step vs one forward+backward (256 px, chelsea + marble)")
+    for key in ("efficientnet_lite0", "squeezenet1_1"):
+        fb = forward_backward(load_model(key), 256, repeats)
+        for opt in ("adam", "lbfgs"):
+            per_step = style_steps(key, 256, steps, opt)
+            print(
+                f"{key:20s} {opt:5s}: {per_step:.3f} s/step, forward+backward {fb:.3f} s, "
+                f"ratio {per_step / fb:.2f}; 200 steps ≈ {200 * per_step:.0f} s"
+            )
+
+    print("\n## Fast-style inference (batch 1, inference mode)")
+    preset = fast_style.load_preset()
+    nets = {
+        f"shipped preset (width {preset.net.width})": preset.net,
+        "width 32 (Johnson's size, untrained)": fast_style.TransformNet(3, width=32).eval(),
+    }
+    for label, net in nets.items():
+        for side in (256, 512, 1024):
+            x = torch.rand(1, 3, side, side)
+
+            def run(net=net, x=x) -> None:
+                with torch.inference_mode():
+                    net(x, 0)
+
+            seconds = _median_time(run, max(1, repeats // (2 if side == 1024 else 1)))
+            print(f"{label:40s} {side:5d} px: {seconds:.3f} s")
+
+    print("\n## Training throughput (SqueezeNet loss network, 128 px crops, batch 2)")
+    from vizcore.train_fast_style import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 6 if args.quick else 20
+        config = TrainConfig(styles=("marble",), size=128, batch=2, steps=n)
+        start = time.perf_counter()
+        summary = train(config, Path(tmp) / "bench.pt", log_every=n, checkpoint_every=n)
+        wall = time.perf_counter() - start
+        print(
+            f"{n} steps x batch 2 in {summary['seconds']:.1f} s of training "
+            f"({wall:.1f} s with setup): {n * 2 / summary['seconds']:.2f} images/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
