@@ -1,4 +1,4 @@
-"""Benchmark texture/style: optimization step vs one forward+backward, fast-style inference, training.
+"""Benchmark texture and style: optimization steps, fast-style inference, training throughput.
 
 Run: ``python bench/style.py [--quick]``. Prints ratios measured in this one run (the machine may be
 shared, so compare numbers within a run, not across runs).
@@ -17,11 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vizcore.hooks import inference_session  # noqa: E402
-from vizcore.images import load_sample, to_tensor01  # noqa: E402
-from vizcore.models.registry import get_spec, load_model  # noqa: E402
-from vizcore.techniques import fast_style, style  # noqa: E402
-from vizcore.techniques.style_images import marble  # noqa: E402
+from vizcore.hooks import inference_session
+from vizcore.images import load_sample, to_tensor01
+from vizcore.models.registry import get_spec, load_model
+from vizcore.techniques import fast_style, style
+from vizcore.techniques.style_images import marble
 
 
 def _median_time(fn, repeats: int) -> float:
