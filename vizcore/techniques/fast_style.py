@@ -13,9 +13,10 @@ normalization, and the functions that load presets and apply them.
 Deviations from the papers: the network is slimmer (base width 16 instead of 32, measured 0.23 s
 versus 0.63 s at 512 px on 2 CPU cores) so a preset runs well under half a second on CPU; the
 decoder uses nearest upsampling + convolution instead of transposed convolutions (Odena et al. 2016,
-no checkerboard artefacts); the network predicts a *change* of the photo, ``out = x + 0.05 y`` (clamped
-to [0, 1] in eval mode; the factor keeps Adam's first steps from throwing the output far out of
-range), with the last convolution initialized to zero, so an untrained network is
+no checkerboard artefacts); the network predicts a *change* of the photo,
+``out = x + 0.05 y`` (clamped to [0, 1] in eval mode; the factor keeps Adam's first steps from
+throwing the output far out of range), with the last convolution initialized to zero, so an
+untrained network is
 the identity and the few training steps a CPU affords go into style, not into learning to
 reconstruct the photo (Johnson et al. output the image directly and train for hours on a GPU).
 
