@@ -1,0 +1,323 @@
+"""Texture & style: Gram-matrix texture synthesis beside image quilting, Gatys style transfer, and a
+fast feed-forward style network beside Gatys, with a two-style blend."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from vizcore.techniques import style as style_tech
+from vizcore.techniques.texture_nn import quilt_texture
+from vizui import style_view as sv
+from vizui.frame import frame
+
+ctx = frame(
+    "Texture & style",
+    intro="The Gram matrix G = F Fᵀ of a layer's features keeps which features occur together and "
+    "throws away where: enough to describe a texture or a painting's style (Gatys et al. 2015, "
+    "2016). A feed-forward network can learn to apply a style in one pass (Johnson et al. 2016).",
+)
+model_key, spec = ctx.model_key, ctx.spec
+style_layers_default = list(spec.preset("style"))
+content_default = spec.preset("content")
+if not style_layers_default or not content_default:
+    st.info(
+        f"{spec.label} has no style/content layer presets; pick EfficientNet-Lite0 or "
+        "SqueezeNet (or VGG-16) in the sidebar."
+    )
+    st.stop()
+texture_layers = style_tech.style_settings(model_key, texture=True).style_layers or ()
+layer_options = list(
+    dict.fromkeys(
+        [*spec.preset("activations"), *style_layers_default, *content_default, *texture_layers]
+    )
+)
+
+tex_tab, gatys_tab, fast_tab = st.tabs(
+    ["Texture synthesis", "Style transfer (Gatys)", "Fast style (feed-forward)"]
+)
+
+# ------------------------------------------------------------------------- texture synthesis
+with tex_tab:
+    st.markdown(
+        "Synthesize a new texture from a sample two ways: **image quilting** (Efros & Freeman "
+        "2001: copy patches whose overlap matches, cut along the best seam; no network) and "
+        "**Gram matching** (Gatys et al. 2015: start from noise, match the sample's Gram "
+        "matrices at several layers). Try **brick**: quilting keeps the wall, Gram statistics "
+        "lose its long-range regularity (they only record which features co-occur)."
+    )
+    tex_settings = style_tech.style_settings(model_key, texture=True)
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        choice = sv.style_picker("texture_style", "Texture sample", "gravel")
+        size = st.select_slider(
+            "Output size (px)", [128, 160, 192, 256], 192, key="texture_style_size"
+        )
+    with c2:
+        layers = st.multiselect(
+            "Gram layers",
+            layer_options,
+            default=list(tex_settings.style_layers or style_layers_default),
+            key="texture_style_layers",
+        )
+        optimizer = st.radio(
+            "Optimizer",
+            ["lbfgs", "adam"],
+            horizontal=True,
+            index=["lbfgs", "adam"].index(tex_settings.optimizer)
+            if tex_settings.optimizer in ("lbfgs", "adam")
+            else 0,
+            key="texture_style_opt",
+        )
+        steps = st.slider("Steps", 20, 500, tex_settings.steps, 10, key="texture_style_steps")
+    with c3:
+        tv = st.number_input(
+            "TV weight", 0.0, 10.0, tex_settings.tv_weight, 0.05, key="texture_style_tv"
+        )
+        patch = st.slider(
+            "Quilting patch size (px)",
+            8,
+            64,
+            32,
+            4,
+            key="texture_style_patch",
+            help="Larger patches keep larger structures (about one brick).",
+        )
+        seed = st.number_input("Seed", 0, 10_000, 0, key="texture_style_seed")
+    if tex_settings.note:
+        st.caption(f"{spec.label}: {tex_settings.note}.")
+    sv.show_partial("texture_style_run", "Gram texture synthesis")
+    if choice is not None and st.button(
+        "Synthesize", type="primary", key="texture_style_go", icon=":material/play_arrow:"
+    ):
+        if not layers:
+            st.error("Choose at least one Gram layer.")
+        else:
+            sample = sv.pil_tensor(choice.image, size)
+            sample_np = (sample[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            with st.spinner("Image quilting…"):
+                quilt = quilt_texture(
+                    sample_np, size=(size, size), patch=min(patch, size - 8), seed=int(seed)
+                )
+            gram_res = sv.run_with_progress(
+                "texture_style_run",
+                "Gram texture synthesis",
+                style_tech.texture_synthesis,
+                model=ctx.model,
+                x=sample,
+                layers=layers,
+                size=(size, size),
+                optimizer=optimizer,
+                steps=steps,
+                lr=sv.default_lr(optimizer, 0.05),
+                tv_weight=tv,
+                seed=int(seed),
+            )
+            if gram_res is not None:
+                st.session_state["texture_style_result"] = {
+                    "sample": sample_np,
+                    "quilt": quilt,
+                    "gram": gram_res,
+                    "label": choice.label,
+                    "model": spec.label,
+                }
+    res = st.session_state.get("texture_style_result")
+    if res:
+        a, b, c = st.columns(3)
+        a.image(res["sample"], caption=f"Sample: {res['label']}", width="stretch")
+        q, g = res["quilt"], res["gram"]
+        b.image(
+            q.image,
+            caption=f"Image quilting, patch {q.patch} px: {q.seconds:.1f} s",
+            width="stretch",
+        )
+        with b:
+            sv.downloads("texture_style_q", "quilted_texture", q.image)
+        status = " (stopped)" if g.stopped else ""
+        c.image(
+            g.image,
+            caption=f"Gram matching on {res['model']}, {g.steps_done} steps: "
+            f"{g.seconds:.1f} s{status}",
+            width="stretch",
+        )
+        with c:
+            st.caption(
+                f"Gram distance {g.style_loss_start:.3g} → {g.style_loss_end:.3g} "
+                f"({g.style_loss_start / max(g.style_loss_end, 1e-12):.0f}× lower)."
+            )
+            sv.downloads("texture_style_g", "gram_texture", g.image, g.frames)
+
+# --------------------------------------------------------------------------------- Gatys
+with gatys_tab:
+    settings = style_tech.style_settings(model_key)
+    st.markdown(
+        "Start from the photo and minimize *style weight × Gram loss + content weight × feature "
+        "loss + TV weight × total variation* (Gatys et al. 2016). Losses are relative per layer, "
+        "so the same weights work on both bundled nets."
+    )
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        g_choice = sv.style_picker("gatys_style", "Style image", "marble")
+        g_size = st.select_slider(
+            "Output size (long side, px)", [128, 192, 256, 320, 384], 256, key="gatys_style_size"
+        )
+    with c2:
+        g_layers = st.multiselect(
+            "Style layers", layer_options, default=style_layers_default, key="gatys_style_layers"
+        )
+        g_content = st.selectbox(
+            "Content layer",
+            layer_options,
+            index=layer_options.index(content_default[0]),
+            key="gatys_style_content",
+        )
+        g_opt = st.radio(
+            "Optimizer",
+            ["adam", "lbfgs"],
+            horizontal=True,
+            index=0 if settings.optimizer != "lbfgs" else 1,
+            key="gatys_style_opt",
+        )
+    with c3:
+        g_sw = st.number_input(
+            "Style weight", 0.0, 1e5, settings.style_weight, 10.0, key="gatys_style_sw"
+        )
+        g_cw = st.number_input(
+            "Content weight", 0.0, 1e3, settings.content_weight, 0.5, key="gatys_style_cw"
+        )
+        g_tv = st.number_input(
+            "TV weight", 0.0, 100.0, settings.tv_weight, 0.5, key="gatys_style_tv"
+        )
+        g_steps = st.slider("Steps", 10, 500, settings.steps, 10, key="gatys_style_steps")
+    if settings.note:
+        st.caption(f"Measured default for {spec.label}: {settings.note}.")
+    sv.show_partial("gatys_style_run", "Style transfer")
+    if g_choice is not None and st.button(
+        "Stylize", type="primary", key="gatys_style_go", icon=":material/play_arrow:"
+    ):
+        if not g_layers:
+            st.error("Choose at least one style layer.")
+        else:
+            g_res = sv.run_with_progress(
+                "gatys_style_run",
+                "Style transfer",
+                style_tech.style_transfer,
+                model=ctx.model,
+                x=sv.pil_tensor(ctx.image, g_size),
+                style=sv.pil_tensor(g_choice.image, g_size),
+                style_layers=g_layers,
+                content_layer=g_content,
+                style_weight=g_sw,
+                content_weight=g_cw,
+                tv_weight=g_tv,
+                optimizer=g_opt,
+                steps=g_steps,
+                lr=sv.default_lr(g_opt, settings.lr),
+            )
+            if g_res is not None:
+                store = st.session_state.setdefault("gatys_style_results", {})
+                store[(model_key, ctx.digest, g_choice.key)] = g_res
+                st.session_state["gatys_style_last"] = {
+                    "key": (model_key, ctx.digest, g_choice.key),
+                    "style": g_choice.image,
+                    "label": g_choice.label,
+                }
+    last = st.session_state.get("gatys_style_last")
+    if last and last["key"][:2] == (model_key, ctx.digest):
+        g_res = st.session_state["gatys_style_results"][last["key"]]
+        a, b, c = st.columns(3)
+        a.image(ctx.image, caption=f"Content: {ctx.image_label}", width="stretch")
+        b.image(last["style"], caption=f"Style: {last['label']}", width="stretch")
+        status = " (stopped)" if g_res.stopped else ""
+        c.image(
+            g_res.image,
+            caption=f"Gatys on {spec.label}: {g_res.steps_done} steps, "
+            f"{g_res.seconds:.1f} s{status}",
+            width="stretch",
+        )
+        with c:
+            sv.downloads("gatys_style_dl", "style_transfer", g_res.image, g_res.frames)
+
+# ----------------------------------------------------------------------------- fast style
+with fast_tab:
+    try:
+        net = sv.preset()
+    except (ValueError, OSError) as exc:
+        st.error(f"The fast-style preset could not be loaded: {exc}")
+        st.stop()
+    info = net.info
+    st.markdown(
+        "A small image transformation network (Johnson et al. 2016) with conditional instance "
+        f"normalization (Dumoulin et al. 2017) holds **{len(net.styles)} styles** in one network: "
+        f"{', '.join(net.styles)}. Stylizing is one forward pass at the image's full resolution. "
+        f"It was trained here on CPU for {info.get('steps', '?')} steps "
+        f"({float(info.get('seconds', 0)) / 60:.0f} min) on crops of the bundled photos, with "
+        f"{info.get('loss_model', '?')} as loss network; see assets/styles/README.md."
+    )
+    f1, f2 = st.columns(2)
+    f_style = f1.selectbox("Style", list(net.styles), key="fast_style_style")
+    others = [s for s in net.styles if s != f_style]
+    f_other = f2.selectbox("Blend with", others, key="fast_style_other")
+    f_blend = st.slider(
+        "Blend",
+        0.0,
+        1.0,
+        0.0,
+        0.05,
+        key="fast_style_blend",
+        help="Mixes the two styles' instance-norm scales and shifts: 0 is the "
+        "first style, 1 the second.",
+    )
+    fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other, f_blend)
+    a, b = st.columns(2)
+    h, w = fast.image.shape[:2]
+    label = f_style if f_blend == 0 else f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"
+    a.image(
+        fast.image,
+        caption=f"Fast style ({label}), {w}×{h} px: {fast.seconds:.2f} s",
+        width="stretch",
+    )
+    with a:
+        sv.downloads("fast_style_dl", f"fast_style_{f_style}", fast.image)
+    with b:
+        key = (model_key, ctx.digest, f_style)
+        g_done = st.session_state.get("gatys_style_results", {}).get(key)
+        if g_done is not None:
+            gh, gw = g_done.image.shape[:2]
+            st.image(
+                g_done.image,
+                caption=f"Gatys ({f_style}, {spec.label}), {gw}×{gh} px, "
+                f"{g_done.steps_done} steps: {g_done.seconds:.1f} s",
+                width="stretch",
+            )
+        else:
+            st.info(f"Run Gatys with the same style ({f_style}) to compare quality and time.")
+        if st.button(
+            f"Run Gatys with {f_style}", key="fast_style_gatys", icon=":material/play_arrow:"
+        ):
+            settings = style_tech.style_settings(model_key)
+            g_new = sv.run_with_progress(
+                "fast_style_gatys_run",
+                "Style transfer",
+                style_tech.style_transfer,
+                model=ctx.model,
+                x=sv.pil_tensor(ctx.image, 256),
+                style=sv.pil_tensor(sv.style_image(f_style), 256),
+                style_layers=style_layers_default,
+                content_layer=content_default[0],
+                style_weight=settings.style_weight,
+                content_weight=settings.content_weight,
+                tv_weight=settings.tv_weight,
+                optimizer=settings.optimizer,
+                lr=settings.lr,
+                steps=settings.steps,
+            )
+            if g_new is not None:
+                st.session_state.setdefault("gatys_style_results", {})[key] = g_new
+                st.rerun()
+    st.caption(
+        "What a few minutes of CPU training on nine photos can give: the style's palette and "
+        "some of its texture, applied in a fraction of a second. What it cannot give: the "
+        "fidelity of Gatys' per-image optimization, or robustness on images unlike the training "
+        "crops. Johnson et al. trained for hours on 80,000 COCO images on a GPU."
+    )

@@ -1,0 +1,321 @@
+"""Texture synthesis and neural style transfer by optimizing an image (Gatys et al. 2015, 2016).
+
+Both run on the shared runner :func:`vizcore.optim.optimize`; the Gram statistics come from
+:mod:`vizcore.techniques.gram` (relative errors, so the same weights work on both bundled nets).
+
+* :func:`texture_synthesis`: start from noise, minimize ``sum_l w_l ||G_l(x) - G_l(s)||² /
+  ||G_l(s)||²`` (+ TV) for a texture sample ``s`` (Gatys, Ecker & Bethge 2015).
+* :func:`style_transfer`: start from the content photo ``c``, minimize ``style_weight * style +
+  content_weight * ||F(x) - F(c)||² / ||F(c)||² + tv_weight * TV(x)`` (Gatys, Ecker & Bethge 2016).
+
+Deviations: relative losses instead of the papers' ``1/(4 N² M²)`` normalization (see
+:mod:`vizcore.techniques.gram`); the network is one of the bundled classifiers instead of VGG-19
+(measured settings per model in :data:`STYLE_PRESETS`: EfficientNet-Lite0 needs Adam + a TV prior to
+look painterly, SqueezeNet gives the boldest result with L-BFGS); L-BFGS runs one iteration per
+step (each step is one forward+backward, like Adam's), without a line search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from vizcore import optim
+from vizcore.hooks import inference_session
+from vizcore.progress import OnStep
+from vizcore.render import to_uint8
+from vizcore.techniques import gram
+
+__all__ = [
+    "STYLE_PRESETS",
+    "TEXTURE_PRESETS",
+    "StyleResult",
+    "StyleSettings",
+    "gram_style",
+    "style_transfer",
+    "texture_synthesis",
+]
+
+
+@dataclass(frozen=True)
+class StyleSettings:
+    """Measured defaults for one model (``shared/research/synthesis-feasibility.md`` Q4, Q5)."""
+
+    optimizer: optim.OptimizerName
+    lr: float
+    steps: int
+    tv_weight: float
+    style_weight: float = 100.0
+    content_weight: float = 1.0
+    style_layers: tuple[str, ...] | None = None  # None: the registry's "style" preset
+    note: str = ""
+
+
+STYLE_PRESETS: dict[str, StyleSettings] = {
+    "efficientnet_lite0": StyleSettings(
+        "adam", 0.02, 200, 1.0, note="Adam + TV prior: the most painterly result"
+    ),
+    "squeezenet1_1": StyleSettings("lbfgs", 1.0, 200, 0.0, note="L-BFGS: the boldest result"),
+}
+_DEFAULT_STYLE = StyleSettings("adam", 0.02, 200, 1.0)
+
+TEXTURE_PRESETS: dict[str, StyleSettings] = {
+    "efficientnet_lite0": StyleSettings(
+        "lbfgs",
+        1.0,
+        300,
+        0.3,
+        style_layers=("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
+        note="best for colourful swirly patterns",
+    ),
+    "squeezenet1_1": StyleSettings(
+        "lbfgs",
+        1.0,
+        300,
+        0.1,
+        style_layers=("fire2", "fire3", "fire5"),
+        note="best for natural textures such as gravel",
+    ),
+}
+
+
+def style_settings(model_key: str, *, texture: bool = False) -> StyleSettings:
+    """The measured defaults for ``model_key`` (generic Adam + TV ones for other models)."""
+    table = TEXTURE_PRESETS if texture else STYLE_PRESETS
+    return table.get(model_key, _DEFAULT_STYLE)
+
+
+def gram_style(targets: gram.GramTargets) -> optim.Objective:
+    """An objective (to maximize) equal to minus the relative Gram style loss, per image."""
+
+    def fn(acts: optim.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
+        return -gram.style_loss(acts, targets, reduce=False)
+
+    return optim.Objective(fn, layers=targets.layers, name=f"gram({', '.join(targets.layers)})")
+
+
+@dataclass(frozen=True)
+class StyleResult:
+    """An image made by texture synthesis or style transfer.
+
+    Attributes:
+        image: uint8 RGB ``(H, W, 3)``.
+        losses: Total loss after each step.
+        frames: uint8 snapshots during the run (for the GIF).
+        style_loss_start: Relative Gram distance to the style/texture at the initial image.
+        style_loss_end: The same at the result.
+        seconds: Wall-clock time of the optimization.
+        steps_done: Steps taken.
+        stopped: Whether ``on_step`` stopped the run.
+        settings: What was used (optimizer, lr, weights, layers).
+    """
+
+    image: np.ndarray
+    losses: np.ndarray
+    frames: tuple[np.ndarray, ...]
+    style_loss_start: float
+    style_loss_end: float
+    seconds: float
+    steps_done: int
+    stopped: bool
+    settings: dict = field(default_factory=dict)
+
+
+def _check_image(x: torch.Tensor, name: str) -> None:
+    if x.ndim != 4 or x.shape[:2] != (1, 3):
+        raise ValueError(f"The {name} must be a (1, 3, H, W) image, got {tuple(x.shape)}.")
+    if min(x.shape[-2:]) < 32 or max(x.shape[-2:]) > 1024:
+        raise ValueError(f"The {name} must be 32-1024 pixels per side, got {tuple(x.shape[-2:])}.")
+
+
+def _style_distance(model: nn.Module, image: torch.Tensor, targets: gram.GramTargets) -> float:
+    with torch.no_grad():
+        feats = gram.extract_features(model, image, targets.layers)
+        return float(gram.style_loss(feats, targets))
+
+
+def texture_synthesis(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers: Sequence[str],
+    weights: Sequence[float] | None = None,
+    size: tuple[int, int] = (256, 256),
+    optimizer: optim.OptimizerName = "lbfgs",
+    steps: int = 300,
+    lr: float = 1.0,
+    tv_weight: float = 0.1,
+    seed: int = 0,
+    frame_every: int = 10,
+    on_step: OnStep | None = None,
+) -> StyleResult:
+    """Synthesize a texture matching the Gram matrices of the sample ``x`` (Gatys et al. 2015).
+
+    ``min_x sum_l w_l ||G_l(x) - G_l(s)||² / ||G_l(s)||² + tv_weight * TV(x)``, from noise.
+
+    Args:
+        model: A bundled or torchvision classifier (never changed).
+        x: The texture sample ``(1, 3, h, w)`` in [0, 1].
+        layers: Layers whose Gram matrices to match (``ModelSpec.preset("style")``).
+        weights: One weight per layer (equal by default).
+        size: Output (height, width).
+        optimizer: ``"lbfgs"`` (crisper per evaluation) or ``"adam"``.
+        steps: Optimizer steps (one forward+backward each).
+        lr: Step size (1.0 for L-BFGS, about 0.02-0.05 for Adam).
+        tv_weight: Total-variation prior against high-frequency grain.
+        seed: Seeds the initial noise.
+        frame_every: Keep a frame every this many steps.
+        on_step: Progress callback; return False to stop.
+    """
+    _check_image(x, "texture sample")
+    height, width = size
+    _check_image(torch.zeros(1, 3, height, width), "output")
+    generator = torch.Generator().manual_seed(int(seed))
+    param = optim.pixel_image((1, 3, height, width), init="noise", generator=generator, noise=0.25)
+    with inference_session(model):
+        targets = gram.gram_targets(model, x, layers, weights=weights)
+        start = _style_distance(model, param[1]().detach(), targets)
+    result = optim.optimize(
+        model,
+        gram_style(targets),
+        param=param,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        tv_weight=tv_weight,
+        seed=seed,
+        frame_every=frame_every,
+        on_step=on_step,
+    )
+    return _finish(
+        model,
+        result,
+        targets,
+        start,
+        {
+            "layers": list(targets.layers),
+            "optimizer": optimizer,
+            "lr": lr,
+            "steps": steps,
+            "tv_weight": tv_weight,
+            "size": list(size),
+        },
+    )
+
+
+def style_transfer(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    style: torch.Tensor,
+    style_layers: Sequence[str],
+    content_layer: str,
+    style_weight: float = 100.0,
+    content_weight: float = 1.0,
+    tv_weight: float = 1.0,
+    optimizer: optim.OptimizerName = "adam",
+    steps: int = 200,
+    lr: float = 0.02,
+    seed: int = 0,
+    frame_every: int = 10,
+    on_step: OnStep | None = None,
+) -> StyleResult:
+    """Paint the content image ``x`` in the style of ``style`` (Gatys et al. 2016).
+
+    ``min_I style_weight * sum_l w_l ||G_l(I) - G_l(s)||²/||G_l(s)||² + content_weight *
+    ||F(I) - F(x)||²/||F(x)||² + tv_weight * TV(I)``, starting from ``I = x``.
+
+    Args:
+        model: A bundled or torchvision classifier (never changed).
+        x: The content image ``(1, 3, H, W)`` in [0, 1]; the output has its size.
+        style: The style image ``(1, 3, h, w)`` in [0, 1] (any size; about the output's is best).
+        style_layers: Layers whose Gram matrices to match (``ModelSpec.preset("style")``).
+        content_layer: Layer whose features keep the content (``ModelSpec.preset("content")``).
+        style_weight: Weight of the style loss (relative units; 100 works on both bundled nets).
+        content_weight: Weight of the content loss.
+        tv_weight: Total-variation prior (1 on Lite0 gives the painterly look).
+        optimizer: ``"adam"``, ``"lbfgs"`` or ``"sgd"``.
+        steps: Optimizer steps.
+        lr: Step size.
+        seed: Seed of the run's generator.
+        frame_every: Keep a frame every this many steps.
+        on_step: Progress callback; return False to stop.
+    """
+    _check_image(x, "content image")
+    _check_image(style, "style image")
+    if style_weight < 0 or content_weight < 0 or style_weight + content_weight == 0:
+        raise ValueError("Style and content weights must be >= 0 and not both 0.")
+    with inference_session(model):
+        targets = gram.gram_targets(model, style, style_layers)
+        with torch.no_grad():
+            content = gram.extract_features(model, x, (content_layer,))[content_layer]
+        start = _style_distance(model, x, targets)
+    objective = style_weight * gram_style(targets) + content_weight * optim.feature_match(
+        content_layer, content
+    )
+    result = optim.optimize(
+        model,
+        objective,
+        param=optim.pixel_image(tuple(x.shape), init=x),
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        tv_weight=tv_weight,
+        seed=seed,
+        frame_every=frame_every,
+        on_step=on_step,
+    )
+    return _finish(
+        model,
+        result,
+        targets,
+        start,
+        {
+            "style_layers": list(targets.layers),
+            "content_layer": content_layer,
+            "style_weight": style_weight,
+            "content_weight": content_weight,
+            "tv_weight": tv_weight,
+            "optimizer": optimizer,
+            "lr": lr,
+            "steps": steps,
+        },
+    )
+
+
+def _finish(
+    model: nn.Module,
+    result: optim.OptimizationResult,
+    targets: gram.GramTargets,
+    start: float,
+    settings: dict,
+) -> StyleResult:
+    image = torch.from_numpy(result.image).permute(0, 3, 1, 2)
+    with inference_session(model):
+        end = _style_distance(model, image, targets)
+    return StyleResult(
+        image=to_uint8(result.image[0]),
+        losses=result.losses,
+        frames=result.frames,
+        style_loss_start=start,
+        style_loss_end=end,
+        seconds=result.seconds,
+        steps_done=result.steps_done,
+        stopped=result.stopped,
+        settings=settings,
+    )
+
+
+def resize_long_side(x: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize ``(1, 3, H, W)`` so its longer side is ``long_side`` (antialiased, aspect kept)."""
+    h, w = x.shape[-2:]
+    scale = long_side / max(h, w)
+    size = (max(32, round(h * scale)), max(32, round(w * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(
+        0, 1
+    )

@@ -1,0 +1,178 @@
+"""Streamlit helpers for the texture and style page: style-image picker, runs with progress and
+Stop, cached fast-style presets, result panels with downloads. No math here (see vizcore)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from vizcore import images
+from vizcore.progress import StepInfo
+from vizcore.render import gif_bytes, png_bytes
+from vizcore.techniques import fast_style
+from vizcore.techniques.style_images import STYLE_PATTERNS
+from vizui import cached
+
+logger = logging.getLogger(__name__)
+
+UPLOAD = "upload"
+#: Long side at which uploaded or bundled style images are used.
+STYLE_SIDE = 256
+#: Fast style runs at full resolution, capped at this long side.
+FAST_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class StyleChoice:
+    """A style or texture image chosen on the page."""
+
+    key: str
+    label: str
+    image: Image.Image
+
+
+def style_options() -> dict[str, str]:
+    """Key -> label of the style images offered (generated patterns, bundled textures, upload)."""
+    options = {name: f"{name.capitalize()} (generated pattern)" for name in STYLE_PATTERNS}
+    for sample in images.list_samples("texture"):
+        options[sample.name] = f"{sample.label} (bundled texture)"
+    options[UPLOAD] = "Upload a style image…"
+    return options
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pattern(name: str, size: int) -> Image.Image:
+    return STYLE_PATTERNS[name](size, seed=0)
+
+
+def style_image(key: str, size: int = STYLE_SIDE) -> Image.Image:
+    """A generated pattern or a bundled texture, centre-cropped to ``size`` (not uploads)."""
+    if key in STYLE_PATTERNS:
+        return _pattern(key, size)
+    return images.resize_center_crop(cached.sample_image(key), size=size)
+
+
+def style_picker(prefix: str, label: str, default: str) -> StyleChoice | None:
+    """A selectbox of style images plus an uploader; None (after an error) when unusable."""
+    options = style_options()
+    keys = list(options)
+    key = st.selectbox(
+        label, keys, index=keys.index(default), format_func=options.get, key=f"{prefix}_style"
+    )
+    if key != UPLOAD:
+        return StyleChoice(key, options[key], style_image(key))
+    upload = st.file_uploader(
+        "Style image",
+        type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"],
+        key=f"{prefix}_upload",
+    )
+    if upload is None:
+        st.info("Upload an image to use as the style (a painting, a texture, a pattern).")
+        return None
+    try:
+        image = cached.decoded_image(upload.getvalue())
+    except images.ImageLoadError as exc:
+        st.error(f"{upload.name}: {exc}")
+        return None
+    return StyleChoice(f"upload:{upload.name}", f"Uploaded: {upload.name}", image)
+
+
+def pil_tensor(image: Image.Image, long_side: int) -> torch.Tensor:
+    """``(1, 3, H, W)`` in [0, 1] with the long side resized to ``long_side``."""
+    scale = long_side / max(image.size)
+    size = (max(32, round(image.width * scale)), max(32, round(image.height * scale)))
+    return images.to_tensor01(image.resize(size, Image.Resampling.BICUBIC))
+
+
+def run_with_progress(
+    prefix: str, label: str, fn: Callable[..., object], **kwargs: object
+) -> object | None:
+    """Run ``fn(**kwargs, on_step=...)`` with a progress bar, live frame and a Stop button.
+
+    Pressing Stop reruns the page, which interrupts the run (the model is restored by vizcore);
+    the last frame is kept in session state so the page can say where it stopped.
+    """
+    stop_col, bar_col = st.columns([1, 5])
+    stop_col.button("Stop", key=f"{prefix}_stop", icon=":material/stop:")
+    bar = bar_col.progress(0.0, text=f"{label}: starting…")
+    frame_slot = st.empty()
+
+    def on_step(info: StepInfo) -> bool:
+        loss = f", loss {info.loss:.4g}" if info.loss is not None else ""
+        bar.progress(info.fraction, text=f"{label}: step {info.step}/{info.total}{loss}")
+        if info.frame is not None:
+            frame_slot.image(info.frame, caption=f"{label}, step {info.step}", width=320)
+            st.session_state[f"{prefix}_partial"] = (info.frame, info.step, info.total)
+        return True
+
+    st.session_state.pop(f"{prefix}_partial", None)
+    try:
+        result = fn(**kwargs, on_step=on_step)
+    except ValueError as exc:
+        bar.empty()
+        st.error(f"{exc}")
+        return None
+    bar.empty()
+    frame_slot.empty()
+    st.session_state.pop(f"{prefix}_partial", None)
+    return result
+
+
+def show_partial(prefix: str, label: str) -> None:
+    """If a run was stopped by the Stop button, show its last frame."""
+    partial = st.session_state.get(f"{prefix}_partial")
+    if partial is not None:
+        frame, step, total = partial
+        st.warning(f"{label} was stopped at step {step} of {total}; its last frame:")
+        st.image(frame, width=320)
+
+
+def downloads(
+    prefix: str, name: str, image: np.ndarray, frames: tuple[np.ndarray, ...] = ()
+) -> None:
+    """PNG (and GIF of the optimization, when there are frames) download buttons."""
+    cols = st.columns(2)
+    cols[0].download_button(
+        "PNG",
+        png_bytes(image),
+        file_name=f"{name}.png",
+        mime="image/png",
+        key=f"{prefix}_png",
+        icon=":material/download:",
+    )
+    if len(frames) > 1:
+        cols[1].download_button(
+            "GIF of the optimization",
+            gif_bytes(list(frames)),
+            file_name=f"{name}.gif",
+            mime="image/gif",
+            key=f"{prefix}_gif",
+            icon=":material/animation:",
+        )
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the fast-style network…")
+def preset(name: str = fast_style.DEFAULT_PRESET) -> fast_style.StylePreset:
+    """The shared, cached preset network (never trained or changed)."""
+    return fast_style.load_preset(name)
+
+
+def default_lr(optimizer: str, adam_lr: float) -> float:
+    """Step size for the chosen optimizer: 1 for L-BFGS, the measured Adam rate otherwise."""
+    return 1.0 if optimizer == "lbfgs" else adam_lr
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def fast_result(
+    digest: str, _image: Image.Image, style: str, blend_with: str | None, blend: float
+) -> fast_style.FastStyleResult:
+    """Stylize the image at full resolution (long side capped at :data:`FAST_MAX_SIDE`)."""
+    net = preset()
+    x = pil_tensor(_image, min(max(_image.size), FAST_MAX_SIDE))
+    return fast_style.apply_style(net, x, style=style, blend_with=blend_with, blend=blend)
