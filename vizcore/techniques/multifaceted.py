@@ -38,6 +38,7 @@ from vizcore.techniques.synthesis import (
     SynthesisResult,
     SynthesisSettings,
     class_visualization,
+    run_with_settings,
     synthesis_preset,
 )
 
@@ -673,22 +674,7 @@ def multifaceted_class_visualization(
         return report(on_step, StepInfo(offset + info.step, total, info.loss, info.frame,
                                         f"{what}: {info.message}"))  # fmt: skip
 
-    result = optim.optimize(
-        model,
-        objective,
-        param=param,
-        steps=settings.steps,
-        lr=settings.lr,
-        optimizer=settings.optimizer,
-        transforms=settings.transforms() or None,
-        regularizers=settings.regularizers if settings.parameterization == "pixel" else None,
-        tv_weight=settings.tv_weight,
-        l2_weight=settings.l2_weight,
-        relu6_passthrough=settings.relu6_passthrough,
-        seed=seed,
-        frame_every=max(1, settings.steps // 30),
-        on_step=relay,
-    )
+    result = run_with_settings(model, objective, settings, seed=seed, on_step=relay, param=param)
     images = result.image
     x_final = torch.from_numpy(images).permute(0, 3, 1, 2)
     scores, probabilities = _logits(model, x_final, target)

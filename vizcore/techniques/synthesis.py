@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -174,19 +174,25 @@ class SynthesisResult:
     steps_done: int
 
 
-def _run(
+def run_with_settings(
     model: nn.Module,
     objective: optim.Objective,
     settings: SynthesisSettings,
-    batch: int,
-    seed: int,
-    on_step: OnStep | None,
+    *,
+    batch: int = 1,
+    seed: int = 0,
+    on_step: OnStep | None = None,
+    param: tuple[list[torch.Tensor], Callable[[], torch.Tensor]] | None = None,
 ) -> optim.OptimizationResult:
+    """Run :func:`vizcore.optim.optimize` with a :class:`SynthesisSettings` preset.
+
+    ``param`` overrides the preset's image parameterization (e.g. an image to start from).
+    """
     generator = torch.Generator().manual_seed(int(seed))
     return optim.optimize(
         model,
         objective,
-        param=settings.param(batch, generator),
+        param=param if param is not None else settings.param(batch, generator),
         steps=settings.steps,
         lr=settings.lr,
         optimizer=settings.optimizer,
@@ -249,7 +255,9 @@ def class_visualization(
     for c in classes:
         if not 0 <= c < len(names):
             raise ValueError(f"Class index {c} is outside 0..{len(names) - 1}.")
-    result = _run(model, optim.class_logit(classes), settings, len(classes), seed, on_step)
+    result = run_with_settings(
+        model, optim.class_logit(classes), settings, batch=len(classes), seed=seed, on_step=on_step
+    )
     return SynthesisResult(
         images=result.image,
         titles=tuple(names[c] for c in classes),
@@ -329,7 +337,9 @@ def neuron_visualization(
     if mode not in ("channel", "neuron"):
         raise ValueError(f"mode must be 'channel' or 'neuron', got {mode!r}.")
     objective = _channel_objective(layer, channels, mode)
-    result = _run(model, objective, settings, len(channels), seed, on_step)
+    result = run_with_settings(
+        model, objective, settings, batch=len(channels), seed=seed, on_step=on_step
+    )
     return SynthesisResult(
         images=result.image,
         titles=tuple(f"{layer} #{c}" for c in channels),
