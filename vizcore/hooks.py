@@ -71,11 +71,13 @@ class ModelState:
         )
 
     def restore(self, model: nn.Module) -> None:
-        """Write the snapshot back onto ``model``."""
+        """Write the snapshot back onto ``model`` (touching only the flags that differ)."""
         for module, flag in zip(model.modules(), self.training, strict=True):
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
         for param, flag in zip(model.parameters(), self.requires_grad, strict=True):
-            param.requires_grad_(flag)
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
 
 
 @contextmanager
@@ -95,10 +97,12 @@ def inference_session(model: nn.Module) -> Iterator[nn.Module]:
     Frozen parameters mean a backward pass stops at the input and the captured layers and never
     computes weight gradients: that is what makes gradient methods cost one forward+backward.
     """
-    with model_lock(model), preserve_model_state(model):
-        model.eval()
-        for param in model.parameters():
-            param.requires_grad_(False)
+    with model_lock(model), preserve_model_state(model) as state:
+        if any(state.training):
+            model.eval()
+        for param, flag in zip(model.parameters(), state.requires_grad, strict=True):
+            if flag:
+                param.requires_grad_(False)
         yield model
 
 
