@@ -78,10 +78,11 @@ def main() -> None:
 
             return run
 
-        t_fwd1 = best(fwd1, reps + 2)
-        t_fwd16 = best(fwd16, reps) / 16
-        t_fb1 = best(fwdbwd(cl), reps + 2)
-        t_fb16 = best(fwdbwd(batch16), reps) / 16
+        # Limits are steady-state bests: many repeats, so a cold first batch cannot inflate them.
+        t_fwd1 = best(fwd1, max(reps, 30))
+        t_fwd16 = best(fwd16, max(reps, 12)) / 16
+        t_fb1 = best(fwdbwd(cl), max(reps, 30))
+        t_fb16 = best(fwdbwd(batch16), max(reps, 6)) / 16
     print(
         f"Limits (Lite0, 2 threads, min of {reps}+ repeats): forward b1 {t_fwd1 * 1e3:.1f} ms, "
         f"forward/img b16 CL {t_fwd16 * 1e3:.1f} ms, fwd+bwd b1 {t_fb1 * 1e3:.1f} ms, "
