@@ -226,7 +226,7 @@ def embed_points(
     learning_rate: float | str = "auto",
     pca_dims: int = PCA_DIMS,
     seed: int = 0,
-    n_jobs: int = 1,
+    n_jobs: int = 2,
     on_step: OnStep | None = None,
 ) -> FeatureMap:
     """2-D map of ``features`` ``(N, D)`` by PCA or t-SNE, with an optional ``query`` ``(D,)``.
