@@ -90,7 +90,7 @@ def main() -> None:
     )
 
     rows: list[tuple[str, float, float, str, float | None]] = []
-    peer = copy.deepcopy(model)
+    peer = copy.deepcopy(model).requires_grad_(True)  # pytorch-grad-cam needs weight grads
     target = 285
 
     def add(name: str, ours: float, limit: float, peer_name: str = "", peer_t: float | None = None):

@@ -232,7 +232,7 @@ def test_squeezenet_matches_captum(squeezenet):
     from captum.attr import Deconvolution, GuidedBackprop, LayerGradCam
 
     x = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(5))
-    net = copy.deepcopy(squeezenet)
+    net = copy.deepcopy(squeezenet).requires_grad_(True)  # pytorch-grad-cam needs it
     for ours, ref_cls in ((guided_backprop, GuidedBackprop), (deconvnet, Deconvolution)):
         ref = ref_cls(net).attribute(x, target=281)[0].detach().numpy()
         got = ours(squeezenet, x, target=281).raw
@@ -286,7 +286,7 @@ def test_cam_variants_match_pytorch_grad_cam(relu_net, tiny_input, ours, cls_nam
 )
 def test_cam_variants_match_pytorch_grad_cam_on_squeezenet(squeezenet, ours, cls_name):
     x = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(6))
-    net = copy.deepcopy(squeezenet)
+    net = copy.deepcopy(squeezenet).requires_grad_(True)  # pytorch-grad-cam needs it
     ref = _pgc(cls_name, net, net.fire9, x, 281)
     got = ours(squeezenet, x, target=281, layer="fire9")
     np.testing.assert_allclose(_pgc_style(got.raw, (227, 227)), ref, atol=1e-3)
@@ -549,3 +549,16 @@ def test_grad_cam_and_occlusion_find_the_pasted_cat(lite0, cat_composite):
     occ = occlusion(lite0, cat_composite, window=48, stride=24)
     assert occ.target == gc.target and occ.info["positions"] == 81
     assert _peak_in_box(occ.map)
+
+
+def test_grad_cam_leaves_the_grad_mode_as_it_found_it(tiny_cnn, tiny_input):
+    """Grad-CAM switches autograd on only from the CAM layer; the caller's mode comes back."""
+    grad_cam(tiny_cnn, tiny_input, layer="conv2")
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        result = grad_cam(tiny_cnn, tiny_input, layer="conv2")
+        assert not torch.is_grad_enabled()
+    assert result.map.shape == (16, 16)
+    with pytest.raises(ValueError):
+        grad_cam(tiny_cnn, tiny_input, layer="conv2", target=99)
+    assert torch.is_grad_enabled()

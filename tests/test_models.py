@@ -210,3 +210,8 @@ def test_full_view_keeps_the_whole_picture():
         224,
         224,
     )
+
+
+def test_the_shared_model_is_loaded_read_only(lite0):
+    assert not lite0.training
+    assert not any(p.requires_grad for p in lite0.parameters())

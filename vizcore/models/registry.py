@@ -287,12 +287,14 @@ _LOAD_LOCK = threading.Lock()
 @functools.lru_cache(maxsize=3)
 def _load_cached(key: str) -> nn.Module:
     model = get_spec(key).loader()
-    model.eval()
+    # The shared model is read-only: eval mode, and parameters frozen before anyone sees it, so
+    # no backward pass (from any session) can accumulate weight gradients on it.
+    model.eval().requires_grad_(False)
     return model
 
 
 def load_model(key: str) -> nn.Module:
-    """Load (once, then from a bounded cache) the model ``key`` in eval mode.
+    """Load (once, then from a bounded cache) the model ``key``: eval mode, parameters frozen.
 
     The returned module is shared: never change it; use :func:`vizcore.hooks.inference_session`.
 

@@ -751,11 +751,17 @@ def _layer_acts_and_grads(
     def hook(_m: nn.Module, _i: Any, output: Any) -> torch.Tensor:
         leaf = _layer_output(output, layer).detach().requires_grad_(True)
         captured.append(leaf)
+        torch.set_grad_enabled(True)  # record the graph from this layer on, not before it
         return leaf.clone()
 
-    with torch.enable_grad():
+    grad_mode = torch.is_grad_enabled()
+    try:
+        torch.set_grad_enabled(False)  # the layers before the hook keep no autograd state
         with forward_output_hooks([module], hook):
             logits = model(_channels_last(x))
+    finally:
+        torch.set_grad_enabled(grad_mode)
+    with torch.enable_grad():
         _check_called_once(captured, layer)
         resolved = resolve_target(logits.detach(), target)
         score = resolved.score(logits).sum()
