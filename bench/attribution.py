@@ -31,20 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
+from _timing import best
+
 from vizcore.hooks import inference_session
 from vizcore.images import load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
 from vizcore.techniques import attribution as attr
-
-
-def best(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

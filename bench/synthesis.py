@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,21 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
+from _timing import best
+
 from vizcore.hooks import capture_activations, forward_until, inference_session
 from vizcore.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, load_model, preprocess
 from vizcore.optim import relu6_passthrough
 from vizcore.techniques import adversarial, synthesis
-
-
-def best(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def limit(
