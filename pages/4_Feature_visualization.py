@@ -83,11 +83,7 @@ with tab_class:
             + (" (stopped)" if result.stopped else "")
             + ". p = the model's softmax probability of the class on the final image."
         )
-        c1, c2 = st.columns(2)
-        with c1:
-            view.png_download(f"{P}_cv", picture, name="class_visualization")
-        with c2:
-            view.gif_download(f"{P}_cv", result.frames, name="class_visualization")
+        view.downloads(f"{P}_cv", picture, result.frames, name="class_visualization")
 
 # ------------------------------------------------------------------------ neuron visualization
 with tab_neuron:
@@ -143,11 +139,7 @@ with tab_neuron:
         captions = [f"{t} · {s:.3g}" for t, s in zip(result.titles, result.scores, strict=True)]
         picture = view.image_grid(result.images, captions)
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
-        c1, c2 = st.columns(2)
-        with c1:
-            view.png_download(f"{P}_nv", picture, name="neuron_visualization")
-        with c2:
-            view.gif_download(f"{P}_nv", result.frames, name="neuron_visualization")
+        view.downloads(f"{P}_nv", picture, result.frames, name="neuron_visualization")
 
 # --------------------------------------------------------------------------- feature inversion
 with tab_invert:
@@ -241,11 +233,7 @@ with tab_invert:
             f"{result.steps_done} steps in {result.seconds:.1f} s. error = "
             "‖φ(I) − φ(I₀)‖² / ‖φ(I₀)‖² on the final image."
         )
-        c1, c2 = st.columns(2)
-        with c1:
-            view.png_download(f"{P}_inv", picture, name="feature_inversion")
-        with c2:
-            view.gif_download(f"{P}_inv", result.frames, name="feature_inversion")
+        view.downloads(f"{P}_inv", picture, result.frames, name="feature_inversion")
 
 # ----------------------------------------------------------------------------------- DeepDream
 with tab_dream:
@@ -304,11 +292,7 @@ with tab_dream:
         dream = render.to_uint8(result.image)
         c2.image(dream, caption=f"DeepDream · {result.layer}", width="stretch")
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
-        c1, c2 = st.columns(2)
-        with c1:
-            view.png_download(f"{P}_dd", dream, name=f"deepdream_{result.layer}")
-        with c2:
-            view.gif_download(f"{P}_dd", result.frames, name=f"deepdream_{result.layer}")
+        view.downloads(f"{P}_dd", dream, result.frames, name=f"deepdream_{result.layer}")
 
 with tab_class:  # issue 8: multifaceted class visualization, below the plain one
     render_multifaceted(ctx)

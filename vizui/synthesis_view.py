@@ -245,3 +245,12 @@ def image_grid(
     for i, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
         cols[i % len(cols)].image(tile, caption=caption, width=width)
     return render.grid(tiles, columns=min(columns, len(tiles)), pad=2)
+
+
+def downloads(prefix: str, image: np.ndarray, frames: Sequence[np.ndarray], *, name: str) -> None:
+    """The result as a PNG and its optimization as a GIF, side by side."""
+    left, right = st.columns(2)
+    with left:
+        png_download(prefix, image, name=name)
+    with right:
+        gif_download(prefix, frames, name=name)
