@@ -1,16 +1,22 @@
 """Attribution speed on the bundled EfficientNet-Lite0: each method vs its limit and the peers.
 
-Run from the repository root: ``python bench/attribution.py [--repeats 3] [--quick]``.
+Run from the repository root: ``python bench/attribution.py [--rounds 30] [--quick]``.
 
-Every number comes from this one run (the machine is shared and noisy: compare the ratios, not
-the seconds across runs). Each cell is the minimum over ``--repeats`` calls after a warm-up.
-Limits, measured here first:
+Every number comes from this one run, and each method is timed *interleaved* with its limit
+(and its peer): ``limit, ours, peer`` are called in a rotating order for several rounds and the
+minimum of each is kept (``bench/_timing.py``). The machine is shared and noisy; measuring the
+limit first and the methods minutes later made the same code look 1.19x to 1.63x slower.
 
-* occlusion: positions x best per-image forward at batch 16 (channels_last input);
-* Grad-CAM / Grad-CAM++: one batch-1 forward;
+Limits are plain passes of exactly the work a method cannot avoid, on the same input layout
+(channels_last) and batch sizes it uses:
+
+* occlusion: the reference forward (batch 1) + ``ceil(positions / 16)`` batch-16 forwards;
+* CAM / Grad-CAM / Grad-CAM++: one batch-1 forward (inference mode);
 * saliency / deconvnet / guided backprop: one batch-1 forward + backward to the input;
-* integrated gradients: 50 x per-image forward+backward at batch 16;
-* Score-CAM: channels x per-image forward at batch 16.
+* Guided Grad-CAM: one forward + backward, plus one forward;
+* integrated gradients (50 steps): one batch-2 forward (the path's ends) + forward+backward at
+  batches 16, 16, 16, 2;
+* Score-CAM (320 channels): one forward + 20 batch-16 forwards.
 
 Peers (captum, pytorch-grad-cam) run on a deep copy of the model as loaded (parameters require
 grad: pytorch-grad-cam needs that), with the same channels_last input.
@@ -20,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,62 +38,98 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
-from _timing import best
+from _timing import interleaved
 
-from vizcore.hooks import inference_session
 from vizcore.images import load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
 from vizcore.techniques import attribution as attr
 
+TARGET = 285  # Egyptian cat
+BATCH = attr.BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    ours: float
+    limit: float
+    limit_what: str
+    peer_name: str = ""
+    peer: float | None = None
+
+
+class Limits:
+    """Plain forward / forward+backward passes over batches of the test image."""
+
+    def __init__(self, model: torch.nn.Module, image: torch.Tensor) -> None:
+        # Bare passes: the shared model is loaded in eval mode with frozen parameters, so the
+        # limits need no inference_session (whose bookkeeping counts against our methods).
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        self.model = model
+        self.image = image.contiguous(memory_format=torch.channels_last)
+        self._batches: dict[int, torch.Tensor] = {}
+
+    def batch(self, n: int) -> torch.Tensor:
+        if n not in self._batches:
+            copies = self.image.repeat(n, 1, 1, 1)
+            self._batches[n] = copies.contiguous(memory_format=torch.channels_last)
+        return self._batches[n]
+
+    def forward(self, sizes: list[int]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                for n in sizes:
+                    self.model(self.batch(n))
+
+        return run
+
+    def forward_backward(self, sizes: list[int]) -> Callable[[], None]:
+        def run() -> None:
+            for n in sizes:
+                xg = self.batch(n).clone().requires_grad_(True)
+                torch.autograd.grad(self.model(xg)[:, TARGET].sum(), xg)
+
+        return run
+
+    @staticmethod
+    def batches(total: int) -> list[int]:
+        return [BATCH] * (total // BATCH) + ([total % BATCH] if total % BATCH else [])
+
+
+def timed(
+    rows: list[Row],
+    method: str,
+    ours: Callable[[], object],
+    limit: Callable[[], None],
+    limit_what: str,
+    rounds: int,
+    peers: dict[str, Callable[[], object]] | None = None,
+) -> None:
+    """Time ``ours``, ``limit`` and each peer interleaved; append one row per peer (or one)."""
+    peers = peers or {}
+    times = interleaved([ours, limit, *peers.values()], rounds)
+    if not peers:
+        rows.append(Row(method, times[0], times[1], limit_what))
+    for (name, _), t in zip(peers.items(), times[2:], strict=True):
+        rows.append(Row(method, times[0], times[1], limit_what, name, t))
+    print(f"  measured {method}", file=sys.stderr, flush=True)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="skip the slowest peer calls")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds for the fast methods")
+    parser.add_argument("--slow-rounds", type=int, default=3, help="rounds for the slow ones")
+    parser.add_argument("--quick", action="store_true", help="skip the slow peer calls")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = load_model("efficientnet_lite0")
     x = preprocess(load_sample("chelsea"), get_spec("efficientnet_lite0"))
-    cl = x.contiguous(memory_format=torch.channels_last)
-    batch16 = cl.repeat(16, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-    reps = args.repeats
-    layer = "head.bn"
-
-    # ---- limits
-    with inference_session(model):
-
-        def fwd1() -> None:
-            with torch.inference_mode():
-                model(cl)
-
-        def fwd16() -> None:
-            with torch.inference_mode():
-                model(batch16)
-
-        def fwdbwd(inp: torch.Tensor) -> Callable[[], None]:
-            def run() -> None:
-                xg = inp.clone().requires_grad_(True)
-                torch.autograd.grad(model(xg)[:, 285].sum(), xg)
-
-            return run
-
-        # Limits are steady-state bests: many repeats, so a cold first batch cannot inflate them.
-        t_fwd1 = best(fwd1, max(reps, 30))
-        t_fwd16 = best(fwd16, max(reps, 12)) / 16
-        t_fb1 = best(fwdbwd(cl), max(reps, 30))
-        t_fb16 = best(fwdbwd(batch16), max(reps, 6)) / 16
-    print(
-        f"Limits (Lite0, 2 threads, min of {reps}+ repeats): forward b1 {t_fwd1 * 1e3:.1f} ms, "
-        f"forward/img b16 CL {t_fwd16 * 1e3:.1f} ms, fwd+bwd b1 {t_fb1 * 1e3:.1f} ms, "
-        f"fwd+bwd/img b16 {t_fb16 * 1e3:.1f} ms"
-    )
-
-    rows: list[tuple[str, float, float, str, float | None]] = []
+    limits = Limits(model, x)
+    cl = limits.image
     peer = copy.deepcopy(model).requires_grad_(True)  # pytorch-grad-cam needs weight grads
-    target = 285
-
-    def add(name: str, ours: float, limit: float, peer_name: str = "", peer_t: float | None = None):
-        rows.append((name, ours, limit, peer_name, peer_t))
+    fast, slow = args.rounds, args.slow_rounds
+    rows: list[Row] = []
+    layer = "head.bn"
 
     from captum.attr import (
         GuidedBackprop,
@@ -98,92 +141,174 @@ def main() -> None:
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    targets = [ClassifierOutputTarget(target)]
+    targets = [ClassifierOutputTarget(TARGET)]
+    one_fwd = limits.forward([1])
+    one_fb = limits.forward_backward([1])
+
+    # ---- CAM family: one forward
+    with (
+        GradCAM(model=peer, target_layers=[peer.head.bn]) as pgc,
+        GradCAMPlusPlus(model=peer, target_layers=[peer.head.bn]) as pgcpp,
+    ):
+        lgc = LayerGradCam(peer, peer.head.bn)
+        timed(
+            rows,
+            "Grad-CAM (head.bn)",
+            lambda: attr.grad_cam(model, x, target=TARGET, layer=layer),
+            one_fwd,
+            "1 forward",
+            fast,
+            {
+                "pytorch-grad-cam": lambda: pgc(input_tensor=cl, targets=targets),
+                "captum LayerGradCam": lambda: lgc.attribute(cl, target=TARGET),
+            },
+        )
+        timed(
+            rows,
+            "Grad-CAM++ (head.bn)",
+            lambda: attr.grad_cam_plus_plus(model, x, target=TARGET, layer=layer),
+            one_fwd,
+            "1 forward",
+            fast,
+            {"pytorch-grad-cam": lambda: pgcpp(input_tensor=cl, targets=targets)},
+        )
+    timed(
+        rows,
+        "CAM (head.act)",
+        lambda: attr.cam(model, x, target=TARGET, layer="head.act"),
+        one_fwd,
+        "1 forward",
+        fast,
+    )
+
+    # ---- gradients to the input: one forward + backward
+    sal, gbp = Saliency(peer), GuidedBackprop(peer)
+    timed(
+        rows,
+        "saliency",
+        lambda: attr.saliency(model, x, target=TARGET),
+        one_fb,
+        "1 fwd+bwd",
+        fast,
+        {"captum Saliency": lambda: sal.attribute(cl.clone().requires_grad_(), target=TARGET)},
+    )
+    timed(
+        rows,
+        "guided backprop",
+        lambda: attr.guided_backprop(model, x, target=TARGET),
+        one_fb,
+        "1 fwd+bwd",
+        fast,
+        {
+            "captum (= plain gradient on ReLU6!)": lambda: gbp.attribute(
+                cl.clone().requires_grad_(), target=TARGET
+            )
+        },
+    )
+    timed(
+        rows,
+        "deconvnet",
+        lambda: attr.deconvnet(model, x, target=TARGET),
+        one_fb,
+        "1 fwd+bwd",
+        fast,
+    )
+
+    def fb_and_fwd() -> None:
+        one_fb()
+        one_fwd()
+
+    timed(
+        rows,
+        "Guided Grad-CAM",
+        lambda: attr.guided_grad_cam(model, x, target=TARGET, layer=layer),
+        fb_and_fwd,
+        "1 fwd+bwd + 1 fwd",
+        fast,
+    )
+
+    # ---- integrated gradients: 50 fwd+bwd at batch 16
+    ig = IntegratedGradients(peer)
+    ig_limit_fwd = limits.forward([2])
+    ig_limit_fb = limits.forward_backward(Limits.batches(50))
+
+    def ig_limit() -> None:
+        ig_limit_fwd()
+        ig_limit_fb()
+
+    timed(
+        rows,
+        "integrated gradients (50 steps)",
+        lambda: attr.integrated_gradients(model, x, target=TARGET, steps=50),
+        ig_limit,
+        "fwd b2 + 50 fwd+bwd in b16",
+        max(slow, 5),
+        {
+            "captum ibs=16": lambda: ig.attribute(
+                cl, baselines=0.0, target=TARGET, n_steps=50, internal_batch_size=16
+            )
+        },
+    )
 
     # ---- occlusion 32/8
     rows_, cols_ = attr.occlusion_grid((224, 224), 32, 8)
     positions = rows_ * cols_
-    occ_reps = 1 if args.quick else 2
-    t = best(lambda: attr.occlusion(model, x, target=target, window=32, stride=8), occ_reps)
-    peer_t = None
-    if not args.quick:
 
-        def prob(inp: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(peer(inp), dim=1)
-
-        occ = Occlusion(prob)
-        start = time.perf_counter()
+    def captum_occlusion() -> None:
+        occ = Occlusion(lambda inp: torch.softmax(peer(inp), dim=1))
         with torch.no_grad():
             occ.attribute(
                 cl,
                 sliding_window_shapes=(3, 32, 32),
                 strides=(3, 8, 8),
                 baselines=0.5,
-                target=target,
+                target=TARGET,
             )
-        peer_t = time.perf_counter() - start
-    add(f"occlusion 32/8 ({positions} positions)", t, positions * t_fwd16, "captum ppe=1", peer_t)
 
-    # ---- CAM family: one forward
-    t = best(lambda: attr.grad_cam(model, x, target=target, layer=layer), reps + 2)
-    with GradCAM(model=peer, target_layers=[peer.head.bn]) as pgc:
-        p = best(lambda: pgc(input_tensor=cl, targets=targets), reps)
-    add("Grad-CAM (head.bn)", t, t_fwd1, "pytorch-grad-cam", p)
-    lgc = LayerGradCam(peer, peer.head.bn)
-    p = best(lambda: lgc.attribute(cl, target=target), reps)
-    add("Grad-CAM (head.bn)", t, t_fwd1, "captum LayerGradCam", p)
-    t = best(lambda: attr.grad_cam_plus_plus(model, x, target=target, layer=layer), reps + 2)
-    with GradCAMPlusPlus(model=peer, target_layers=[peer.head.bn]) as pgc:
-        p = best(lambda: pgc(input_tensor=cl, targets=targets), reps)
-    add("Grad-CAM++ (head.bn)", t, t_fwd1, "pytorch-grad-cam", p)
-    t = best(lambda: attr.cam(model, x, target=target, layer="head.act"), reps + 2)
-    add("CAM (head.act)", t, t_fwd1)
-
-    # ---- gradients to the input: one forward + backward
-    t = best(lambda: attr.saliency(model, x, target=target), reps + 2)
-    sal = Saliency(peer)
-    p = best(lambda: sal.attribute(cl.clone().requires_grad_(), target=target), reps)
-    add("saliency", t, t_fb1, "captum Saliency", p)
-    t = best(lambda: attr.guided_backprop(model, x, target=target), reps + 2)
-    gbp = GuidedBackprop(peer)
-    p = best(lambda: gbp.attribute(cl.clone().requires_grad_(), target=target), reps)
-    add("guided backprop", t, t_fb1, "captum (= plain gradient on ReLU6!)", p)
-    t = best(lambda: attr.deconvnet(model, x, target=target), reps + 2)
-    add("deconvnet", t, t_fb1)
-    t = best(lambda: attr.guided_grad_cam(model, x, target=target, layer=layer), reps + 2)
-    add("Guided Grad-CAM", t, t_fb1 + t_fwd1)
-
-    # ---- integrated gradients: 50 fwd+bwd at batch 16
-    t = best(lambda: attr.integrated_gradients(model, x, target=target, steps=50), 1)
-    ig = IntegratedGradients(peer)
-    p = best(
-        lambda: ig.attribute(cl, baselines=0.0, target=target, n_steps=50, internal_batch_size=16),
-        1,
+    timed(
+        rows,
+        f"occlusion 32/8 ({positions} positions)",
+        lambda: attr.occlusion(model, x, target=TARGET, window=32, stride=8),
+        limits.forward([1, *Limits.batches(positions)]),
+        f"fwd b1 + {math.ceil(positions / BATCH)} fwd b16",
+        slow,
+        None if args.quick else {"captum ppe=1": captum_occlusion},
     )
-    add("integrated gradients (50 steps)", t, 50 * t_fb16, "captum ibs=16", p)
 
     # ---- Score-CAM on the last block (320 channels)
     sc_layer = "blocks.15"
-    t = best(lambda: attr.score_cam(model, x, target=target, layer=sc_layer), 1)
-    peer_t = None
-    if not args.quick:
-        with ScoreCAM(model=peer, target_layers=[peer.blocks[15]]) as psc:
-            psc.batch_size = 16
-            start = time.perf_counter()
-            psc(input_tensor=cl, targets=targets)
-            peer_t = time.perf_counter() - start
-    add(f"Score-CAM ({sc_layer}, 320 ch)", t, 320 * t_fwd16, "pytorch-grad-cam b16", peer_t)
+    with ScoreCAM(model=peer, target_layers=[peer.blocks[15]]) as psc:
+        psc.batch_size = BATCH
+        timed(
+            rows,
+            f"Score-CAM ({sc_layer}, 320 ch)",
+            lambda: attr.score_cam(model, x, target=TARGET, layer=sc_layer),
+            limits.forward([1, *Limits.batches(320)]),
+            "fwd b1 + 20 fwd b16",
+            slow,
+            None
+            if args.quick
+            else {"pytorch-grad-cam b16": lambda: psc(input_tensor=cl, targets=targets)},
+        )
 
-    print()
-    header = f"{'method':34s} {'ours s':>9s} {'limit s':>9s} {'x limit':>8s}   peer"
+    print_table(rows, fast, slow)
+
+
+def print_table(rows: list[Row], fast: int, slow: int) -> None:
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; min over {fast} "
+        f"interleaved rounds (slow methods: {slow}-5)"
+    )
+    header = f"{'method':34s} {'ours s':>8s} {'limit s':>8s} {'x limit':>7s}  {'limit is':26s} peer"
     print(header)
-    print("-" * (len(header) + 40))
-    for name, ours, limit, peer_name, peer_time in rows:
-        line = f"{name:34s} {ours:9.4f} {limit:9.4f} {ours / limit:8.2f}"
-        if peer_name and peer_time is not None:
-            line += f"   {peer_name}: {peer_time:.4f} s ({peer_time / ours:.2f}x ours)"
-        elif peer_name:
-            line += f"   {peer_name}: skipped (--quick)"
+    print("-" * (len(header) + 50))
+    for row in rows:
+        line = (
+            f"{row.method:34s} {row.ours:8.4f} {row.limit:8.4f} {row.ours / row.limit:7.2f}  "
+            f"{row.limit_what:26s}"
+        )
+        if row.peer is not None:
+            line += f" {row.peer_name}: {row.peer:.4f} s ({row.peer / row.ours:.2f}x ours)"
         print(line)
 
 

@@ -55,27 +55,70 @@ def count_hooks(model: nn.Module) -> int:
     return total
 
 
+def _modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
+    """Every module and parameter of ``model``, each once, in a fixed order.
+
+    The same sets as ``model.modules()`` / ``model.parameters()``, walked directly: the public
+    generators build every qualified name and cost about 0.4 ms on EfficientNet-Lite0, which
+    was 6 % of a Grad-CAM call when taken twice per call.
+    """
+    modules: list[nn.Module] = []
+    params: list[nn.Parameter] = []
+    seen_modules: set[int] = set()
+    seen_params: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen_modules:
+            continue
+        seen_modules.add(id(module))
+        modules.append(module)
+        for param in module._parameters.values():
+            if param is not None and id(param) not in seen_params:
+                seen_params.add(id(param))
+                params.append(param)
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return modules, params
+
+
 @dataclass(frozen=True)
 class ModelState:
-    """A snapshot of the flags a technique could change on a model."""
+    """A snapshot of the flags a technique could change on a model.
+
+    Two snapshots compare equal when every ``training`` flag and every ``requires_grad`` match;
+    the module and parameter lists they were read from are kept only to restore them.
+    """
 
     training: tuple[bool, ...]
     requires_grad: tuple[bool, ...]
+    _modules: tuple[nn.Module, ...] = field(default=(), compare=False, repr=False)
+    _params: tuple[nn.Parameter, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelState:
         """Snapshot ``model``."""
+        modules, params = _modules_and_parameters(model)
         return cls(
-            training=tuple(m.training for m in model.modules()),
-            requires_grad=tuple(p.requires_grad for p in model.parameters()),
+            training=tuple(m.training for m in modules),
+            requires_grad=tuple(p.requires_grad for p in params),
+            _modules=tuple(modules),
+            _params=tuple(params),
         )
 
     def restore(self, model: nn.Module) -> None:
-        """Write the snapshot back onto ``model`` (touching only the flags that differ)."""
-        for module, flag in zip(model.modules(), self.training, strict=True):
+        """Write the snapshot back onto ``model`` (touching only the flags that differ).
+
+        The flags go back onto the modules and parameters the snapshot was taken from, so a
+        module swapped in meanwhile is not mistaken for the one it replaced.
+        """
+        modules, params = self._modules, self._params
+        if not modules:
+            modules_list, params_list = _modules_and_parameters(model)
+            modules, params = tuple(modules_list), tuple(params_list)
+        for module, flag in zip(modules, self.training, strict=True):
             if module.training != flag:
                 module.training = flag
-        for param, flag in zip(model.parameters(), self.requires_grad, strict=True):
+        for param, flag in zip(params, self.requires_grad, strict=True):
             if param.requires_grad != flag:
                 param.requires_grad_(flag)
 
@@ -100,7 +143,7 @@ def inference_session(model: nn.Module) -> Iterator[nn.Module]:
     with model_lock(model), preserve_model_state(model) as state:
         if any(state.training):
             model.eval()
-        for param, flag in zip(model.parameters(), state.requires_grad, strict=True):
+        for param, flag in zip(state._params, state.requires_grad, strict=True):
             if flag:
                 param.requires_grad_(False)
         yield model

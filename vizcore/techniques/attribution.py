@@ -371,6 +371,17 @@ def saliency(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> Att
     )
 
 
+def _same_strides_view(t: torch.Tensor) -> torch.Tensor:
+    """A view of ``t`` with exactly its strides.
+
+    ``t.view_as(t)`` recomputes the stride of size-1 dimensions, which makes a batch-1
+    channels_last tensor look contiguous to the next convolution: it then falls back to the
+    slower NCHW kernels for the whole rest of the network (measured: guided backprop 1.26x one
+    forward+backward with ``view_as``).
+    """
+    return t.as_strided(t.size(), t.stride(), t.storage_offset())
+
+
 class _GuidedGate(torch.autograd.Function):
     """Identity forward; backward passes only the positive part of the incoming gradient.
 
@@ -380,7 +391,7 @@ class _GuidedGate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, out: torch.Tensor) -> torch.Tensor:
-        return out.view_as(out)
+        return _same_strides_view(out)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
@@ -396,7 +407,7 @@ class _DeconvGate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return out.view_as(out)
+        return _same_strides_view(out)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
