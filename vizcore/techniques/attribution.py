@@ -42,7 +42,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from vizcore.hooks import forward_output_hooks, inference_session
+from vizcore.hooks import forward_output_hooks, inference_session, modules_and_parameters
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
 
@@ -382,20 +382,9 @@ def _same_strides_view(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(t.size(), t.stride(), t.storage_offset())
 
 
-class _GuidedGate(torch.autograd.Function):
-    """Identity forward; backward passes only the positive part of the incoming gradient.
-
-    Placed on the activation's output, so the activation's own backward (its forward mask)
-    runs after it: the gradient to the pre-activation is ``mask * relu(g)``.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, out: torch.Tensor) -> torch.Tensor:
-        return _same_strides_view(out)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return grad.clamp(min=0)
+def _positive_part(grad: torch.Tensor) -> torch.Tensor:
+    """Guided backprop's extra rule: only the positive part of the incoming gradient passes."""
+    return grad.clamp(min=0)
 
 
 class _DeconvGate(torch.autograd.Function):
@@ -454,7 +443,7 @@ def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Itera
     ``TorchFunctionMode`` that counts ReLU-family calls outside activation modules, and
     :class:`FunctionalActivationError` is raised after the block when there were any.
     """
-    modules = [m for m in model.modules() if isinstance(m, GATED_ACTIVATIONS)]
+    modules = [m for m in modules_and_parameters(model)[0] if isinstance(m, GATED_ACTIVATIONS)]
     if not modules:
         raise FunctionalActivationError(
             f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 modules, so guided backprop "
@@ -468,7 +457,7 @@ def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Itera
     def pre_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
         if counter is not None:
             counter.depth += 1
-        if mode != "deconvnet":
+        if mode == "guided":
             return None
         pre = inputs[0]
         kept.setdefault(id(module), []).append(pre)
@@ -481,12 +470,19 @@ def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Itera
         if counter is not None:
             counter.depth -= 1
         if mode == "guided":
-            return _GuidedGate.apply(output)
+            # A tensor hook on this forward's output (freed with its graph; the shared model
+            # keeps nothing): it runs before the activation's own backward, so the gradient to
+            # the pre-activation is ``mask * relu(g)``. 2 ms cheaper on Lite0 than an identity
+            # autograd.Function per activation.
+            if output.requires_grad:
+                output.register_hook(_positive_part)
+            return None
         return _DeconvGate.apply(kept[id(module)].pop(), output.detach())
 
     try:
-        for module in modules:
-            handles.append(module.register_forward_pre_hook(pre_hook))
+        if counter is not None or mode == "deconvnet":
+            for module in modules:
+                handles.append(module.register_forward_pre_hook(pre_hook))
         with forward_output_hooks(modules, hook):
             if counter is None:
                 yield
@@ -839,12 +835,16 @@ def grad_cam_plus_plus(
     return _gradient_cam("grad_cam_plus_plus", grad_cam_plus_plus_weights, model, x, target, layer)
 
 
-def _last(model: nn.Module, kind: type[nn.Module]) -> tuple[str, nn.Module] | None:
+def _last(modules: list[nn.Module], wanted: Callable[[nn.Module], bool]) -> nn.Module | None:
     found = None
-    for name, module in model.named_modules():
-        if isinstance(module, kind):
-            found = (name, module)
+    for module in modules:
+        if wanted(module):
+            found = module
     return found
+
+
+def _is_pointwise_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -877,13 +877,9 @@ def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str)
     x = _check_input(x)
     start = time.perf_counter()
     module = get_layer(model, layer)
-    linear = _last(model, nn.Linear)
-    convs = [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
-    ]
-    classifier_conv = convs[-1] if convs else None
+    modules = modules_and_parameters(model)[0]
+    linear = _last(modules, lambda m: isinstance(m, nn.Linear))
+    classifier_conv = _last(modules, _is_pointwise_conv)
     seen: dict[str, list[Any]] = {"acts": [], "lin": [], "conv": []}
 
     def record(key: str, what: Literal["in", "out"]) -> Callable[..., None]:
@@ -896,9 +892,9 @@ def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str)
         handles = [module.register_forward_hook(record("acts", "out"))]
         try:
             if linear is not None:
-                handles.append(linear[1].register_forward_hook(record("lin", "in")))
+                handles.append(linear.register_forward_hook(record("lin", "in")))
             if classifier_conv is not None:
-                handles.append(classifier_conv[1].register_forward_hook(record("conv", "in")))
+                handles.append(classifier_conv.register_forward_hook(record("conv", "in")))
             logits = model(_channels_last(x)).float()
         finally:
             for handle in handles:
@@ -915,14 +911,14 @@ def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str)
     if len(seen["lin"]) == 1 and linear is not None:
         features, out = seen["lin"][0]
         if _close(acts.mean(dim=(2, 3)), features.float()) and _close(out.float(), logits):
-            weights = linear[1].weight[c].detach().float()
+            weights = linear.weight[c].detach().float()
     if weights is None and acts.shape[1] == num_classes:
         pooled = acts.mean(dim=(2, 3))
         if _close(pooled, logits) or _close(torch.relu(acts).mean(dim=(2, 3)), logits):
             weights = F.one_hot(torch.tensor(c), num_classes).float()
     if weights is None and len(seen["conv"]) == 1 and classifier_conv is not None:
         conv_in, conv_out = seen["conv"][0]
-        conv = classifier_conv[1]
+        conv = classifier_conv
         head_ok = conv_out.shape[1] == num_classes and (
             _close(torch.relu(conv_out).mean(dim=(2, 3)).float(), logits)
             or _close(conv_out.mean(dim=(2, 3)).float(), logits)
