@@ -1,6 +1,6 @@
 """Attribution speed on the bundled EfficientNet-Lite0: each method vs its limit and the peers.
 
-Run from the repository root: ``python bench/attribution.py [--rounds 30] [--quick]``.
+Run from the repository root: ``python bench/attribution.py [--rounds 100] [--quick]``.
 
 Every number comes from this one run, and each method is timed *interleaved* with its limit
 (and its peer): ``limit, ours, peer`` are called in a rotating order for several rounds and the
@@ -25,7 +25,9 @@ grad: pytorch-grad-cam needs that), with the same channels_last input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import math
 import os
 import sys
@@ -38,8 +40,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM progress bar
-warnings.filterwarnings("ignore", message="Setting backward hooks", module="captum")
 
 from _timing import interleaved
 
@@ -118,12 +118,19 @@ def timed(
     print(f"  measured {method}", file=sys.stderr, flush=True)
 
 
+def quiet(fn: Callable[..., object], **kwargs: object) -> object:
+    """Call ``fn`` with stderr swallowed (pytorch-grad-cam's Score-CAM draws a tqdm bar)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fn(**kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30, help="rounds for the fast methods")
+    parser.add_argument("--rounds", type=int, default=100, help="rounds for the fast methods")
     parser.add_argument("--slow-rounds", type=int, default=3, help="rounds for the slow ones")
     parser.add_argument("--quick", action="store_true", help="skip the slow peer calls")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Setting backward hooks", module="captum")
     torch.set_num_threads(2)
     model = load_model("efficientnet_lite0")
     x = preprocess(load_sample("chelsea"), get_spec("efficientnet_lite0"))
@@ -291,7 +298,7 @@ def main() -> None:
             slow,
             None
             if args.quick
-            else {"pytorch-grad-cam b16": lambda: psc(input_tensor=cl, targets=targets)},
+            else {"pytorch-grad-cam b16": lambda: quiet(psc, input_tensor=cl, targets=targets)},
         )
 
     print_table(rows, fast, slow)
