@@ -978,16 +978,11 @@ def score_cam(
         resolved = resolve_target(logits, target)
         acts = captured[0].float()
         channels = acts.shape[1]
-        masks = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
-        flat = masks.view(channels, -1)
-        low = flat.min(dim=1).values.view(-1, 1, 1)
-        high = flat.max(dim=1).values.view(-1, 1, 1)
-        masks = (masks - low) / (high - low + 1e-8)
         scores = torch.full((channels,), float("-inf"))
         done = 0
         while done < channels:
             n = min(batch_size, channels - done)
-            batch = _channels_last(x * masks[done : done + n, None])
+            batch = _score_cam_batch(x, acts[:, done : done + n])
             scores[done : done + n] = resolved.score(model(batch)).float()
             done += n
             if not report(on_step, StepInfo(done, channels, message=f"{done}/{channels} maps")):
@@ -1005,6 +1000,22 @@ def score_cam(
         stopped=stopped,
         info={"channels": channels, "done": done},
     )
+
+
+def _score_cam_batch(x: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``x * H_k`` for a slice of channels ``acts`` ``(1, n, h, w)``, channels_last.
+
+    ``H_k`` is ``A_k`` upsampled (bilinear, ``align_corners=True``) and min-max scaled to
+    [0, 1]. Built one batch at a time: all masks at once would take ``C x H x W`` floats
+    (256 MB for Lite0's 1280-channel head at 224 px).
+    """
+    masks = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
+    flat = masks.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1)
+    high = flat.amax(dim=1).view(-1, 1, 1)
+    masks = (masks - low).div_(high - low + 1e-8)
+    batch = torch.empty((masks.shape[0], *x.shape[1:]), memory_format=torch.channels_last)
+    return torch.mul(x, masks[:, None], out=batch)
 
 
 def guided_grad_cam(
