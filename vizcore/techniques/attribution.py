@@ -710,7 +710,8 @@ def cam_skeleton(
     acts: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | float = 0.0
 ) -> torch.Tensor:
     """``relu(sum_k w_k A_k + b)`` for activations ``(C, h, w)`` and weights ``(C,)``."""
-    return torch.relu(torch.einsum("chw,c->hw", acts, weights) + bias)
+    # A broadcast multiply-sum: torch.einsum parses its equation on every call (~0.1 ms).
+    return torch.relu((acts * weights.view(-1, 1, 1)).sum(dim=0) + bias)
 
 
 def grad_cam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
