@@ -562,3 +562,37 @@ def test_grad_cam_leaves_the_grad_mode_as_it_found_it(tiny_cnn, tiny_input):
     with pytest.raises(ValueError):
         grad_cam(tiny_cnn, tiny_input, layer="conv2", target=99)
     assert torch.is_grad_enabled()
+
+
+class GatedNet(nn.Module):
+    """``fc(gap(conv2(h) * h))`` with ``h = relu(conv1(x))``: the gate saves ``h`` for backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.conv1(x))
+        return self.fc((self.conv2(h) * h).mean(dim=(2, 3)))
+
+
+def test_grad_cam_when_a_tensor_from_before_the_layer_is_saved_after_it(tiny_input):
+    """Grad-CAM runs the early layers in inference mode; a gate that must save an early tensor
+    for backward cannot take an inference tensor, so it falls back and still matches autograd."""
+    net = GatedNet().eval()
+    result = grad_cam(net, tiny_input, target=2, layer="conv2")
+    acts = {}
+    handle = net.conv2.register_forward_hook(lambda _m, _i, out: acts.setdefault("a", out))
+    try:
+        score = net(tiny_input)[0, 2]
+    finally:
+        handle.remove()
+    (grads,) = torch.autograd.grad(score, acts["a"])
+    expected = torch.relu((acts["a"][0] * grads[0].mean(dim=(1, 2))[:, None, None]).sum(0))
+    np.testing.assert_allclose(result.raw, expected.detach().numpy(), rtol=1e-5, atol=1e-7)
+    assert count_hooks(net) == 0 and torch.is_grad_enabled()
+    assert not torch.is_inference_mode_enabled()

@@ -31,7 +31,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -749,29 +749,51 @@ def _layer_acts_and_grads(
 ) -> tuple[torch.Tensor, torch.Tensor, ResolvedTarget]:
     """Activations ``A`` of ``layer`` and ``dS/dA`` at the cost of about one forward.
 
-    The layer's output is replaced by a detached leaf (plus a clone, so in-place ops after it
-    stay legal): nothing before the layer records a graph, and the backward stops at the layer.
+    The layers before ``layer`` run in inference mode (no autograd bookkeeping at all); the
+    hook leaves inference mode for the rest of the forward and hands on a clone of ``A`` that
+    is a leaf requiring grad, so the graph starts at the layer and the backward stops there.
     Parameters are frozen by the caller's inference session.
+
+    A model that reuses a tensor from before ``layer`` in a way autograd must save or modify
+    (e.g. a gate ``x * s`` with ``x`` from before the layer) cannot take an inference tensor;
+    the forward is then repeated with gradients merely disabled before the layer.
     """
+    try:
+        return _acts_and_grads_once(model, x, layer, target, early=torch.inference_mode)
+    except RuntimeError as exc:
+        if "nference tensor" not in str(exc):
+            raise
+    return _acts_and_grads_once(model, x, layer, target, early=torch.no_grad)
+
+
+def _acts_and_grads_once(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    target: Target,
+    *,
+    early: Callable[[], Any],
+) -> tuple[torch.Tensor, torch.Tensor, ResolvedTarget]:
     module = get_layer(model, layer)
     captured: list[torch.Tensor] = []
+    with ExitStack() as modes:
+        modes.enter_context(early())  # the layers before the hook keep no autograd state
 
-    def hook(_m: nn.Module, _i: Any, output: Any) -> torch.Tensor:
-        leaf = _layer_output(output, layer).detach().requires_grad_(True)
-        captured.append(leaf)
-        torch.set_grad_enabled(True)  # record the graph from this layer on, not before it
-        return leaf.clone()
+        def hook(_m: nn.Module, _i: Any, output: Any) -> torch.Tensor:
+            out = _layer_output(output, layer)
+            # From here to the end of the forward: a normal autograd graph. The mode is left
+            # when ``modes`` closes, after the forward (nested modes unwind in order).
+            modes.enter_context(torch.inference_mode(False))
+            modes.enter_context(torch.enable_grad())
+            leaf = out.clone().requires_grad_(True)  # a normal tensor, also in inference mode
+            captured.append(leaf)
+            return leaf.clone()  # in-place ops after the layer must not touch the leaf
 
-    grad_mode = torch.is_grad_enabled()
-    try:
-        torch.set_grad_enabled(False)  # the layers before the hook keep no autograd state
         with forward_output_hooks([module], hook):
             logits = model(_channels_last(x))
-    finally:
-        torch.set_grad_enabled(grad_mode)
+    _check_called_once(captured, layer)
+    resolved = resolve_target(logits.detach(), target)
     with torch.enable_grad():
-        _check_called_once(captured, layer)
-        resolved = resolve_target(logits.detach(), target)
         score = resolved.score(logits).sum()
         if not score.requires_grad:
             raise ValueError(f"The target score does not depend on layer {layer!r}.")
