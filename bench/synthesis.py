@@ -7,9 +7,10 @@ method needs at least one forward pass of its batch to the deepest layer it read
 pass to the image; that forward+backward, timed here on the same batch and size with the same
 truncation, is the limit (for the Fourier presets, the size is the padded one the model sees).
 The ratio step / limit is the overhead of the runner (transforms, parameterization,
-regularizers, hooks, bookkeeping). Every number comes from this one run; each
-cell is the minimum over ``--repeats`` runs after a warm-up. The machine is shared and noisy:
-compare the ratios, not the seconds across runs.
+regularizers, hooks, bookkeeping). Every number comes from this one run; a run of ``--steps``
+steps and as many limit passes are timed alternately (``bench/_timing.py``), and each cell is the
+minimum over ``--repeats`` of them after a warm-up. The machine is shared and noisy: compare the
+ratios, not the seconds across runs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
-from _timing import best
+from _timing import interleaved
 
 from vizcore.hooks import capture_activations, forward_until, inference_session
 from vizcore.images import load_sample, to_tensor01
@@ -69,8 +70,13 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = []
 
     def add(name: str, per_run: Callable[[], object], steps: int, limit_fn: Callable) -> None:
-        step = best(per_run, reps) / steps
-        rows.append((name, step, best(limit_fn, reps)))
+        # A run of ``steps`` steps and ``steps`` limit passes, alternated (bench/_timing.py).
+        def limit_run() -> None:
+            for _ in range(steps):
+                limit_fn()
+
+        run_time, limit_time = interleaved([per_run, limit_run], reps)
+        rows.append((name, run_time / steps, limit_time / steps))
 
     for key, model, param in (
         ("efficientnet_lite0", lite, "fourier"),
@@ -132,7 +138,7 @@ def main() -> None:
     )
 
     print(f"torch {torch.__version__}, {args.threads} threads, {n} steps per run, "
-          f"min of {reps} runs")  # fmt: skip
+          f"min of {reps} runs, each interleaved with as many limit passes")  # fmt: skip
     print(f"{'method':48s} {'s/step':>8s} {'limit s':>8s} {'ratio':>6s}")
     for name, step, lim in rows:
         print(f"{name:48s} {step:8.3f} {lim:8.3f} {step / lim:6.2f}")
