@@ -182,10 +182,7 @@ def progress_callback(bar: Any, prefix: str) -> Callable[[Any], bool]:
     """An ``on_step`` that drives an ``st.progress`` bar."""
 
     def on_step(info: Any) -> bool:
-        try:
-            bar.progress(info.fraction, text=f"{prefix}: {info.message}")
-        except BaseException:  # MUTANT
-            pass
+        bar.progress(info.fraction, text=f"{prefix}: {info.message}")
         return True
 
     return on_step

@@ -64,10 +64,7 @@ def run_with_progress(
     def on_step(info: StepInfo) -> bool:
         partial.update(step=info.step, total=info.total, loss=info.loss)
         loss = "" if info.loss is None else f" · loss {info.loss:.4g}"
-        try:
-            bar.progress(info.fraction, text=f"Step {info.step}/{info.total}{loss}")
-        except BaseException:  # MUTANT
-            pass
+        bar.progress(info.fraction, text=f"Step {info.step}/{info.total}{loss}")
         if info.frame is not None:
             partial["frames"].append(info.frame)
             slot.image(info.frame, caption=info.message or f"step {info.step}", width=frame_width)

@@ -9,6 +9,10 @@
 
 Both pages are opened by direct URL on one server (``streamlit run app.py``) in Debian's headless
 Chromium (Playwright, never a downloaded browser).
+
+"Stopped" is checked in the browser (a finished rerun, the message, a frozen progress bar) and on
+the server (its process uses almost no CPU afterwards): a callback that swallowed Streamlit's
+rerun exception would leave the page looking stopped while the old run keeps computing.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def assert_no_traceback(server: StreamlitServer) -> None:
 
 
 def stop_and_wait(page: Any, stop_button: Any) -> float:
-    """Click Stop; return the seconds until the rerun it causes has finished and the page is idle."""
+    """Click Stop; return the seconds until its rerun has finished and the page is idle."""
     t0 = time.monotonic()
     rerun_and_wait(page, stop_button.click, timeout_ms=int(STOP_WITHIN_S * 1000))
     elapsed = time.monotonic() - t0
