@@ -141,7 +141,10 @@ checks: dict = st.session_state["attribution_checks"]
 run_col, stop_col, _ = st.columns([1, 1, 4])
 run = run_col.button("Run", type="primary", key="attribution_run", width="stretch")
 if stop_col.button("Stop", key="attribution_stop", width="stretch"):
-    st.info("Stopped. The results computed so far are kept; press Run to continue.")
+    st.info(
+        "Stopped. Methods that finished are kept; the one interrupted starts again from the "
+        "beginning on the next Run."
+    )
 
 errors: dict[str, str] = {}
 results: dict[str, attribution.AttributionMap] = {}

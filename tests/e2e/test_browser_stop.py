@@ -43,7 +43,10 @@ pytestmark = pytest.mark.e2e
 STOP_WITHIN_S = 15.0
 OCCLUSION_PROGRESS = re.compile(r"Occlusion: (\d+)/(\d+) window positions")
 STEP_PROGRESS = re.compile(r"Step (\d+)/(\d+)")
-STOPPED_INFO = "Stopped. The results computed so far are kept; press Run to continue."
+STOPPED_INFO = (
+    "Stopped. Methods that finished are kept; the one interrupted starts again from the "
+    "beginning on the next Run."
+)
 
 
 def expect(*args: Any, **kwargs: Any) -> Any:
