@@ -17,6 +17,7 @@ from vizcore.hooks import (
     forward_until,
     inference_session,
     model_lock,
+    modules_and_parameters,
     preserve_model_state,
 )
 from vizcore.layers import LayerNotFoundError, get_layer, list_layers
@@ -180,3 +181,19 @@ def test_activation_cache_is_bounded():
         cache.put(i, np.zeros(50, dtype=np.float32))  # 200 bytes each
     assert cache.nbytes <= 1000
     assert cache.get(0) is None and cache.get(9) is not None
+
+
+def test_modules_and_parameters_match_the_public_generators(tiny_cnn):
+    shared = torch.nn.Linear(2, 2)
+    model = torch.nn.Sequential(tiny_cnn, torch.nn.Sequential(shared, torch.nn.ReLU()), shared)
+    modules, params = modules_and_parameters(model)
+    assert [id(m) for m in modules] == [id(m) for m in model.modules()]
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+
+
+def test_get_layer_follows_children_only(tiny_cnn):
+    model = torch.nn.Sequential(tiny_cnn)
+    assert get_layer(model, "0.conv2") is tiny_cnn.conv2
+    for name in ("0.conv2.weight", "0.training", "0..conv2", "1"):
+        with pytest.raises(LayerNotFoundError):
+            get_layer(model, name)

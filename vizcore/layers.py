@@ -46,11 +46,9 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     """
     if not isinstance(name, str):
         raise LayerNotFoundError(f"A layer name must be a string, not {type(name).__name__}.")
-    try:
-        # A walk along the dotted path; building every qualified name costs ~0.3 ms on Lite0.
-        return model.get_submodule(name)
-    except AttributeError:
-        pass
+    found = _walk_path(model, name)
+    if found is not None:
+        return found
     modules = dict(model.named_modules())
     suggestions = _closest(name, (n for n in modules if n))
     hint = f" Close matches: {', '.join(suggestions)}." if suggestions else ""
@@ -58,6 +56,15 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         f"{type(model).__name__} has no layer named {name!r}.{hint} "
         "Use list_layers(model) to see every valid name."
     )
+
+
+def _walk_path(model: nn.Module, name: str) -> nn.Module | None:
+    """Follow a dotted name through the child dictionaries only (no ``getattr``: a name is
+    never evaluated); about 0.3 ms faster on Lite0 than building every qualified name."""
+    module: nn.Module | None = model
+    for atom in name.split(".") if name else ():
+        module = module._modules.get(atom) if module is not None else None
+    return module
 
 
 def list_layers(model: nn.Module, *, kind: str | None = None) -> list[str]:
