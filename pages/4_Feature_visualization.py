@@ -136,7 +136,9 @@ with tab_neuron:
         old_params, result = stored
         if old_params != nv_params:
             st.caption("Shown: the last run (the settings have changed since; press Start).")
-        captions = [f"{t} · {s:.3g}" for t, s in zip(result.titles, result.scores, strict=True)]
+        captions = [
+            f"{t} · activation {s:.3g}" for t, s in zip(result.titles, result.scores, strict=True)
+        ]
         picture = view.image_grid(result.images, captions)
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
         view.downloads(f"{P}_nv", picture, result.frames, name="neuron_visualization")
@@ -161,15 +163,25 @@ with tab_invert:
         all_layers,
         default=default_inv,
         max_selections=5,
-        key=f"{P}_inv_layers",
+        key=f"{P}_inv_layers_{ctx.model_key}",
     )
     with st.expander("Settings", expanded=False):
         c1, c2, c3 = st.columns(3)
-        inv_steps = c1.slider("Steps", 1, 400, inv_preset.steps, key=f"{P}_inv_steps")
-        inv_lr = c2.slider(
-            "Step size (Adam)", 0.005, 0.2, inv_preset.lr, 0.005, key=f"{P}_inv_lr", format="%.3f"
+        inv_steps = c1.slider(
+            "Steps", 1, 400, inv_preset.steps, key=f"{P}_inv_steps_{ctx.model_key}"
         )
-        inv_jitter = c3.slider("Jitter (pixels)", 0, 16, inv_preset.jitter, key=f"{P}_inv_jitter")
+        inv_lr = c2.slider(
+            "Step size (Adam)",
+            0.005,
+            0.2,
+            inv_preset.lr,
+            0.005,
+            key=f"{P}_inv_lr_{ctx.model_key}",
+            format="%.3f",
+        )
+        inv_jitter = c3.slider(
+            "Jitter (pixels)", 0, 16, inv_preset.jitter, key=f"{P}_inv_jitter_{ctx.model_key}"
+        )
         c1, c2, c3 = st.columns(3)
         tv_scale = c1.select_slider(
             "TV weight × (all layers)",
@@ -218,7 +230,7 @@ with tab_invert:
         if old_params != inv_params:
             st.caption("Shown: the last run (the settings have changed since; press Start).")
         captions = ["original"] + [
-            f"{name} · TV {w:.2g} · error {e:.2f}"
+            f"{name} · TV {w:g} · error {e:.2f}"
             for name, w, e in zip(
                 result.layers, result.tv_weights, result.relative_errors, strict=True
             )

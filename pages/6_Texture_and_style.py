@@ -49,7 +49,9 @@ with tex_tab:
     tex_settings = style_tech.style_settings(model_key, texture=True)
     c1, c2, c3 = st.columns(3)
     with c1:
-        choice = sv.style_picker("texture_style", "Texture sample", "gravel")
+        choice = sv.style_picker(
+            f"texture_style_{model_key}", "Texture sample", tex_settings.sample or "gravel"
+        )
         size = st.select_slider(
             "Output size (px)", [128, 160, 192, 256], 192, key="texture_style_size"
         )
@@ -58,7 +60,7 @@ with tex_tab:
             "Gram layers",
             layer_options,
             default=list(tex_settings.style_layers or style_layers_default),
-            key="texture_style_layers",
+            key=f"texture_style_layers_{model_key}",
         )
         optimizer = st.radio(
             "Optimizer",
@@ -67,12 +69,19 @@ with tex_tab:
             index=["lbfgs", "adam"].index(tex_settings.optimizer)
             if tex_settings.optimizer in ("lbfgs", "adam")
             else 0,
-            key="texture_style_opt",
+            key=f"texture_style_opt_{model_key}",
         )
-        steps = st.slider("Steps", 20, 500, tex_settings.steps, 10, key="texture_style_steps")
+        steps = st.slider(
+            "Steps", 20, 500, tex_settings.steps, 10, key=f"texture_style_steps_{model_key}"
+        )
     with c3:
         tv = st.number_input(
-            "TV weight", 0.0, 10.0, tex_settings.tv_weight, 0.05, key="texture_style_tv"
+            "TV weight",
+            0.0,
+            10.0,
+            tex_settings.tv_weight,
+            0.05,
+            key=f"texture_style_tv_{model_key}",
         )
         patch = st.slider(
             "Quilting patch size (px)",
@@ -163,32 +172,42 @@ with gatys_tab:
         )
     with c2:
         g_layers = st.multiselect(
-            "Style layers", layer_options, default=style_layers_default, key="gatys_style_layers"
+            "Style layers",
+            layer_options,
+            default=style_layers_default,
+            key=f"gatys_style_layers_{model_key}",
         )
         g_content = st.selectbox(
             "Content layer",
             layer_options,
             index=layer_options.index(content_default[0]),
-            key="gatys_style_content",
+            key=f"gatys_style_content_{model_key}",
         )
         g_opt = st.radio(
             "Optimizer",
             ["adam", "lbfgs"],
             horizontal=True,
             index=0 if settings.optimizer != "lbfgs" else 1,
-            key="gatys_style_opt",
+            key=f"gatys_style_opt_{model_key}",
         )
     with c3:
         g_sw = st.number_input(
-            "Style weight", 0.0, 1e5, settings.style_weight, 10.0, key="gatys_style_sw"
+            "Style weight", 0.0, 1e5, settings.style_weight, 10.0, key=f"gatys_style_sw_{model_key}"
         )
         g_cw = st.number_input(
-            "Content weight", 0.0, 1e3, settings.content_weight, 0.5, key="gatys_style_cw"
+            "Content weight",
+            0.0,
+            1e3,
+            settings.content_weight,
+            0.5,
+            key=f"gatys_style_cw_{model_key}",
         )
         g_tv = st.number_input(
-            "TV weight", 0.0, 100.0, settings.tv_weight, 0.5, key="gatys_style_tv"
+            "TV weight", 0.0, 100.0, settings.tv_weight, 0.5, key=f"gatys_style_tv_{model_key}"
         )
-        g_steps = st.slider("Steps", 10, 500, settings.steps, 10, key="gatys_style_steps")
+        g_steps = st.slider(
+            "Steps", 10, 500, settings.steps, 10, key=f"gatys_style_steps_{model_key}"
+        )
     if settings.note:
         st.caption(f"Measured default for {spec.label}: {settings.note}.")
     sv.show_partial("gatys_style_run", "Style transfer")

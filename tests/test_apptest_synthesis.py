@@ -70,8 +70,8 @@ def test_neuron_inversion_and_deepdream_run(featvis: AppTest) -> None:
     at.button(key="featvis_nv_start").click().run()
     assert_ok(at)
 
-    at.multiselect(key="featvis_inv_layers").set_value(["blocks.2", "blocks.7"])
-    at.slider(key="featvis_inv_steps").set_value(2)
+    at.multiselect(key="featvis_inv_layers_efficientnet_lite0").set_value(["blocks.2", "blocks.7"])
+    at.slider(key="featvis_inv_steps_efficientnet_lite0").set_value(2)
     at.select_slider(key="featvis_inv_size").set_value(96)
     at.button(key="featvis_inv_start").click().run()
     assert_ok(at)
@@ -109,3 +109,12 @@ def test_adversarial_page_attacks(tmp_path) -> None:
     assert not at.exception, [exc.value for exc in at.exception]
     verdicts = [m.value for m in (*at.success, *at.warning)]
     assert any(v.startswith("FGSM untargeted") for v in verdicts), verdicts
+
+
+def test_inversion_layers_follow_a_model_switch(featvis: AppTest) -> None:
+    at = featvis
+    lite_layers = at.multiselect(key=f"featvis_inv_layers_{LITE}").value
+    assert lite_layers and all(name.startswith("blocks") for name in lite_layers)
+    at.selectbox(key="frame_model").set_value("squeezenet1_1").run()
+    assert_ok(at)
+    assert at.multiselect(key="featvis_inv_layers_squeezenet1_1").value

@@ -187,11 +187,19 @@ def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g)
     tiles = []
     for j in range(k):
         with cols[j]:
-            if result.from_gallery:
+            nearest = min(15, result.cluster_sizes[j])
+            if result.from_gallery and old_params[6] == "mean" and nearest > 1:
+                start_caption = (
+                    f"start: mean of the {nearest} images nearest the centre · "
+                    f"cluster of {result.cluster_sizes[j]}"
+                )
+            elif result.from_gallery:
                 name = ""
                 if members is not None and old_params[1] == g.digest:
                     name = g.names[int(members[result.init_indices[j]])] + " · "
-                start_caption = f"start: {name}cluster of {result.cluster_sizes[j]}"
+                start_caption = f"start: {name}the image nearest the centre · cluster of " + str(
+                    result.cluster_sizes[j]
+                )
             else:
                 start_caption = "start: default (no gallery image)"
             st.image(render.to_uint8(result.init_images[j]), caption=start_caption,

@@ -41,7 +41,7 @@ def style_options() -> dict[str, str]:
     """Key -> label of the style images offered (generated patterns, bundled textures, upload)."""
     options = {name: f"{name.capitalize()} (generated pattern)" for name in STYLE_PATTERNS}
     for sample in images.list_samples("texture"):
-        options[sample.name] = f"{sample.label} (bundled texture)"
+        options[sample.name] = f"{sample.label}, bundled"
     options[UPLOAD] = "Upload a style image…"
     return options
 

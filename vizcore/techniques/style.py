@@ -54,6 +54,7 @@ class StyleSettings:
     content_weight: float = 1.0
     style_layers: tuple[str, ...] | None = None  # None: the registry's "style" preset
     note: str = ""
+    sample: str | None = None  # texture presets: the bundled sample this model renders best
 
 
 STYLE_PRESETS: dict[str, StyleSettings] = {
@@ -71,7 +72,8 @@ TEXTURE_PRESETS: dict[str, StyleSettings] = {
         300,
         0.3,
         style_layers=("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
-        note="best for colourful swirly patterns",
+        note="best for colourful swirly patterns (it renders gravel as hatched noise)",
+        sample="marble",
     ),
     "squeezenet1_1": StyleSettings(
         "lbfgs",
@@ -80,6 +82,7 @@ TEXTURE_PRESETS: dict[str, StyleSettings] = {
         0.1,
         style_layers=("fire2", "fire3", "fire5"),
         note="best for natural textures such as gravel",
+        sample="gravel",
     ),
 }
 
