@@ -14,6 +14,7 @@ never with module backward hooks (they break on in-place activations: pytorch is
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -56,29 +57,32 @@ def count_hooks(model: nn.Module) -> int:
 
 
 def modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
-    """Every module and parameter of ``model``, each once, in a fixed order.
+    """Every module and parameter of ``model``, each once, in ``modules()`` order.
 
     The same sets as ``model.modules()`` / ``model.parameters()``, walked directly: the public
-    generators build every qualified name and cost about 0.4 ms on EfficientNet-Lite0, which
-    was 6 % of a Grad-CAM call when taken twice per call.
+    generators build every qualified name. On EfficientNet-Lite0 this walk takes about 0.3 ms
+    right after a forward pass (the public generators 0.6 ms), and every inference session
+    takes one.
     """
     modules: list[nn.Module] = []
-    params: list[nn.Parameter] = []
-    seen_modules: set[int] = set()
-    seen_params: set[int] = set()
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen_modules:
-            continue
-        seen_modules.add(id(module))
+    params: list[nn.Parameter | None] = []
+    seen = {id(model)}
+
+    def visit(module: nn.Module) -> None:
         modules.append(module)
-        for param in module._parameters.values():
-            if param is not None and id(param) not in seen_params:
-                seen_params.add(id(param))
-                params.append(param)
-        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
-    return modules, params
+        params.extend(module._parameters.values())
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                visit(child)
+
+    visit(model)
+    unique = {id(p): p for p in params if p is not None}  # shared parameters once, in order
+    return modules, list(unique.values())
+
+
+_TRAINING = operator.attrgetter("training")
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,8 @@ class ModelState:
         """Snapshot ``model``."""
         modules, params = modules_and_parameters(model)
         return cls(
-            training=tuple(m.training for m in modules),
-            requires_grad=tuple(p.requires_grad for p in params),
+            training=tuple(map(_TRAINING, modules)),
+            requires_grad=tuple(map(_REQUIRES_GRAD, params)),
             _modules=tuple(modules),
             _params=tuple(params),
         )
@@ -115,12 +119,14 @@ class ModelState:
         if not modules:
             modules_list, params_list = modules_and_parameters(model)
             modules, params = tuple(modules_list), tuple(params_list)
-        for module, flag in zip(modules, self.training, strict=True):
-            if module.training != flag:
-                module.training = flag
-        for param, flag in zip(params, self.requires_grad, strict=True):
-            if param.requires_grad != flag:
-                param.requires_grad_(flag)
+        if tuple(map(_TRAINING, modules)) != self.training:  # C-level compare, the usual case
+            for module, flag in zip(modules, self.training, strict=True):
+                if module.training != flag:
+                    module.training = flag
+        if tuple(map(_REQUIRES_GRAD, params)) != self.requires_grad:
+            for param, flag in zip(params, self.requires_grad, strict=True):
+                if param.requires_grad != flag:
+                    param.requires_grad_(flag)
 
 
 @contextmanager
@@ -143,9 +149,10 @@ def inference_session(model: nn.Module) -> Iterator[nn.Module]:
     with model_lock(model), preserve_model_state(model) as state:
         if any(state.training):
             model.eval()
-        for param, flag in zip(state._params, state.requires_grad, strict=True):
-            if flag:
-                param.requires_grad_(False)
+        if any(state.requires_grad):
+            for param, flag in zip(state._params, state.requires_grad, strict=True):
+                if flag:
+                    param.requires_grad_(False)
         yield model
 
 
