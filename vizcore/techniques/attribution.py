@@ -1033,9 +1033,8 @@ def _score_cam_batch(x: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     (256 MB for Lite0's 1280-channel head at 224 px).
     """
     masks = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
-    flat = masks.flatten(1)
-    low = flat.amin(dim=1).view(-1, 1, 1)
-    high = flat.amax(dim=1).view(-1, 1, 1)
+    low, high = torch.aminmax(masks.flatten(1), dim=1)  # one pass for both
+    low, high = low.view(-1, 1, 1), high.view(-1, 1, 1)
     masks = (masks - low).div_(high - low + 1e-8)
     batch = torch.empty((masks.shape[0], *x.shape[1:]), memory_format=torch.channels_last)
     return torch.mul(x, masks[:, None], out=batch)
