@@ -148,12 +148,13 @@ def downloads(
     )
     if len(frames) > 1:
         cols[1].download_button(
-            "GIF of the optimization",
+            "GIF",
             gif_bytes(list(frames)),
             file_name=f"{name}.gif",
             mime="image/gif",
             key=f"{prefix}_gif",
             icon=":material/animation:",
+            help="The optimization, frame by frame (animated GIF).",
         )
 
 
