@@ -335,3 +335,11 @@ def test_lite0_facets_from_chelsea_crops_raise_the_class_score(lite0) -> None:
     assert np.all(result.scores > result.initial_scores), (result.initial_scores, result.scores)
     assert np.all(np.isfinite(result.centre_fractions))
     assert count_hooks(lite0) == 0 and ModelState.of(lite0) == state
+
+
+def test_fourier_init_round_trip_on_an_fft_unfriendly_size() -> None:
+    """23 x 37 px (primes) live on a 24 x 40 spectrum grid; the crop still returns the init."""
+    x = torch.rand(1, 3, 23, 37, generator=torch.Generator().manual_seed(1))
+    params, image_fn = mf.fourier_image_from(x)
+    assert params[0].shape == (1, 3, 24, 40 // 2 + 1, 2)
+    np.testing.assert_allclose(image_fn().detach(), x.clamp(0.02, 0.98), atol=1e-5)

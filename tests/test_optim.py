@@ -292,3 +292,11 @@ def test_bad_arguments(tiny_cnn, kwargs, match):
     with pytest.raises(ValueError, match=match):
         optim.optimize(tiny_cnn, optim.class_logit(0), param=optim.pixel_image((1, 3, 8, 8)),
                        **(base | kwargs))  # fmt: skip
+
+
+def test_fft_size_is_the_next_5_smooth_length() -> None:
+    from vizcore.optim import fft_size
+
+    assert [fft_size(n) for n in (1, 7, 16, 97, 227, 259)] == [1, 8, 16, 100, 240, 270]
+    with pytest.raises(ValueError):
+        fft_size(0)

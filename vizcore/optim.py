@@ -296,6 +296,65 @@ def _rfft2d_freqs(height: int, width: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
+def fft_size(n: int) -> int:
+    """The smallest length ``>= n`` whose only prime factors are 2, 3 and 5.
+
+    FFTs of such lengths are fast; others are not: an inverse real FFT of 3x3x259x259 (SqueezeNet's
+    227 px plus padding; 259 = 7 x 37) took 11.8 ms forward+backward here, at 264 px 2.9 ms.
+    """
+    if n < 1:
+        raise ValueError(f"An FFT length must be positive, got {n}.")
+    m = n
+    while True:
+        rest = m
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return m
+        m += 1
+
+
+@dataclass(frozen=True)
+class FourierBasis:
+    """The grid a Fourier-parameterized image lives on: an FFT-friendly size, cropped.
+
+    Attributes:
+        height, width: The image's size (the crop).
+        fft_height, fft_width: The spectrum's grid, :func:`fft_size` of the image's size.
+        scale: ``1 / f^decay`` per frequency, shaped ``(1, 1, fft_height, fft_width // 2 + 1, 1)``
+            to multiply a real-view spectrum.
+    """
+
+    height: int
+    width: int
+    fft_height: int
+    fft_width: int
+    scale: torch.Tensor
+
+    @classmethod
+    def of(cls, height: int, width: int, decay: float = 1.0) -> FourierBasis:
+        """The basis for an image of ``height`` x ``width`` with a ``1/f^decay`` spectrum."""
+        fh, fw = fft_size(height), fft_size(width)
+        freqs = _rfft2d_freqs(fh, fw)
+        scale = 1.0 / freqs.clamp_min(1.0 / max(fh, fw)) ** decay
+        return cls(height, width, fh, fw, scale[None, None, ..., None])
+
+    def to_image(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """``irfft2(scale * spectrum)`` on the FFT grid, cropped to the image (no colour, no
+        sigmoid): ``spectrum`` is a real view ``(N, C, fft_height, fft_width // 2 + 1, 2)``."""
+        complex_spectrum = torch.view_as_complex(self.scale * spectrum)
+        grid = torch.fft.irfft2(complex_spectrum, s=(self.fft_height, self.fft_width), norm="ortho")
+        return grid[..., : self.height, : self.width]
+
+    def from_image(self, image: torch.Tensor) -> torch.Tensor:
+        """The exact inverse of :meth:`to_image` for an ``(N, C, height, width)`` image: it is
+        edge-padded to the FFT grid, so the crop gives it back (up to float error)."""
+        pad = (0, self.fft_width - self.width, 0, self.fft_height - self.height)
+        grid = F.pad(image, pad, mode="replicate") if any(pad) else image
+        return torch.view_as_real(torch.fft.rfft2(grid, norm="ortho")) / self.scale
+
+
 def fourier_image(
     shape: tuple[int, int, int, int],
     *,
@@ -309,21 +368,23 @@ def fourier_image(
     root of the ImageNet colour covariance (Olah et al. 2017, "Feature Visualization"). Optimizing
     in this basis equalizes the step size across frequencies, so gradient ascent builds large
     structures instead of high-frequency noise.
+
+    Deviation: the spectrum lives on the next FFT-friendly grid (:func:`fft_size`) and the image
+    is its top-left crop (Lucid uses the image size itself; 259 px costs 4x more than 264 px).
     """
     _check_shape(shape)
     n, channels, height, width = shape
-    freqs = _rfft2d_freqs(height, width)
-    scale = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay
-    scale = scale[None, None, ..., None]
-    spectrum = torch.randn((n, channels, *freqs.shape, 2), generator=generator) * sd
+    basis = FourierBasis.of(height, width, decay)
+    spectrum_shape = (n, channels, basis.fft_height, basis.fft_width // 2 + 1, 2)
+    spectrum = torch.randn(spectrum_shape, generator=generator) * sd
     spectrum = spectrum.contiguous().requires_grad_(True)
     color = _COLOR_CORRELATION
 
     def image_fn() -> torch.Tensor:
-        complex_spectrum = torch.view_as_complex(scale * spectrum)
-        image = torch.fft.irfft2(complex_spectrum, s=(height, width), norm="ortho") / 4.0
-        image = torch.einsum("nchw,dc->ndhw", image, color).contiguous()
-        return torch.sigmoid(image)
+        image = basis.to_image(spectrum) / 4.0
+        # Colour mixing as one batched matmul: 4x faster forward+backward than the einsum.
+        mixed = color @ image.reshape(n, channels, height * width)
+        return torch.sigmoid(mixed.view(n, channels, height, width))
 
     return [spectrum], image_fn
 

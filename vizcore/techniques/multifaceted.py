@@ -403,14 +403,12 @@ def fourier_image_from(init: torch.Tensor, *, decay: float = 1.0) -> optim.Param
     # The generator only fills the spectrum that is overwritten below (no global RNG use).
     generator = torch.Generator().manual_seed(0)
     params, image_fn = optim.fourier_image(tuple(init.shape), decay=decay, generator=generator)
-    freqs = optim._rfft2d_freqs(height, width)  # the same basis as the runner
-    scale = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay
+    basis = optim.FourierBasis.of(height, width, decay)  # the same basis as the runner
     colour_inverse = torch.linalg.inv(optim._COLOR_CORRELATION)
     z = torch.logit(init.detach().float().clamp(0.02, 0.98)) * 4.0
     y = torch.einsum("ndhw,cd->nchw", z, colour_inverse)
-    spectrum = torch.fft.rfft2(y, norm="ortho") / scale
     with torch.no_grad():
-        params[0].copy_(torch.view_as_real(spectrum))
+        params[0].copy_(basis.from_image(y))
     return params, image_fn
 
 
