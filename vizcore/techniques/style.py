@@ -183,32 +183,9 @@ def texture_synthesis(
     with inference_session(model):
         targets = gram.gram_targets(model, x, layers, weights=weights)
         start = _style_distance(model, param[1]().detach(), targets)
-    result = optim.optimize(
-        model,
-        gram_style(targets),
-        param=param,
-        steps=steps,
-        lr=lr,
-        optimizer=optimizer,
-        tv_weight=tv_weight,
-        seed=seed,
-        frame_every=frame_every,
-        on_step=on_step,
-    )
-    return _finish(
-        model,
-        result,
-        targets,
-        start,
-        {
-            "layers": list(targets.layers),
-            "optimizer": optimizer,
-            "lr": lr,
-            "steps": steps,
-            "tv_weight": tv_weight,
-            "size": list(size),
-        },
-    )
+    run = _RunOptions(steps, lr, optimizer, tv_weight, seed, frame_every)
+    settings = {"layers": list(targets.layers), "size": list(size)}
+    return _optimize(model, gram_style(targets), param, targets, start, settings, run, on_step)
 
 
 def style_transfer(
@@ -261,34 +238,61 @@ def style_transfer(
     objective = style_weight * gram_style(targets) + content_weight * optim.feature_match(
         content_layer, content
     )
+    param = optim.pixel_image(tuple(x.shape), init=x)
+    run = _RunOptions(steps, lr, optimizer, tv_weight, seed, frame_every)
+    settings = {
+        "style_layers": list(targets.layers),
+        "content_layer": content_layer,
+        "style_weight": style_weight,
+        "content_weight": content_weight,
+    }
+    return _optimize(model, objective, param, targets, start, settings, run, on_step)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """The optimizer options texture synthesis and style transfer share."""
+
+    steps: int
+    lr: float
+    optimizer: optim.OptimizerName
+    tv_weight: float
+    seed: int
+    frame_every: int
+
+
+def _optimize(
+    model: nn.Module,
+    objective: optim.Objective,
+    param: optim.Param,
+    targets: gram.GramTargets,
+    start: float,
+    settings: dict,
+    run: _RunOptions,
+    on_step: OnStep | None,
+) -> StyleResult:
+    """Run the optimizer (texture synthesis and style transfer alike) and package the result;
+    ``settings`` gets the run's own options added."""
     result = optim.optimize(
         model,
         objective,
-        param=optim.pixel_image(tuple(x.shape), init=x),
-        steps=steps,
-        lr=lr,
-        optimizer=optimizer,
-        tv_weight=tv_weight,
-        seed=seed,
-        frame_every=frame_every,
+        param=param,
+        steps=run.steps,
+        lr=run.lr,
+        optimizer=run.optimizer,
+        tv_weight=run.tv_weight,
+        seed=run.seed,
+        frame_every=run.frame_every,
         on_step=on_step,
     )
-    return _finish(
-        model,
-        result,
-        targets,
-        start,
-        {
-            "style_layers": list(targets.layers),
-            "content_layer": content_layer,
-            "style_weight": style_weight,
-            "content_weight": content_weight,
-            "tv_weight": tv_weight,
-            "optimizer": optimizer,
-            "lr": lr,
-            "steps": steps,
-        },
-    )
+    settings = {
+        **settings,
+        "optimizer": run.optimizer,
+        "lr": run.lr,
+        "steps": run.steps,
+        "tv_weight": run.tv_weight,
+    }
+    return _finish(model, result, targets, start, settings)
 
 
 def _finish(
