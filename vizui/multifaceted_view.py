@@ -187,10 +187,10 @@ def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g)
     tiles = []
     for j in range(k):
         with cols[j]:
-            nearest = min(15, result.cluster_sizes[j])
-            if result.from_gallery and old_params[6] == "mean" and nearest > 1:
+            averaged = int(result.init_counts[j])
+            if result.from_gallery and averaged > 1:
                 start_caption = (
-                    f"start: mean of the {nearest} images nearest the centre · "
+                    f"start: mean of the {averaged} images nearest the centre · "
                     f"cluster of {result.cluster_sizes[j]}"
                 )
             elif result.from_gallery:

@@ -439,6 +439,8 @@ class MultifacetedResult:
         cluster_sizes: Gallery images per facet, ``(K,)`` (all zeros without gallery images).
         init_indices: Per facet, the index into ``gallery_images`` of the image nearest the
             cluster centre (``-1`` without gallery images).
+        init_counts: Per facet, how many gallery images its starting image averages (1 for
+            ``init="nearest"``, up to ``mean_of`` for ``"mean"``; 0 without gallery images).
         labels: Cluster of each gallery image passed in, ``(M,)``.
         scores: The class logit of each final facet image (untransformed), ``(K,)``.
         initial_scores: The class logit of each starting image, ``(K,)``.
@@ -465,6 +467,7 @@ class MultifacetedResult:
     init_images: np.ndarray
     cluster_sizes: np.ndarray
     init_indices: np.ndarray
+    init_counts: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
     initial_scores: np.ndarray
@@ -630,6 +633,7 @@ def multifaceted_class_visualization(
         k = 1
         cluster_sizes = np.zeros(1, dtype=np.int64)
         init_indices = np.full(1, -1, dtype=np.int64)
+        init_counts = np.zeros(1, dtype=np.int64)
         param = settings.param(1, generator)
         note = (
             "No gallery image is predicted as this class, so there are no facets to find: one "
@@ -641,6 +645,7 @@ def multifaceted_class_visualization(
         reduced = _reduced(gallery_features)
         cluster_sizes = np.bincount(labels, minlength=k).astype(np.int64)
         init_indices = np.empty(k, dtype=np.int64)
+        init_counts = np.empty(k, dtype=np.int64)
         starts = []
         resized = _resize_images(gallery_images, settings.size)
         for j in range(k):
@@ -649,6 +654,7 @@ def multifaceted_class_visualization(
             ranked = members[np.argsort(dist, kind="stable")]
             init_indices[j] = ranked[0]
             chosen = ranked[:1] if init == "nearest" else ranked[:mean_of]
+            init_counts[j] = len(chosen)
             starts.append(resized[chosen].mean(0))
         init_batch = torch.stack(starts)
         param = (
@@ -705,6 +711,7 @@ def multifaceted_class_visualization(
         init_images=init_images.permute(0, 2, 3, 1).numpy().astype(np.float32),
         cluster_sizes=cluster_sizes,
         init_indices=init_indices,
+        init_counts=init_counts,
         labels=labels,
         scores=scores.astype(np.float32),
         initial_scores=initial_scores.astype(np.float32),
