@@ -596,3 +596,5 @@ def test_grad_cam_when_a_tensor_from_before_the_layer_is_saved_after_it(tiny_inp
     np.testing.assert_allclose(result.raw, expected.detach().numpy(), rtol=1e-5, atol=1e-7)
     assert count_hooks(net) == 0 and torch.is_grad_enabled()
     assert not torch.is_inference_mode_enabled()
+    assert attribution._NO_INFERENCE_PREFIX[net] == {"conv2"}  # the next call goes straight on
+    np.testing.assert_allclose(grad_cam(net, tiny_input, target=2, layer="conv2").raw, result.raw)

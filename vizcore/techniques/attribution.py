@@ -758,12 +758,19 @@ def _layer_acts_and_grads(
     (e.g. a gate ``x * s`` with ``x`` from before the layer) cannot take an inference tensor;
     the forward is then repeated with gradients merely disabled before the layer.
     """
-    try:
-        return _acts_and_grads_once(model, x, layer, target, early=torch.inference_mode)
-    except RuntimeError as exc:
-        if "nference tensor" not in str(exc):
-            raise
+    needs_fallback = _NO_INFERENCE_PREFIX.setdefault(model, set())
+    if layer not in needs_fallback:
+        try:
+            return _acts_and_grads_once(model, x, layer, target, early=torch.inference_mode)
+        except RuntimeError as exc:
+            if "nference tensor" not in str(exc):
+                raise
+            needs_fallback.add(layer)  # remembered: later calls take one forward, not two
     return _acts_and_grads_once(model, x, layer, target, early=torch.no_grad)
+
+
+#: Per model, the layers whose later ops cannot take inference tensors (see above).
+_NO_INFERENCE_PREFIX: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _acts_and_grads_once(
