@@ -95,7 +95,7 @@ def main() -> None:
         ("squeezenet1_1", squeeze, "pixel"),
         ("squeezenet1_1", squeeze, "fourier"),
     ):
-        preset = synthesis.synthesis_preset(key, param)
+        preset = synthesis.synthesis_preset(get_spec(key), param)
         side = preset.size + 2 * preset.pad  # the padded image is what the model sees
         shape = (len(classes), 3, side, side)
 
@@ -106,7 +106,7 @@ def main() -> None:
         add(f"class viz {key} {param} {len(classes)}x{preset.size}px", class_run, n,
             limit(model, shape, None, preset.relu6_passthrough))  # fmt: skip
 
-    preset = synthesis.synthesis_preset("efficientnet_lite0", "fourier")
+    preset = synthesis.synthesis_preset(get_spec("efficientnet_lite0"), "fourier")
     side = preset.size + 2 * preset.pad
 
     def neuron_run(k: int) -> Callable[[], object]:
@@ -117,7 +117,7 @@ def main() -> None:
     add(f"neuron viz lite0 blocks.7 3x{preset.size}px", neuron_run, n,
         limit(lite, (3, 3, side, side), ["blocks.7"], True))  # fmt: skip
 
-    layers, inv = synthesis.inversion_preset("efficientnet_lite0")
+    layers, inv = synthesis.inversion_preset(get_spec("efficientnet_lite0"))
     chosen = [layers[0], layers[len(layers) // 2], layers[-1]]
     x160 = to_tensor01(photo.resize((160, 160)))
 

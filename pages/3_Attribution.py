@@ -26,7 +26,7 @@ ctx = frame(
 size = int(ctx.x.shape[-1])
 image = render.tensor_image(ctx.x.numpy())
 prediction = cached.top_classes(ctx.model_key, ctx.digest, ctx.x)
-names = cached.categories()
+names = ctx.spec.categories()
 
 # ---------------------------------------------------------------------------- controls
 left, right = st.columns([1, 2], gap="large")

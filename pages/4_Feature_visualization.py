@@ -13,7 +13,6 @@ from vizcore import images, render
 from vizcore.layers import LayerNotFoundError, list_layers
 from vizcore.techniques import synthesis
 from vizui import synthesis_view as view
-from vizui.cached import categories
 from vizui.frame import frame
 from vizui.multifaceted_view import render_multifaceted
 
@@ -24,7 +23,7 @@ ctx = frame(
     "match the photo's (Mahendran & Vedaldi 2015), and DeepDream (Mordvintsev et al. 2015).",
 )
 P = "featvis"
-names = categories()
+names = ctx.spec.categories()
 has_relu6 = any(isinstance(m, nn.ReLU6) for m in ctx.model.modules())
 tab_class, tab_neuron, tab_invert, tab_dream = st.tabs(
     ["Class visualization", "Neuron visualization", "Feature inversion", "DeepDream"]
@@ -49,7 +48,7 @@ with tab_class:
         key=f"{P}_cv_classes",
     )
     with st.expander("Settings", expanded=False):
-        settings = view.settings_controls(f"{P}_cv", ctx.model_key, has_relu6=has_relu6)
+        settings = view.settings_controls(f"{P}_cv", ctx.spec, has_relu6=has_relu6)
         seed = st.number_input("Seed", 0, 10_000, 0, key=f"{P}_cv_seed")
     started = view.start_stop(f"{P}_cv")
     params = (ctx.model_key, tuple(chosen), settings, int(seed))
@@ -110,7 +109,7 @@ with tab_neuron:
         format_func={"channel": "channel mean", "neuron": "centre neuron"}.get,
     )
     with st.expander("Settings", expanded=False):
-        nv_settings = view.settings_controls(f"{P}_nv", ctx.model_key, has_relu6=has_relu6)
+        nv_settings = view.settings_controls(f"{P}_nv", ctx.spec, has_relu6=has_relu6)
         nv_seed = st.number_input("Seed", 0, 10_000, 0, key=f"{P}_nv_seed")
     channels = list(range(int(first), int(first) + int(count)))
     nv_params = (ctx.model_key, layer, tuple(channels), mode, nv_settings, int(nv_seed))
@@ -151,7 +150,7 @@ with tab_invert:
         r"\lambda_{TV}\,TV(I)$. Early layers keep almost everything; deep layers keep what "
         "matters for the class and lose colour and detail. The TV weight grows with depth."
     )
-    preset_layers, inv_preset = synthesis.inversion_preset(ctx.model_key)
+    preset_layers, inv_preset = synthesis.inversion_preset(ctx.spec)
     all_layers = list_layers(ctx.model)
     default_inv = (
         [preset_layers[0], preset_layers[len(preset_layers) // 2], preset_layers[-1]]
@@ -254,7 +253,7 @@ with tab_dream:
         "octave pyramid with jitter. Shallow layers paint edges and stripes, deeper ones eyes, "
         "snouts and fur."
     )
-    dream_layers = synthesis.deepdream_layers(ctx.model_key, ctx.model)
+    dream_layers = synthesis.deepdream_layers(ctx.spec, ctx.model)
     c1, c2, c3 = st.columns(3)
     dream_layer = c1.selectbox(
         "Layer", dream_layers, index=min(1, len(dream_layers) - 1), key=f"{P}_dd_layer"

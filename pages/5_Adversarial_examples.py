@@ -9,7 +9,6 @@ from vizcore import render
 from vizcore.techniques import adversarial
 from vizui import adversarial_view as adv_view
 from vizui import synthesis_view as view
-from vizui.cached import categories
 from vizui.frame import frame
 
 ctx = frame(
@@ -19,7 +18,7 @@ ctx = frame(
     "projected version (Kurakin et al. 2017; Madry et al. 2018).",
 )
 P = "adversarial"
-names = categories()
+names = ctx.spec.categories()
 
 c1, c2, c3 = st.columns(3)
 method = c1.radio(

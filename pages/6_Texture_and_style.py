@@ -26,7 +26,7 @@ if not style_layers_default or not content_default:
         "SqueezeNet (or VGG-16) in the sidebar."
     )
     st.stop()
-texture_layers = style_tech.style_settings(model_key, texture=True).style_layers or ()
+texture_layers = style_tech.style_settings(spec, texture=True).style_layers or ()
 layer_options = list(
     dict.fromkeys(
         [*spec.preset("activations"), *style_layers_default, *content_default, *texture_layers]
@@ -46,7 +46,7 @@ with tex_tab:
         "matrices at several layers). Try **brick**: quilting keeps the wall, Gram statistics "
         "lose its long-range regularity (they only record which features co-occur)."
     )
-    tex_settings = style_tech.style_settings(model_key, texture=True)
+    tex_settings = style_tech.style_settings(spec, texture=True)
     c1, c2, c3 = st.columns(3)
     with c1:
         choice = sv.style_picker(
@@ -158,7 +158,7 @@ with tex_tab:
 
 # --------------------------------------------------------------------------------- Gatys
 with gatys_tab:
-    settings = style_tech.style_settings(model_key)
+    settings = style_tech.style_settings(spec)
     st.markdown(
         "Start from the photo and minimize *style weight × Gram loss + content weight × feature "
         "loss + TV weight × total variation* (Gatys et al. 2016). Losses are relative per layer, "
@@ -314,7 +314,7 @@ with fast_tab:
         if st.button(
             f"Run Gatys with {f_style}", key="fast_style_gatys", icon=":material/play_arrow:"
         ):
-            settings = style_tech.style_settings(model_key)
+            settings = style_tech.style_settings(spec)
             g_new = sv.run_with_progress(
                 "fast_style_gatys_run",
                 "Style transfer",

@@ -302,7 +302,7 @@ def test_cam_is_grad_cam_times_area_on_a_gap_linear_head(lite0):
     g = grad_cam(lite0, x, layer="head.act")
     assert c.target == g.target and c.raw.shape == (7, 7)
     np.testing.assert_allclose(c.raw, g.raw * 49, rtol=1e-3, atol=1e-4 * c.raw.max())
-    with pytest.raises(ValueError, match=r"'head.bn' is not it.*use Grad-CAM"):
+    with pytest.raises(ValueError, match=r"that is 'head.act', not 'head.bn'.*use Grad-CAM"):
         cam(lite0, x, layer="head.bn")
 
 

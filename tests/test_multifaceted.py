@@ -315,6 +315,7 @@ def test_lite0_facets_from_chelsea_crops_raise_the_class_score(lite0) -> None:
     """End to end on the real model (few steps, small images): scores rise with the bias on."""
     from vizcore import images as vimages
     from vizcore.features import gallery_features
+    from vizcore.models.registry import get_spec
     from vizcore.techniques.synthesis import synthesis_preset
 
     photo = vimages.load_sample("chelsea")
@@ -326,7 +327,9 @@ def test_lite0_facets_from_chelsea_crops_raise_the_class_score(lite0) -> None:
     feats = gallery_features(lite0, g, layer="pool", model_key="efficientnet_lite0",
                              input_size=96, use_cache=False).features  # fmt: skip
     state = ModelState.of(lite0)
-    settings = dataclasses.replace(synthesis_preset("efficientnet_lite0", "fourier"), size=64)
+    settings = dataclasses.replace(
+        synthesis_preset(get_spec("efficientnet_lite0"), "fourier"), size=64
+    )
     result = mf.multifaceted_class_visualization(
         lite0, target=282, gallery_images=crops, gallery_features=feats, facets=2,
         center_bias=1.0, settings=settings, steps=4, compare_plain=False,

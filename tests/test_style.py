@@ -127,7 +127,7 @@ def test_real_model_style_transfer_moves_toward_the_style(squeezenet) -> None:
     from vizcore.techniques.style_images import marble
 
     spec = get_spec("squeezenet1_1")
-    settings = style.style_settings("squeezenet1_1")
+    settings = style.style_settings(spec)
     content = style.resize_long_side(to_tensor01(load_sample("chelsea")), 96)
     state = ModelState.of(squeezenet)
     result = style.style_transfer(

@@ -11,6 +11,7 @@ import torch
 from vizcore import optim
 from vizcore.hooks import ModelState, count_hooks
 from vizcore.layers import LayerNotFoundError
+from vizcore.models.registry import get_spec
 from vizcore.progress import StepInfo
 from vizcore.techniques import synthesis
 
@@ -178,12 +179,15 @@ def test_stop_mid_run_and_failure_leave_model_unchanged(tiny_cnn, tiny_input, me
 
 
 def test_presets_cover_the_bundled_models():
-    lite = synthesis.synthesis_preset("efficientnet_lite0", "fourier")
+    from vizcore.models.registry import get_spec
+
+    lite = synthesis.synthesis_preset(get_spec("efficientnet_lite0"), "fourier")
     assert lite.relu6_passthrough and lite.scale == (0.75, 1.25)
-    squeeze = synthesis.synthesis_preset("squeezenet1_1", "pixel")
+    squeeze = synthesis.synthesis_preset(get_spec("squeezenet1_1"), "pixel")
     assert squeeze.regularizers.active and squeeze.parameterization == "pixel"
-    assert synthesis.synthesis_preset("resnet18", "fourier").parameterization == "fourier"
-    layers, settings = synthesis.inversion_preset("efficientnet_lite0")
+    generic = synthesis.synthesis_preset(get_spec("resnet50"), "fourier")
+    assert generic.parameterization == "fourier" and generic.size == 224
+    layers, settings = synthesis.inversion_preset(get_spec("efficientnet_lite0"))
     weights = dict(settings.tv_weights)
     assert [weights[name] for name in layers] == sorted(weights[name] for name in layers)
 
@@ -193,7 +197,7 @@ def test_presets_cover_the_bundled_models():
 
 def test_lite0_class_visualization_reaches_its_class(lite0):
     settings = dataclasses.replace(
-        synthesis.synthesis_preset("efficientnet_lite0", "fourier"), size=96, steps=25
+        synthesis.synthesis_preset(get_spec("efficientnet_lite0"), "fourier"), size=96, steps=25
     )
     state = ModelState.of(lite0)
     result = synthesis.class_visualization(lite0, target=1, settings=settings)  # goldfish
@@ -209,4 +213,4 @@ def test_lite0_deep_dream_layers_differ(lite0):
     b = synthesis.deep_dream(lite0, photo, layer="blocks.10", settings=settings)
     assert a.image.shape == (96, 96, 3)
     assert np.abs(a.image - b.image).mean() > 0.01
-    assert synthesis.deepdream_layers("efficientnet_lite0", lite0)[0] == "blocks.2"
+    assert synthesis.deepdream_layers(get_spec("efficientnet_lite0"), lite0)[0] == "blocks.2"

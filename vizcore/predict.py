@@ -39,7 +39,8 @@ def predict(
         model: Classifier taking RGB in [0, 1].
         x: The image batch; must hold exactly one image.
         top_k: How many classes to return (1 to the number of classes).
-        categories: Class names; defaults to the ImageNet names.
+        categories: Class names, one per output; default: the ImageNet names for a 1,000-way
+            head, else ``class 0``, ``class 1``, ...
 
     Raises:
         ValueError: ``x`` is not a single RGB image or ``top_k`` is out of range.
@@ -53,7 +54,10 @@ def predict(
     if categories is None:
         from vizcore.models.registry import imagenet_categories
 
-        categories = imagenet_categories()
+        n = probs.numel()
+        categories = imagenet_categories() if n == 1000 else [f"class {i}" for i in range(n)]
+    if len(categories) != probs.numel():
+        raise ValueError(f"{len(categories)} class names for a model with {probs.numel()} outputs.")
     values, indices = probs.topk(top_k)
     idx = indices.numpy()
     return Prediction(

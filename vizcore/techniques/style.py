@@ -10,15 +10,17 @@ Both run on the shared runner :func:`vizcore.optim.optimize`; the Gram statistic
 
 Deviations: relative losses instead of the papers' ``1/(4 N² M²)`` normalization (see
 :mod:`vizcore.techniques.gram`); the network is one of the bundled classifiers instead of VGG-19
-(measured settings per model in :data:`STYLE_PRESETS`: EfficientNet-Lite0 needs Adam + a TV prior to
-look painterly, SqueezeNet gives the boldest result with L-BFGS); L-BFGS runs one iteration per
-step (each step is one forward+backward, like Adam's), without a line search.
+(measured settings per model in the model's spec, ``tuning["style"]``: EfficientNet-Lite0 needs
+Adam + a TV prior to look painterly, SqueezeNet gives the boldest result with L-BFGS); L-BFGS runs
+one iteration per step (each step is one forward+backward, like Adam's), without a line search.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +33,10 @@ from vizcore.progress import OnStep
 from vizcore.render import to_uint8
 from vizcore.techniques import gram
 
+if TYPE_CHECKING:
+    from vizcore.models.registry import ModelSpec
+
 __all__ = [
-    "STYLE_PRESETS",
-    "TEXTURE_PRESETS",
     "StyleResult",
     "StyleSettings",
     "gram_style",
@@ -52,45 +55,21 @@ class StyleSettings:
     tv_weight: float
     style_weight: float = 100.0
     content_weight: float = 1.0
-    style_layers: tuple[str, ...] | None = None  # None: the registry's "style" preset
+    style_layers: tuple[str, ...] | None = None  # None: the spec's "style" preset
     note: str = ""
     sample: str | None = None  # texture presets: the bundled sample this model renders best
 
 
-STYLE_PRESETS: dict[str, StyleSettings] = {
-    "efficientnet_lite0": StyleSettings(
-        "adam", 0.02, 200, 1.0, note="Adam + TV prior: the most painterly result"
-    ),
-    "squeezenet1_1": StyleSettings("lbfgs", 1.0, 200, 0.0, note="L-BFGS: the boldest result"),
-}
 _DEFAULT_STYLE = StyleSettings("adam", 0.02, 200, 1.0)
-
-TEXTURE_PRESETS: dict[str, StyleSettings] = {
-    "efficientnet_lite0": StyleSettings(
-        "lbfgs",
-        1.0,
-        300,
-        0.3,
-        style_layers=("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
-        note="best for colourful swirly patterns (it renders gravel as hatched noise)",
-        sample="marble",
-    ),
-    "squeezenet1_1": StyleSettings(
-        "lbfgs",
-        1.0,
-        300,
-        0.1,
-        style_layers=("fire2", "fire3", "fire5"),
-        note="best for natural textures such as gravel",
-        sample="gravel",
-    ),
-}
+_DEFAULT_TEXTURE = StyleSettings("lbfgs", 1.0, 300, 0.3)
 
 
-def style_settings(model_key: str, *, texture: bool = False) -> StyleSettings:
-    """The measured defaults for ``model_key`` (generic Adam + TV ones for other models)."""
-    table = TEXTURE_PRESETS if texture else STYLE_PRESETS
-    return table.get(model_key, _DEFAULT_STYLE)
+def style_settings(spec: ModelSpec, *, texture: bool = False) -> StyleSettings:
+    """The measured defaults for the model of ``spec`` (``spec.tuning["style"]`` or
+    ``["texture"]`` over the generic Adam + TV / L-BFGS settings)."""
+    base = _DEFAULT_TEXTURE if texture else _DEFAULT_STYLE
+    overrides = dict(spec.tuned("texture" if texture else "style"))
+    return dataclasses.replace(base, **overrides)
 
 
 def gram_style(targets: gram.GramTargets) -> optim.Objective:

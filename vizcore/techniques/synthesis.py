@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from vizcore import optim
 from vizcore.hooks import inference_session
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
+
+if TYPE_CHECKING:
+    from vizcore.models.registry import ModelSpec
 
 Parameterization = Literal["fourier", "pixel"]
 
@@ -124,26 +127,30 @@ _PIXEL = SynthesisSettings(
 )
 _FOURIER = SynthesisSettings(parameterization="fourier", size=224, steps=200, lr=0.05)
 
-#: Measured presets per (model key, parameterization); other models get the generic ones.
-_PRESETS: dict[tuple[str, str], SynthesisSettings] = {
-    ("squeezenet1_1", "pixel"): _PIXEL,
-    ("squeezenet1_1", "fourier"): dataclasses.replace(_FOURIER, size=227, steps=150),
-    # Lite0 needs the Fourier basis, +-25% scale jitter and ReLU6 straight-through.
-    ("efficientnet_lite0", "fourier"): dataclasses.replace(
-        _FOURIER, size=160, steps=150, scale=(0.75, 1.25), relu6_passthrough=True
-    ),
-    ("efficientnet_lite0", "pixel"): dataclasses.replace(
-        _PIXEL, size=224, relu6_passthrough=True, jitter=8
-    ),
-}
+
+def default_synthesis_settings(
+    parameterization: Parameterization = "fourier", *, size: int = 224
+) -> SynthesisSettings:
+    """The generic settings (no model-specific tuning) at ``size`` pixels."""
+    base = _FOURIER if parameterization == "fourier" else _PIXEL
+    return dataclasses.replace(base, size=int(size))
 
 
-def synthesis_preset(model_key: str, parameterization: Parameterization) -> SynthesisSettings:
-    """Settings that give a recognizable class visualization on ``model_key``."""
-    preset = _PRESETS.get((model_key, parameterization))
-    if preset is not None:
-        return preset
-    return _FOURIER if parameterization == "fourier" else dataclasses.replace(_PIXEL, size=224)
+def synthesis_preset(spec: ModelSpec, parameterization: Parameterization) -> SynthesisSettings:
+    """Settings that give a recognizable class visualization on the model of ``spec``.
+
+    The generic settings (pixel: Yosinski et al.'s regularizers as measured on SqueezeNet;
+    Fourier: lucid's defaults) at the model's input size, with the spec's hand-tuned overrides
+    (``spec.tuning["synthesis.<parameterization>"]``) on top.
+    """
+    if parameterization not in ("fourier", "pixel"):
+        raise ValueError(
+            f"parameterization must be 'fourier' or 'pixel', got {parameterization!r}."
+        )
+    base = _FOURIER if parameterization == "fourier" else _PIXEL
+    size = int(spec.preprocessing.input_size)
+    overrides = dict(spec.tuned(f"synthesis.{parameterization}"))
+    return dataclasses.replace(base, **{"size": size, **overrides})
 
 
 @dataclass(frozen=True)
@@ -355,20 +362,6 @@ def neuron_visualization(
 
 # ------------------------------------------------------------------------- feature inversion
 
-#: Total-variation weights per layer (they must grow with depth). The ratios are the research
-#: file's; the scale (x100) is calibrated by eye for :func:`vizcore.optim.total_variation` (mean
-#: squared neighbour difference): at the research file's values deep layers stay noisy here.
-_INVERSION_TV: dict[str, dict[str, float]] = {
-    "squeezenet1_1": {"conv1": 5.0, "fire3": 10.0, "fire5": 50.0, "fire7": 200.0, "fire9": 200.0},
-    "efficientnet_lite0": {
-        "blocks.2": 5.0,
-        "blocks.4": 20.0,
-        "blocks.7": 50.0,
-        "blocks.10": 100.0,
-        "blocks.14": 200.0,
-    },
-}
-
 
 @dataclass(frozen=True)
 class InversionSettings:
@@ -397,14 +390,18 @@ class InversionSettings:
                 raise ValueError(f"The TV weight of {layer!r} must be >= 0, got {weight}.")
 
 
-def inversion_preset(model_key: str) -> tuple[tuple[str, ...], InversionSettings]:
-    """Default layers (shallow to deep) and settings for ``model_key``."""
-    table = _INVERSION_TV.get(model_key)
-    if model_key == "squeezenet1_1" and table:
-        return tuple(table), InversionSettings(steps=200, jitter=4, tv_weights=tuple(table.items()))
-    if table:
-        return tuple(table), InversionSettings(steps=150, jitter=2, tv_weights=tuple(table.items()))
-    return (), InversionSettings()
+def inversion_preset(spec: ModelSpec) -> tuple[tuple[str, ...], InversionSettings]:
+    """Default layers (shallow to deep) and settings for the model of ``spec``.
+
+    Layers: the spec's ``inversion`` preset (derived for any model). Settings: the generic ones
+    with the spec's hand-tuned ``inversion`` overrides. The total-variation weights must grow
+    with depth; the bundled nets' weights were set per layer (their ratios are the research
+    file's, the scale calibrated by eye for :func:`vizcore.optim.total_variation`); layers
+    without a weight get :func:`depth_tv_weight`.
+    """
+    overrides = dict(spec.tuned("inversion"))
+    settings = dataclasses.replace(InversionSettings(), **overrides)
+    return spec.preset("inversion"), settings
 
 
 def depth_tv_weight(model: nn.Module, layer: str) -> float:
@@ -731,15 +728,11 @@ def deep_dream(
     )
 
 
-def deepdream_layers(model_key: str, model: nn.Module) -> list[str]:
-    """Layers offered in the DeepDream selector: the model's preset, else its ReLU outputs."""
+def deepdream_layers(spec: ModelSpec, model: nn.Module) -> list[str]:
+    """Layers offered in the DeepDream selector: the spec's preset, else its ReLU outputs."""
     from vizcore.layers import list_layers
-    from vizcore.models.registry import get_spec
 
-    try:
-        preset = list(get_spec(model_key).preset("deepdream"))
-    except (KeyError, ValueError):
-        preset = []
+    preset = list(spec.preset("deepdream"))
     if preset:
         return preset
     layers = list_layers(model, kind="activation")

@@ -1,0 +1,682 @@
+"""Your own model: a torchvision or timm architecture plus weights, or a torch.export archive.
+
+Three sources, each one function, all offline and all safe to point at a file from a stranger:
+
+* :func:`torchvision_model`: any classification architecture ``torchvision.models.list_models``
+  offers, built with random init and then given a ``state_dict``;
+* :func:`timm_model`: any ``timm.list_models()`` architecture, with a ``state_dict`` or timm's own
+  pretrained weights when they already sit in the local Hugging Face cache (never downloaded);
+  its ``pretrained_cfg`` gives input size, mean/std, interpolation and crop;
+* :func:`exported_model`: a whole ``torch.export`` archive (``.pt2``), loaded with
+  ``torch.export.load`` and ``torch.export.unflatten`` so its submodules keep their dotted names
+  and forward hooks work.
+
+Safety: weights files are read with ``torch.load(..., weights_only=True)`` (tensors and plain
+containers only) or the ``safetensors`` package, never with a full unpickler, so a ``.pt`` that
+holds a pickled module or a code-execution payload is refused before anything in it runs.
+TorchScript is not offered: torch 2.15 deprecates it and it refuses forward hooks.
+
+:func:`load_user_model` turns any of them into a :class:`UserModel`: the module, wrapped so it
+takes RGB in [0, 1] (normalization inside, like every model here), and a
+:class:`~vizcore.models.registry.ModelSpec` whose presets are derived by
+:mod:`vizcore.models.discovery`. The probe forward pass catches a wrong input size, channel count
+or class-name count with a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch import nn
+
+from vizcore.models.efficientnet_lite import Normalize
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_MODEL_BYTES",
+    "InputConfig",
+    "ModelFileError",
+    "UnsafeModelFileError",
+    "UserModel",
+    "WeightsMismatchError",
+    "exported_model",
+    "load_user_model",
+    "parse_class_names",
+    "read_state_dict",
+    "timm_architectures",
+    "timm_input_config",
+    "timm_model",
+    "torchvision_architectures",
+    "torchvision_model",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Largest model file accepted (bytes); ``VIZCORE_MAX_MODEL_MB`` changes it.
+MAX_MODEL_BYTES = int(float(os.environ.get("VIZCORE_MAX_MODEL_MB", "500")) * 1e6)
+#: Longest class-names file accepted (bytes).
+MAX_CLASS_NAMES_BYTES = 2_000_000
+MAX_CLASSES = 100_000
+
+SourceKind = Literal["torchvision", "timm", "export"]
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class ModelFileError(ValueError):
+    """A model or weights file cannot be used; the message says why and what to do."""
+
+
+class UnsafeModelFileError(ModelFileError):
+    """The file holds pickled objects (a module, code) rather than plain tensors: refused."""
+
+
+class WeightsMismatchError(ModelFileError):
+    """The weights do not fit the architecture (missing, unexpected or wrongly shaped keys)."""
+
+    def __init__(
+        self,
+        arch: str,
+        missing: Sequence[str],
+        unexpected: Sequence[str],
+        shapes: Sequence[str],
+    ) -> None:
+        self.missing, self.unexpected, self.shapes = (
+            tuple(missing),
+            tuple(unexpected),
+            tuple(shapes),
+        )
+        parts = [f"The weights do not fit {arch}."]
+        for title, keys in (
+            ("Missing keys", missing),
+            ("Unexpected keys", unexpected),
+            ("Wrong shapes", shapes),
+        ):
+            if keys:
+                shown = ", ".join(keys[:8]) + (
+                    f" … (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                )
+                parts.append(f"{title} ({len(keys)}): {shown}.")
+        parts.append("Check that the file is a state_dict of this architecture.")
+        super().__init__(" ".join(parts))
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How an image becomes this model's input (the model normalizes inside).
+
+    Attributes:
+        input_size: Side of the square input in pixels.
+        crop_fraction: Resize the short side to ``input_size / crop_fraction``, then centre-crop.
+        resample: ``"bilinear"``, ``"bicubic"``, ``"nearest"`` or ``"lanczos"``.
+        mean, std: Per-channel normalization of RGB in [0, 1], applied inside the model. Use
+            mean 0 and std 1 when the model normalizes by itself (e.g. an export of a model that
+            already contains its normalization).
+    """
+
+    input_size: int = 224
+    crop_fraction: float = 0.875
+    resample: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int):
+            raise ValueError(f"The input size must be an integer, got {self.input_size!r}.")
+        if not 16 <= self.input_size <= 1024:
+            raise ValueError(f"The input size must be 16-1024 px, got {self.input_size}.")
+        if not 0.2 <= float(self.crop_fraction) <= 1.0:
+            raise ValueError(f"The crop fraction must be 0.2-1.0, got {self.crop_fraction}.")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"Resampling must be one of {', '.join(_RESAMPLE)}.")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(_finite(v) for v in values):
+                raise ValueError(f"The {name} must be three finite numbers, got {values!r}.")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"Every std must be > 0, got {self.std!r}.")
+
+    @property
+    def normalizes(self) -> bool:
+        """False when mean is 0 and std 1 (the model gets RGB in [0, 1] as is)."""
+        return tuple(self.mean) != (0.0, 0.0, 0.0) or tuple(self.std) != (1.0, 1.0, 1.0)
+
+    @property
+    def pil_resample(self) -> Image.Resampling:
+        """The PIL filter for :attr:`resample`."""
+        return _RESAMPLE[self.resample]
+
+
+def _finite(value: object) -> bool:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return number == number and abs(number) != float("inf")
+
+
+# ------------------------------------------------------------------------------ reading files
+
+
+def _read_bytes(source: bytes | str | os.PathLike[str], what: str) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ModelFileError(f"No {what} file at {path}.")
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelFileError(_too_big(size, what))
+        data = path.read_bytes()
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(_too_big(len(data), what))
+    if not data:
+        raise ModelFileError(f"The {what} file is empty.")
+    return data
+
+
+def _too_big(size: int, what: str) -> str:
+    return (
+        f"The {what} file is {size / 1e6:.0f} MB; the limit is {MAX_MODEL_BYTES / 1e6:.0f} MB "
+        "(set VIZCORE_MAX_MODEL_MB to change it, or load it from a local folder)."
+    )
+
+
+def read_state_dict(
+    source: bytes | str | os.PathLike[str], *, filename: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a ``state_dict`` from a ``.pt``/``.pth``/``.bin`` or ``.safetensors`` file, safely.
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and plain containers
+    only; anything else (a pickled ``nn.Module``, a ``__reduce__`` payload) is refused before it
+    runs. Common wrappers are unwrapped: ``{"state_dict": ...}``, ``{"model": ...}``,
+    ``{"model_state_dict": ...}`` and a ``module.`` prefix (DataParallel); non-tensor entries
+    (an epoch counter) are dropped.
+
+    Args:
+        source: File bytes or a path.
+        filename: The file's name, for its extension when ``source`` is bytes.
+
+    Raises:
+        UnsafeModelFileError: The file holds pickled objects other than tensors.
+        ModelFileError: Not a weights file, empty, too large, or holds no tensors.
+    """
+    name = (filename or (str(source) if not isinstance(source, bytes) else "")).lower()
+    data = _read_bytes(source, "weights")
+    if name.endswith(".safetensors") or (not name and data[8:9] == b"{"):
+        state = _read_safetensors(data)
+    else:
+        state = _torch_load_weights(data)
+    return _unwrap_state_dict(state)
+
+
+def _read_safetensors(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"Not a readable .safetensors file ({exc}).") from exc
+
+
+def _torch_load_weights(data: bytes) -> object:
+    if data[:2] != b"PK" and data[:1] != b"\x80":
+        raise ModelFileError(
+            "Not a PyTorch weights file (expected a torch.save zip archive or a pickle of "
+            "tensors, or a .safetensors file)."
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeModelFileError(
+            "Refused: this file holds pickled Python objects, not only tensors (for example a "
+            "whole nn.Module saved with torch.save(model), or code). Nothing in it was run. "
+            "Save the weights with torch.save(model.state_dict(), path), or export the whole "
+            f"model with torch.export. (torch said: {_first_line(exc)})"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelFileError(f"Cannot read this weights file ({_first_line(exc)}).") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next(
+                (obj[k] for k in ("state_dict", "model_state_dict", "model", "module", "net")
+                 if isinstance(obj.get(k), Mapping)),
+                None,
+            )  # fmt: skip
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise ModelFileError(
+            f"The file holds a {type(obj).__name__}, not a state_dict (a mapping of parameter "
+            "names to tensors)."
+        )
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelFileError("The file holds no tensors; is it a state_dict?")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    return tensors
+
+
+def parse_class_names(data: bytes, *, filename: str = "classes.txt") -> tuple[str, ...]:
+    """Class names from a ``.txt`` (one per line) or ``.json`` file (a list, or an index map).
+
+    Raises:
+        ModelFileError: Not UTF-8 text, empty, too long, or an unsupported JSON shape.
+    """
+    if len(data) > MAX_CLASS_NAMES_BYTES:
+        raise ModelFileError(f"The class-names file is over {MAX_CLASS_NAMES_BYTES // 1000} kB.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelFileError("The class-names file is not UTF-8 text.") from exc
+    if filename.lower().endswith(".json"):
+        names = _names_from_json(text)
+    else:
+        names = [line.strip() for line in text.splitlines()]
+        while names and not names[-1]:
+            names.pop()
+    if not names:
+        raise ModelFileError("The class-names file lists no classes.")
+    if len(names) > MAX_CLASSES:
+        raise ModelFileError(f"The class-names file lists over {MAX_CLASSES} classes.")
+    return tuple(name if name else f"class {i}" for i, name in enumerate(names))
+
+
+def _names_from_json(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"The class-names file is not valid JSON ({exc.msg}).") from exc
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    if isinstance(value, dict) and all(str(k).isdigit() for k in value):
+        # {"0": "cat", "1": "dog"} or {"0": ["n01440764", "tench"]} (the Keras index file)
+        items = sorted(((int(k), v) for k, v in value.items()), key=lambda kv: kv[0])
+        if [k for k, _ in items] != list(range(len(items))):
+            raise ModelFileError("The JSON class index must number the classes 0, 1, 2, ...")
+        return [str(v[-1] if isinstance(v, list) else v).strip() for _, v in items]
+    raise ModelFileError(
+        'A JSON class-names file must be a list of names ["cat", "dog"] or an index map '
+        '{"0": "cat", "1": "dog"}.'
+    )
+
+
+# ------------------------------------------------------------------------------ architectures
+
+
+def torchvision_architectures() -> list[str]:
+    """Every image-classification architecture torchvision offers (no detection, video, ...)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def timm_architectures(pattern: str = "") -> list[str]:
+    """timm's architecture names, optionally filtered by a wildcard pattern (``"resnet*"``)."""
+    import timm
+
+    return list(timm.list_models(pattern or "*"))
+
+
+def _load_checked(net: nn.Module, state: Mapping[str, torch.Tensor], arch: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    # BatchNorm's num_batches_tracked is bookkeeping; old checkpoints lack it.
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected or shapes:
+        raise WeightsMismatchError(arch, missing, unexpected, shapes)
+    net.load_state_dict(state, strict=False)
+
+
+def _classifier_width(net: nn.Module, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count the weights were trained for, when only the classifier's shape differs."""
+    own = net.state_dict()
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not wrong:
+        return None
+    keys = list(own)
+    tail = set(keys[-4:])  # the classifier's weight and bias sit at the end of the state_dict
+    if not set(wrong) <= tail:
+        return None
+    widths = {int(state[k].shape[0]) for k in wrong}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def torchvision_model(
+    arch: str, state_dict: Mapping[str, torch.Tensor], *, num_classes: int | None = None
+) -> nn.Module:
+    """A torchvision classifier ``arch`` with the given weights (``num_classes`` inferred).
+
+    Raises:
+        ValueError: Unknown architecture.
+        WeightsMismatchError: The weights do not fit (missing/unexpected/wrong-shape keys).
+    """
+    import torchvision
+
+    archs = torchvision_architectures()
+    if arch not in archs:
+        raise ValueError(f"torchvision has no classification model {arch!r}; choose one of "
+                         f"{', '.join(archs[:12])}, ...")  # fmt: skip
+    kwargs: dict[str, object] = {"weights": None}
+    if arch.startswith("googlenet") or arch.startswith("inception"):
+        kwargs.update(aux_logits=False, init_weights=False)
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("Aux")
+                      and not k.startswith("aux")}  # fmt: skip
+    net = torchvision.models.get_model(arch, **kwargs, num_classes=num_classes or 1000)
+    if num_classes is None and (width := _classifier_width(net, state_dict)) is not None:
+        net = torchvision.models.get_model(arch, **kwargs, num_classes=width)
+    _load_checked(net, state_dict, arch)
+    return net.eval()
+
+
+def timm_model(
+    arch: str,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """A timm classifier with the given weights, or timm's pretrained weights from the local
+    Hugging Face cache when ``state_dict`` is ``None`` (never downloaded).
+
+    Raises:
+        ValueError: Unknown architecture.
+        ModelFileError: No weights given and none in the local cache.
+        WeightsMismatchError: The weights do not fit.
+    """
+    import timm
+
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch[:6]}*")[:8] if arch else []
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise ValueError(f"timm has no architecture {arch!r}.{hint}")
+    if state_dict is None:
+        net = timm.create_model(arch, pretrained=False)
+        path = _cached_timm_weights(net.pretrained_cfg)
+        if path is None:
+            raise ModelFileError(
+                f"timm's pretrained weights for {arch} are not in the local Hugging Face cache "
+                f"({_hf_cache_dir()}); upload a weights file, or download them once where there "
+                f"is internet: python -c \"import timm; timm.create_model('{arch}', "
+                'pretrained=True)".'
+            )
+        state_dict = read_state_dict(path)
+        if num_classes is None:
+            num_classes = net.pretrained_cfg.get("num_classes")
+    net = timm.create_model(arch, pretrained=False, num_classes=num_classes or 1000)
+    if num_classes is None and (width := _classifier_width(net, state_dict)) is not None:
+        net = timm.create_model(arch, pretrained=False, num_classes=width)
+    _load_checked(net, state_dict, arch)
+    return net.eval()
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - timm requires huggingface_hub
+        return "~/.cache/huggingface/hub"
+
+
+def _cached_timm_weights(cfg: Mapping[str, object]) -> Path | None:
+    """The weights file of timm's pretrained config if it is already cached locally."""
+    repo = cfg.get("hf_hub_id")
+    if not isinstance(repo, str):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def timm_input_config(arch: str) -> InputConfig:
+    """Input size, crop, interpolation and mean/std from timm's ``pretrained_cfg`` of ``arch``."""
+    import timm
+
+    cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
+    size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    interpolation = str(cfg.get("interpolation", "bicubic"))
+    return InputConfig(
+        input_size=int(size[-1]),
+        crop_fraction=float(cfg.get("crop_pct") or 0.875),
+        resample=interpolation if interpolation in _RESAMPLE else "bicubic",
+        mean=tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+    )
+
+
+def exported_model(source: bytes | str | os.PathLike[str]) -> nn.Module:
+    """A ``torch.export`` archive (``.pt2``) as an ordinary module with its submodule names.
+
+    Raises:
+        ModelFileError: Not an export archive, or torch cannot load it.
+    """
+    data = _read_bytes(source, "model")
+    if data[:2] != b"PK":
+        raise ModelFileError(
+            "Not a torch.export archive (.pt2 files are zip archives written by "
+            "torch.export.save). TorchScript (.pt from torch.jit.save) is not supported: it is "
+            "deprecated and refuses forward hooks."
+        )
+    try:
+        program = torch.export.load(io.BytesIO(data))
+    except Exception as exc:
+        raise ModelFileError(
+            f"torch.export.load cannot read this file ({_first_line(exc)})."
+        ) from exc
+    try:
+        module = torch.export.unflatten(program)
+    except Exception as exc:
+        raise ModelFileError(
+            f"Cannot unflatten the exported program ({_first_line(exc)})."
+        ) from exc
+    return module
+
+
+# ------------------------------------------------------------------------------ the user model
+
+
+class NormalizedModel(nn.Module):
+    """``net(normalize(x))``: takes RGB in [0, 1] like every model of the studio."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.input_norm = Normalize(tuple(mean), tuple(std))
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.input_norm(x))
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A loaded user model and its spec (see :func:`load_user_model`).
+
+    The module is owned by whoever holds this object (in the app: one browser session); the
+    registry only keeps a weak reference, so it is freed when the owner lets go.
+    """
+
+    spec: object  # vizcore.models.registry.ModelSpec (typed loosely to avoid an import cycle)
+    model: nn.Module
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_user_model(
+    kind: SourceKind,
+    *,
+    arch: str | None = None,
+    weights: bytes | str | os.PathLike[str] | None = None,
+    weights_name: str | None = None,
+    class_names: Sequence[str] | None = None,
+    input_config: InputConfig | None = None,
+    label: str | None = None,
+) -> UserModel:
+    """Load a user model from one of the three sources and describe it.
+
+    Args:
+        kind: ``"torchvision"`` or ``"timm"`` (an architecture name + weights) or ``"export"``
+            (a whole ``.pt2`` archive in ``weights``).
+        arch: The architecture name (torchvision / timm).
+        weights: File bytes or a path: a ``state_dict`` (``.pt``/``.pth``/``.safetensors``) or
+            the ``.pt2`` archive. ``None`` for timm means its pretrained weights from the local
+            cache.
+        weights_name: The file name (for its extension and the label) when ``weights`` is bytes.
+        class_names: One name per output; default: ImageNet's 1,000 when the head has 1,000
+            outputs, else ``class 0``, ``class 1``, ...
+        input_config: Input size, crop, resampling and mean/std; default: timm's
+            ``pretrained_cfg``, the exported graph's input size, or torchvision's 224 px with
+            ImageNet mean/std.
+        label: Shown in the model picker.
+
+    Raises:
+        ModelFileError (and its subclasses): unreadable, unsafe or mismatched files, a wrong
+            input size or channel count, or class names that do not match the outputs.
+        ValueError: An unknown architecture or a bad option.
+    """
+    from vizcore.models import registry
+
+    name = weights_name or (Path(weights).name if isinstance(weights, str | os.PathLike) else "")
+    notes: list[str] = []
+    if kind == "export":
+        if weights is None:
+            raise ModelFileError("An exported model needs its .pt2 file.")
+        net = exported_model(weights)
+        config = input_config or InputConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        arch_label = "torch.export archive"
+    elif kind in ("torchvision", "timm"):
+        if not arch:
+            raise ValueError(f"A {kind} model needs an architecture name.")
+        state = None if weights is None else read_state_dict(weights, filename=name or None)
+        if kind == "torchvision":
+            if state is None:
+                raise ModelFileError("A torchvision architecture needs a weights file.")
+            net = torchvision_model(arch, state)
+            config = input_config or InputConfig()
+        else:
+            net = timm_model(arch, state)
+            config = input_config or timm_input_config(arch)
+            if state is None:
+                notes.append("timm's pretrained weights from the local Hugging Face cache")
+        arch_label = f"{kind} {arch}"
+    else:
+        raise ValueError(f"kind must be 'torchvision', 'timm' or 'export', got {kind!r}.")
+    net.eval().requires_grad_(False)
+    model = NormalizedModel(net, config.mean, config.std) if config.normalizes else net
+    model.eval().requires_grad_(False)
+    facts = _probe(model, config)
+    names = _class_names(class_names, facts.num_classes, notes)
+    digest = _digest(kind, arch, weights, config, names)
+    spec = registry.user_spec(
+        key=f"user:{digest}",
+        label=label or f"{name or arch_label} (yours)",
+        description=f"Your model: {arch_label}, {facts.num_classes} classes"
+        + (f" ({'; '.join(notes)})" if notes else "")
+        + ".",
+        source=arch_label + (f", weights {name}" if name else ""),
+        config=config,
+        class_names=names,
+        facts=facts,
+        model=model,
+        fixed_size=kind == "export",
+    )
+    return UserModel(spec, model, tuple(notes))
+
+
+def _probe(model: nn.Module, config: InputConfig):
+    from vizcore.models.discovery import describe_model
+
+    size = config.input_size
+    try:
+        facts = describe_model(model, input_size=size)
+    except ValueError as exc:
+        raise ModelFileError(str(exc)) from exc
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"The model fails on a (1, 3, {size}, {size}) RGB input: {_first_line(exc)} Check "
+            "the input size and that the model reads 3-channel RGB images."
+        ) from exc
+    try:
+        with torch.no_grad():
+            model(torch.full((2, 3, size, size), 0.5))
+    except RuntimeError as exc:
+        raise ModelFileError(
+            "The model accepts one image but not a batch of two; every technique here runs "
+            "batches. Export it with a dynamic batch dimension: torch.export.export(model, (x,), "
+            'dynamic_shapes={"x": {0: torch.export.Dim("batch")}}). '
+            f"(torch said: {_first_line(exc)})"
+        ) from exc
+    return facts
+
+
+def _class_names(
+    class_names: Sequence[str] | None, num_classes: int, notes: list[str]
+) -> tuple[str, ...]:
+    from vizcore.models.registry import imagenet_categories
+
+    if class_names is not None:
+        names = tuple(str(n) for n in class_names)
+        if len(names) != num_classes:
+            raise ModelFileError(
+                f"The class-names file lists {len(names)} classes, but the model has "
+                f"{num_classes} outputs."
+            )
+        return names
+    if num_classes == 1000:
+        notes.append("ImageNet class names")
+        return imagenet_categories()
+    notes.append("no class names given")
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def _digest(
+    kind: str,
+    arch: str | None,
+    weights: bytes | str | os.PathLike[str] | None,
+    config: InputConfig,
+    names: Sequence[str],
+) -> str:
+    h = hashlib.sha256(json.dumps([kind, arch, config.__dict__, list(names)], default=str).encode())
+    if isinstance(weights, bytes | bytearray | memoryview):
+        h.update(bytes(weights))
+    elif weights is not None:
+        with contextlib.suppress(OSError):
+            stat = Path(weights).stat()
+            h.update(f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
