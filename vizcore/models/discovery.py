@@ -176,16 +176,19 @@ def graph_ops(module: nn.Module) -> list[str]:
 def layer_kind(module: nn.Module) -> LayerKind:
     """What a module is: by type for ordinary modules, by its graph for exported submodules.
 
-    A module with children is a ``block``. A graph module without children takes the kind of the
-    only kind of operator it calls besides data movement (``aten.conv2d`` -> ``conv``); a graph
-    that mixes kinds is ``other``.
+    A module with children is a ``block`` (unless its own graph calls the convolution, as an
+    exported TF-"same" conv with a padding child does). A graph module without children takes the
+    kind of the only kind of operator it calls besides data movement (``aten.conv2d`` ->
+    ``conv``); a graph that mixes kinds is ``other``.
     """
     for types, kind in _TYPE_KINDS:
         if isinstance(module, types):
             return kind
-    if any(True for _ in module.children()):
-        return "block"
     kinds = {_OP_KINDS.get(op, "other") for op in graph_ops(module) if op not in _NEUTRAL_OPS}
+    if any(True for _ in module.children()):
+        # An exported conv with a padding child (TF "same" padding) calls the conv itself.
+        own = kinds & {"conv", "linear"}
+        return next(iter(own)) if len(own) == 1 else "block"
     if len(kinds) == 1:
         return next(iter(kinds))
     if kinds == {"conv", "other"} or kinds == {"linear", "other"}:

@@ -495,12 +495,14 @@ def exported_model(source: bytes | str | os.PathLike[str]) -> nn.Module:
             "torch.export.save). TorchScript (.pt from torch.jit.save) is not supported: it is "
             "deprecated and refuses forward hooks."
         )
+    _check_export_archive(data)
     try:
         program = torch.export.load(io.BytesIO(data))
     except Exception as exc:
         raise ModelFileError(
             f"torch.export.load cannot read this file ({_first_line(exc)})."
         ) from exc
+    _check_graph_ops(program.graph)
     try:
         module = torch.export.unflatten(program)
     except Exception as exc:
@@ -508,6 +510,108 @@ def exported_model(source: bytes | str | os.PathLike[str]) -> nn.Module:
             f"Cannot unflatten the exported program ({_first_line(exc)})."
         ) from exc
     return module
+
+
+_UNSAFE_EXPORT = (
+    "Refused: this .pt2 archive {what}, which torch.export.load would run or unpickle as "
+    "Python objects (it uses pickle with weights_only=False for such entries). Nothing in it was "
+    "run. Re-export the model with torch.export.save from plain tensors."
+)
+#: Members of torch's old export zip format, read through the weights_only=False fallback.
+_LEGACY_EXPORT_NAMES = frozenset(
+    {
+        "version",
+        "serialized_exported_program.json",
+        "serialized_state_dict.pt",
+        "serialized_constants.pt",
+        "serialized_example_inputs.pt",
+    }
+)
+
+
+def _check_export_archive(data: bytes) -> None:
+    """Refuse a ``.pt2`` whose loading could run code, before torch reads any of it.
+
+    ``torch.export.load`` (torch 2.15) unpickles with ``weights_only=False`` in several places
+    (``tests/MODEL_FILES.md`` lists them with file and line): weights and constants marked
+    ``use_pickle``, ``custom_obj_*`` / ``opaque_obj_*`` constants, the saved example inputs
+    (after a failed ``weights_only=True`` attempt), the legacy zip format; and it loads compiled
+    libraries from ``data/aotinductor/``. Each is refused here, except the example inputs, which
+    must load with ``torch.load(weights_only=True)`` (then the same pickle stream, unpickled
+    again by torch, can only build what the safe unpickler allowed).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise ModelFileError(f"Not a readable .pt2 archive ({_first_line(exc)}).") from exc
+    if sum(info.file_size for info in infos) > 4 * MAX_MODEL_BYTES:
+        raise ModelFileError("The archive unpacks to more than 4x the model size limit.")
+    names = [info.filename for info in infos]
+    for name in names:
+        parts = name.split("/")
+        base = parts[-1]
+        if name in _LEGACY_EXPORT_NAMES:  # the old format keeps them at the zip root
+            raise UnsafeModelFileError(_UNSAFE_EXPORT.format(what="uses the legacy zip format"))
+        if "aotinductor" in parts or base.endswith((".so", ".dll", ".dylib", ".pyd")):
+            raise UnsafeModelFileError(_UNSAFE_EXPORT.format(what="contains compiled code"))
+        if base.startswith(("custom_obj", "opaque_obj")):
+            raise UnsafeModelFileError(_UNSAFE_EXPORT.format(what="holds custom objects"))
+    if not any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+        raise ModelFileError("Not a torch.export archive (no archive_format entry).")
+    for name in names:
+        parts = name.split("/")
+        if name.endswith(("_weights_config.json", "_constants_config.json")):
+            _check_payload_config(archive.read(name), name)
+        elif len(parts) >= 3 and parts[-3:-1] in (["data", "weights"], ["data", "constants"]):
+            if parts[-1].endswith(".pt"):
+                raise UnsafeModelFileError(
+                    _UNSAFE_EXPORT.format(what="stores pickled legacy weights")
+                )
+        elif "sample_inputs" in parts and not name.endswith("/"):
+            _check_tensor_pickle(archive.read(name))
+
+
+def _check_payload_config(raw: bytes, name: str) -> None:
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"Broken archive entry {name} ({exc}).") from exc
+    entries = config.get("config", {}) if isinstance(config, dict) else {}
+    for meta in entries.values() if isinstance(entries, dict) else ():
+        if not isinstance(meta, dict):
+            continue
+        path_name = str(meta.get("path_name", ""))
+        if meta.get("use_pickle") or path_name.startswith(("custom_obj", "opaque_obj")):
+            raise UnsafeModelFileError(_UNSAFE_EXPORT.format(what="marks weights as pickled"))
+
+
+def _check_tensor_pickle(raw: bytes) -> None:
+    try:
+        torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsafeModelFileError(
+            _UNSAFE_EXPORT.format(what="stores example inputs that are not plain tensors")
+        ) from exc
+
+
+def _check_graph_ops(graph: torch.fx.Graph) -> None:
+    """Every call in the exported graph must be a torch operator (no arbitrary Python)."""
+    import operator
+
+    from torch._ops import HigherOrderOperator, OpOverload, OpOverloadPacket
+
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = node.target
+        if isinstance(target, OpOverload | OpOverloadPacket | HigherOrderOperator):
+            continue
+        if target is operator.getitem:
+            continue
+        raise UnsafeModelFileError(
+            _UNSAFE_EXPORT.format(what=f"calls {getattr(target, '__name__', target)!r}")
+        )
 
 
 # ------------------------------------------------------------------------------ the user model
