@@ -80,10 +80,13 @@ def list_layers(model: nn.Module, *, kind: str | None = None) -> list[str]:
     """
     if kind is not None and kind not in LAYER_KINDS:
         raise ValueError(f"Unknown layer kind {kind!r}; choose one of {sorted(LAYER_KINDS)}.")
+    from vizcore.models.discovery import layer_kind  # discovery imports hooks, which import us
+
     names = []
     for name, module in model.named_modules():
         if not name:
             continue
-        if kind is None or isinstance(module, LAYER_KINDS[kind]):
+        # By type for ordinary modules; by their graph's operators for exported submodules.
+        if kind is None or isinstance(module, LAYER_KINDS[kind]) or layer_kind(module) == kind:
             names.append(name)
     return names

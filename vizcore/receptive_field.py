@@ -227,14 +227,104 @@ def _graph_fields(model: nn.Module) -> tuple[dict[str, ReceptiveField], dict[str
     return fields, tracer.outputs
 
 
+# ------------------------------------------------------------- exported (unflattened) graphs
+
+_ATEN_GLOBAL = {"adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "mean",
+                "sum", "amax", "linear", "addmm", "flatten", "view", "reshape", "mm"}  # fmt: skip
+
+
+def _aten_name(target: object) -> str:
+    schema = getattr(target, "_schema", None)
+    name = schema.name.split("::")[-1] if schema is not None else getattr(target, "__name__", "")
+    return str(name).split(".")[0]
+
+
+def _aten_rf(module: nn.Module, node: fx.Node, rf: ReceptiveField) -> ReceptiveField:
+    """One ATen node of an exported graph: convolutions, pools, pads and global reductions."""
+    name, args = _aten_name(node.target), list(node.args) + [None] * 7
+    if name == "conv2d":
+        weight = module
+        for atom in str(getattr(args[1], "target", "")).split("."):
+            weight = getattr(weight, atom, None)
+        if not isinstance(weight, torch.Tensor):
+            raise ValueError("An exported convolution's weight is not a module attribute.")
+        kernel = (int(weight.shape[2]), int(weight.shape[3]))
+        stride, dilation = _pair(args[3] or 1), _pair(args[5] or 1)
+        if isinstance(args[4], str):
+            pad = (0.0, 0.0) if args[4] == "valid" else tuple(
+                float((dilation[a] * (kernel[a] - 1)) // 2) for a in range(2))  # fmt: skip
+        else:
+            p = _pair(args[4] or 0)
+            pad = (float(p[0]), float(p[1]))
+        return _apply_window(rf, kernel, stride, pad, dilation)  # type: ignore[arg-type]
+    if name in ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d"):
+        kernel = _pair(args[1])
+        stride = _pair(args[2]) if args[2] else kernel
+        p = _pair(args[3] or 0)
+        dilation = _pair(args[4] or 1) if name != "avg_pool2d" else (1, 1)
+        return _apply_window(rf, kernel, stride, (float(p[0]), float(p[1])), dilation)
+    if name in ("constant_pad_nd", "pad"):
+        pad = list(args[1] or []) + [0] * 4
+        return _shift(rf, (float(pad[2]), float(pad[0])))
+    if name in _ATEN_GLOBAL:
+        return _GLOBAL
+    if name in ("upsample_nearest2d", "upsample_bilinear2d", "conv_transpose2d"):
+        raise ValueError(f"Receptive fields through {name} are not supported.")
+    return rf
+
+
+def _exported_fields(
+    module: nn.Module, inputs: list[ReceptiveField], prefix: str, out: dict[str, ReceptiveField]
+) -> ReceptiveField:
+    """Propagate fields through an unflattened module's own graph, recursing into children;
+    record each called module's output field under its dotted name in ``out``."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return _union(inputs)
+    fields: dict[str, ReceptiveField] = {}
+    placeholders = iter(inputs)
+    result = _union(inputs)
+    for node in graph.nodes:
+        arg_fields = [fields[n.name] for n in node.all_input_nodes if n.name in fields]
+        if node.op == "placeholder":
+            fields[node.name] = next(placeholders, _IDENTITY)
+        elif node.op == "call_module":
+            child = module.get_submodule(str(node.target))
+            name = f"{prefix}{node.target}"
+            fields[node.name] = _exported_fields(child, arg_fields, f"{name}.", out)
+            out[name] = fields[node.name]
+        elif node.op == "call_function":
+            fields[node.name] = _aten_rf(module, node, _union(arg_fields))
+        elif node.op == "output":
+            result = _union(arg_fields)
+        elif arg_fields:
+            fields[node.name] = _union(arg_fields)
+    return result
+
+
+def _is_exported(model: nn.Module) -> bool:
+    return type(model).__name__ == "UnflattenedModule" or any(
+        type(m).__name__ == "InterpreterModule" for m in model.children()
+    )
+
+
 def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     """The receptive field of the units of ``layer`` (a leaf module or a container).
+
+    Eager models are traced with ``torch.fx``; unflattened ``torch.export`` models are walked
+    through their own graphs (their submodules call ATen operators).
 
     Raises:
         LayerNotFoundError: Unknown layer.
         ValueError: The model cannot be traced or has layers whose geometry is not supported.
     """
     get_layer(model, layer)  # validates the name with a helpful message
+    if _is_exported(model):
+        found: dict[str, ReceptiveField] = {}
+        _exported_fields(model, [_IDENTITY], "", found)
+        if layer not in found:
+            raise ValueError(f"Layer {layer!r} does not appear in the exported graph.")
+        return found[layer]
     fields, outputs = _graph_fields(model)
     node = outputs.get(layer)
     if node is None or node.name not in fields:

@@ -37,13 +37,17 @@ from torch import nn
 from vizcore.hooks import inference_session
 
 __all__ = [
+    "ConvGeometry",
     "GapHead",
     "LayerInfo",
     "ModelFacts",
+    "conv_geometry",
     "derive_presets",
     "describe_model",
     "facts_for",
     "find_gap_head",
+    "functional_rectifiers",
+    "is_rectifier",
     "layer_kind",
     "maps_close",
 ]
@@ -205,8 +209,82 @@ def is_rectifier(module: nn.Module) -> bool:
         return module.min_val == 0.0
     if any(True for _ in module.children()):
         return False
-    ops = [op for op in graph_ops(module) if op not in _NEUTRAL_OPS]
-    return len(ops) == 1 and ops[0] in RECTIFIER_OPS
+    graph = getattr(module, "graph", None)
+    if graph is None or not hasattr(graph, "nodes"):
+        return False
+    calls = [n for n in graph.nodes if n.op == "call_function"]
+    calls = [n for n in calls if _op_name(n.target) not in _NEUTRAL_OPS]
+    if len(calls) != 1 or _op_name(calls[0].target) not in RECTIFIER_OPS:
+        return False
+    node = calls[0]
+    if _op_name(node.target).startswith("hardtanh"):  # a rectifier only when clipped at 0
+        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+        return low == 0
+    return True
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A 2-D convolution's weight and geometry, for ``nn.Conv2d`` and exported conv modules.
+
+    Attribute names follow ``nn.Conv2d`` so callers can treat both alike.
+    """
+
+    weight: torch.Tensor
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    dilation: tuple[int, int]
+    groups: int
+
+    @property
+    def out_channels(self) -> int:
+        """Number of filters."""
+        return int(self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        """Channels read (all groups)."""
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        """``(kh, kw)``."""
+        return (int(self.weight.shape[2]), int(self.weight.shape[3]))
+
+
+def _pair_of(value: object, default: int) -> tuple[int, int]:
+    if value is None:
+        return (default, default)
+    if isinstance(value, list | tuple):
+        return (int(value[0]), int(value[-1]))
+    return (int(value), int(value))  # type: ignore[call-overload]
+
+
+def conv_geometry(module: nn.Module) -> ConvGeometry | None:
+    """The convolution of an ``nn.Conv2d`` or of an exported conv module (from its graph's
+    ``aten.conv2d`` node: weight, stride, padding, dilation, groups); ``None`` otherwise."""
+    if isinstance(module, nn.Conv2d):
+        padding = module.padding if isinstance(module.padding, str) else _pair_of(module.padding, 0)
+        return ConvGeometry(module.weight, _pair_of(module.stride, 1), padding,
+                            _pair_of(module.dilation, 1), int(module.groups))  # fmt: skip
+    graph = getattr(module, "graph", None)
+    if graph is None or not hasattr(graph, "nodes"):
+        return None
+    convs = [n for n in graph.nodes if n.op == "call_function" and _op_name(n.target) == "conv2d"]
+    if len(convs) != 1:
+        return None
+    args = list(convs[0].args) + [None] * 7
+    weight_node = args[1]
+    if getattr(weight_node, "op", None) != "get_attr":
+        return None
+    weight = module
+    for atom in str(weight_node.target).split("."):
+        weight = getattr(weight, atom, None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        return None
+    padding = args[4] if isinstance(args[4], str) else _pair_of(args[4], 0)
+    return ConvGeometry(weight, _pair_of(args[3], 1), padding, _pair_of(args[5], 1),
+                        int(args[6]) if args[6] is not None else 1)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -469,17 +547,15 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     return get_layer(model, name)
 
 
-def _functional_rectifiers(model: nn.Module, infos: Sequence[LayerInfo]) -> tuple[str, ...]:
+def functional_rectifiers(model: nn.Module) -> tuple[str, ...]:
     """Rectifier ops inside graph modules that are not themselves a rectifier module.
 
-    Only graph (exported) models can be inspected this way; for eager models a functional
+    Only graph (exported) models can be inspected this way (a block's graph calls its children
+    as modules; its own ``call_function`` nodes are its own ops); for eager models a functional
     ``F.relu`` is found at run time by the gated-gradient methods (see attribution.py).
     """
     found = []
     for name, module in model.named_modules():
-        if any(True for _ in module.children()) and name:
-            # A block's graph calls its children; its own call_function nodes are its own ops.
-            pass
         ops = [op for op in graph_ops(module) if op in RECTIFIER_OPS]
         if ops and not is_rectifier(module):
             found.append(f"{name or 'the model'}: {ops[0]}")
@@ -603,7 +679,7 @@ def describe_model(model: nn.Module, *, input_size: int | tuple[int, int] = 224)
         layers=infos,
         head=head,
         head_reason=reason,
-        functional_rectifiers=_functional_rectifiers(model, infos),
+        functional_rectifiers=functional_rectifiers(model),
     )
     facts = ModelFacts(**{**facts.__dict__, "presets": MappingProxyType(derive_presets(facts))})
     with _FACTS_GUARD:

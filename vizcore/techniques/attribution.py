@@ -49,7 +49,7 @@ from vizcore.hooks import (
     modules_and_parameters,
 )
 from vizcore.layers import get_layer
-from vizcore.models.discovery import facts_for
+from vizcore.models.discovery import facts_for, functional_rectifiers, is_rectifier
 from vizcore.progress import OnStep, StepInfo, report
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -449,7 +449,8 @@ def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Itera
     ``TorchFunctionMode`` that counts ReLU-family calls outside activation modules, and
     :class:`FunctionalActivationError` is raised after the block when there were any.
     """
-    modules = [m for m in modules_and_parameters(model)[0] if isinstance(m, GATED_ACTIVATIONS)]
+    # ReLU / ReLU6 modules, and exported submodules whose graph is one rectifier op.
+    modules = [m for m in modules_and_parameters(model)[0] if is_rectifier(m)]
     if not modules:
         raise FunctionalActivationError(
             f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 modules, so guided backprop "
@@ -500,7 +501,11 @@ def _relu_gates(model: nn.Module, mode: Literal["guided", "deconvnet"]) -> Itera
             handle.remove()
         kept.clear()
     if counter is not None:
-        _FUNCTIONAL_CALLS[model] = dict(counter.calls)
+        calls = dict(counter.calls)
+        # Exported graphs call aten ops, which the counter does not see: read their graphs.
+        for where in functional_rectifiers(model):
+            calls[where] = calls.get(where, 0) + 1
+        _FUNCTIONAL_CALLS[model] = calls
 
 
 def _check_functional(model: nn.Module) -> None:

@@ -25,6 +25,7 @@ from vizcore.cache import layer_activations
 from vizcore.features import gallery_batches, gallery_channel_maxima
 from vizcore.gallery import Gallery
 from vizcore.layers import get_layer
+from vizcore.models.discovery import ConvGeometry, conv_geometry
 from vizcore.progress import OnStep
 from vizcore.receptive_field import ReceptiveField, receptive_field, unit_box
 
@@ -144,21 +145,23 @@ class PatchSet:
 
 
 def first_conv_layer(model: nn.Module) -> str:
-    """Name of the first ``nn.Conv2d`` that reads 3 input channels (the RGB-facing conv)."""
+    """Name of the first convolution that reads 3 input channels (the RGB-facing conv)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+        conv = conv_geometry(module)
+        if conv is not None and conv.in_channels == 3:
             return name
     raise ValueError(f"{type(model).__name__} has no convolution reading the 3 RGB channels.")
 
 
-def _conv(model: nn.Module, layer: str) -> nn.Conv2d:
+def _conv(model: nn.Module, layer: str) -> ConvGeometry:
     module = get_layer(model, layer)
-    if not isinstance(module, nn.Conv2d):
+    conv = conv_geometry(module)
+    if conv is None:
         raise ValueError(
             f"Layer {layer!r} is a {type(module).__name__}, not a convolution; pick a layer "
             "from list_layers(model, kind='conv')."
         )
-    return module
+    return conv
 
 
 def _pair(value: object) -> tuple[int, int]:
