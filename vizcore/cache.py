@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vizcore.checks import check_image_batch
 from vizcore.hooks import capture_activations, forward_until, inference_session
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -174,6 +175,7 @@ def layer_activations(
             given, results are cached under ``(cache_key, layer)``; when ``None`` nothing is cached.
         cache: The cache to use.
     """
+    check_image_batch(x, batch=None, model=model)
     result: dict[str, np.ndarray] = {}
     missing = []
     for name in layers:

@@ -144,6 +144,8 @@ def check_image_batch(
         )
     smallest = min_input_side(model) if min_side is None else min_side
     height, width = shape[-2:]
+    if min(height, width) < 1:
+        raise ValueError(f"{name} is empty ({width}×{height} pixels); give a non-empty image.")
     if min(height, width) < smallest:
         raise ValueError(
             f"{name} is {width}×{height} pixels; it must be at least {smallest} pixels on each "
