@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from vizcore.techniques import style as style_tech
-from vizcore.techniques.texture_nn import quilt_texture
+from vizcore.techniques.texture_nn import max_patch, quilt_texture
 from vizui import style_view as sv
 from vizui.frame import frame
 
@@ -104,28 +104,37 @@ with tex_tab:
         else:
             sample = sv.pil_tensor(choice.image, size)
             sample_np = (sample[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-            with st.spinner("Image quilting…"):
-                quilt = quilt_texture(
-                    sample_np, size=(size, size), patch=min(patch, size - 8), seed=int(seed)
+            # The block must fit the sample: an elongated picture allows less than the slider.
+            patch_used = min(patch, size - 8, max_patch(sample_np.shape))
+            quilt = None
+            try:
+                with st.spinner("Image quilting…"):
+                    quilt = quilt_texture(
+                        sample_np, size=(size, size), patch=patch_used, seed=int(seed)
+                    )
+            except ValueError as exc:
+                st.error(f"Image quilting: {exc}")
+            gram_res = None
+            if quilt is not None:
+                gram_res = sv.run_with_progress(
+                    "texture_style_run",
+                    "Gram texture synthesis",
+                    style_tech.texture_synthesis,
+                    model=ctx.model,
+                    x=sample,
+                    layers=layers,
+                    size=(size, size),
+                    optimizer=optimizer,
+                    steps=steps,
+                    lr=sv.default_lr(optimizer, 0.05),
+                    tv_weight=tv,
+                    seed=int(seed),
                 )
-            gram_res = sv.run_with_progress(
-                "texture_style_run",
-                "Gram texture synthesis",
-                style_tech.texture_synthesis,
-                model=ctx.model,
-                x=sample,
-                layers=layers,
-                size=(size, size),
-                optimizer=optimizer,
-                steps=steps,
-                lr=sv.default_lr(optimizer, 0.05),
-                tv_weight=tv,
-                seed=int(seed),
-            )
             if gram_res is not None:
                 st.session_state["texture_style_result"] = {
                     "sample": sample_np,
                     "quilt": quilt,
+                    "patch_asked": patch,
                     "gram": gram_res,
                     "label": choice.label,
                     "model": spec.label,
@@ -140,6 +149,12 @@ with tex_tab:
             caption=f"Image quilting, patch {q.patch} px: {q.seconds:.1f} s",
             width="stretch",
         )
+        asked = res.get("patch_asked", q.patch)
+        if asked > q.patch:
+            b.caption(
+                f"Patch reduced from {asked} to {q.patch} px to fit the sample "
+                f"({res['sample'].shape[1]}×{res['sample'].shape[0]} px) and the output."
+            )
         with b:
             sv.downloads("texture_style_q", "quilted_texture", q.image)
         status = " (stopped)" if g.stopped else ""

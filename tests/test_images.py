@@ -49,6 +49,12 @@ def _png_with_declared_size(width: int, height: int) -> bytes:
     return data[:8] + ihdr + data[33:]
 
 
+def _load_any_size(source: object) -> Image.Image:
+    """``load_image`` without the size and aspect limits: these tests check decoding on tiny
+    pictures (the limits have their own tests)."""
+    return load_image(source, min_side=1, max_aspect=None)  # type: ignore[arg-type]
+
+
 def _assert_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     assert isinstance(image, Image.Image)
     assert image.mode == "RGB"
@@ -195,7 +201,7 @@ def test_concurrent_loads_leave_warning_filters_alone() -> None:
 
     def load(data: bytes) -> str:
         try:
-            return images.image_digest(load_image(data))
+            return images.image_digest(_load_any_size(data))
         except ImageLoadError:
             return "error"
 
@@ -231,7 +237,7 @@ def test_cmyk_jpeg_colours() -> None:
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.mode == "CMYK"
         assert "adobe" in raw.info  # PIL writes Adobe (inverted) CMYK
-    array = _assert_rgb(load_image(data), (64, 32))
+    array = _assert_rgb(_load_any_size(data), (64, 32))
     for index, colour in enumerate((RED, GREEN, BLUE, YELLOW)):
         centre = array[16, index * 16 + 8].astype(int)
         assert np.abs(centre - colour).max() <= 12, (colour, centre)
@@ -242,7 +248,7 @@ def test_16bit_png_is_scaled_not_clipped() -> None:
     data = _encode(Image.fromarray(values))
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.mode == "I;16"
-    array = _assert_rgb(load_image(data), (4, 1))
+    array = _assert_rgb(_load_any_size(data), (4, 1))
     assert array[0, :, 0].tolist() == [0, 128, 255, 4]
     assert (array == array[..., :1]).all()  # gray stays gray
 
@@ -250,17 +256,17 @@ def test_16bit_png_is_scaled_not_clipped() -> None:
 def test_16bit_big_endian_and_pgm() -> None:
     values = np.array([[0, 32768, 65535, 1000]], dtype=">u2")
     big_endian = Image.frombytes("I;16B", (4, 1), values.tobytes())
-    assert np.asarray(load_image(_encode(big_endian)))[0, :, 0].tolist() == [0, 128, 255, 4]
+    assert np.asarray(_load_any_size(_encode(big_endian)))[0, :, 0].tolist() == [0, 128, 255, 4]
     pgm = b"P5\n4 1\n65535\n" + values.tobytes()
     with Image.open(io.BytesIO(pgm)) as raw:
         assert raw.mode == "I"  # PIL opens 16-bit PGM as 32-bit "I"
-    assert np.asarray(load_image(pgm))[0, :, 0].tolist() == [0, 128, 255, 4]
+    assert np.asarray(_load_any_size(pgm))[0, :, 0].tolist() == [0, 128, 255, 4]
 
 
 def test_16bit_transparent_key_becomes_white() -> None:
     values = np.array([[0, 1000]], dtype=np.uint16)
     data = _encode(Image.fromarray(values), transparency=1000)
-    assert np.asarray(load_image(data))[0, :, 0].tolist() == [0, 255]
+    assert np.asarray(_load_any_size(data))[0, :, 0].tolist() == [0, 255]
 
 
 def test_float_tiff_is_scaled() -> None:
@@ -268,7 +274,7 @@ def test_float_tiff_is_scaled() -> None:
     data = _encode(Image.fromarray(values), "TIFF")
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.mode == "F"
-    assert np.asarray(load_image(data))[0, :, 0].tolist() == [0, 128, 255, 64]
+    assert np.asarray(_load_any_size(data))[0, :, 0].tolist() == [0, 128, 255, 64]
 
 
 def test_rgba_transparent_area_becomes_white() -> None:
@@ -276,7 +282,7 @@ def test_rgba_transparent_area_becomes_white() -> None:
     rgba[:, :10] = (200, 10, 10, 255)  # opaque left half
     rgba[:, 10:15] = (0, 0, 0, 0)  # transparent black
     rgba[:, 15:] = (255, 0, 0, 128)  # half-transparent red
-    array = _assert_rgb(load_image(_encode(Image.fromarray(rgba))), (20, 10))
+    array = _assert_rgb(_load_any_size(_encode(Image.fromarray(rgba))), (20, 10))
     assert array[5, 2].tolist() == [200, 10, 10]
     assert array[5, 12].tolist() == [255, 255, 255]
     assert array[5, 17, 0] == 255
@@ -286,7 +292,7 @@ def test_rgba_transparent_area_becomes_white() -> None:
 def test_la_transparent_area_becomes_white() -> None:
     la = Image.new("LA", (4, 2), (50, 255))
     la.putpixel((3, 1), (0, 0))
-    array = _assert_rgb(load_image(_encode(la)), (4, 2))
+    array = _assert_rgb(_load_any_size(_encode(la)), (4, 2))
     assert array[0, 0].tolist() == [50, 50, 50]
     assert array[1, 3].tolist() == [255, 255, 255]
 
@@ -296,13 +302,13 @@ def test_palette_with_transparency_becomes_white() -> None:
     palette_image.putpalette([0, 0, 0, 0, 0, 255] + [0] * (254 * 3))
     palette_image.putpixel((0, 0), 1)
     data = _encode(palette_image, transparency=0)  # index 0 (black) is transparent
-    array = _assert_rgb(load_image(data), (4, 4))
+    array = _assert_rgb(_load_any_size(data), (4, 4))
     assert array[0, 0].tolist() == list(BLUE)
     assert array[3, 3].tolist() == [255, 255, 255]  # white, not black
 
 
 def test_one_by_one_image() -> None:
-    array = _assert_rgb(load_image(_encode(Image.new("RGB", (1, 1), (1, 2, 3)))), (1, 1))
+    array = _assert_rgb(_load_any_size(_encode(Image.new("RGB", (1, 1), (1, 2, 3)))), (1, 1))
     assert array[0, 0].tolist() == [1, 2, 3]
 
 
@@ -312,7 +318,7 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     data = _encode(image, "JPEG", exif=exif.tobytes(), quality=95)
-    array = _assert_rgb(load_image(data), (20, 40))
+    array = _assert_rgb(_load_any_size(data), (20, 40))
     assert array[2, 10, 2] > 200 and array[2, 10, 0] < 60  # the left edge is now on top
     assert array[37, 10, 0] > 200 and array[37, 10, 2] < 60
 
@@ -322,13 +328,13 @@ def test_animated_gif_first_frame() -> None:
     data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.n_frames == 3
-    array = _assert_rgb(load_image(data), (8, 8))
+    array = _assert_rgb(_load_any_size(data), (8, 8))
     assert (array == RED).all()
 
 
 def test_grayscale_png() -> None:
     gradient = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (3, 1))
-    array = _assert_rgb(load_image(_encode(Image.fromarray(gradient))), (16, 3))
+    array = _assert_rgb(_load_any_size(_encode(Image.fromarray(gradient))), (16, 3))
     for channel in range(3):
         assert (array[..., channel] == gradient).all()
 
@@ -336,7 +342,7 @@ def test_grayscale_png() -> None:
 def test_one_bit_png() -> None:
     bits = Image.new("1", (3, 1), 0)
     bits.putpixel((1, 0), 1)
-    array = _assert_rgb(load_image(_encode(bits)), (3, 1))
+    array = _assert_rgb(_load_any_size(_encode(bits)), (3, 1))
     assert array[0, :, 0].tolist() == [0, 255, 0]
 
 
@@ -345,7 +351,7 @@ def test_tiff_colour_spaces(mode: str) -> None:
     data = _encode(Image.new("RGB", (4, 4), (10, 200, 30)).convert(mode), "TIFF")
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.mode == mode
-    array = _assert_rgb(load_image(data), (4, 4))
+    array = _assert_rgb(_load_any_size(data), (4, 4))
     assert np.abs(array[0, 0].astype(int) - (10, 200, 30)).max() <= 12  # 8-bit LAB is lossy
 
 
@@ -360,7 +366,7 @@ def test_path_str_and_bytes_agree(tmp_path: Path) -> None:
     data = _encode(_noise(17, 9))
     path = tmp_path / "noise.png"
     path.write_bytes(data)
-    digests = {images.image_digest(load_image(s)) for s in (data, str(path), path)}
+    digests = {images.image_digest(_load_any_size(s)) for s in (data, str(path), path)}
     assert len(digests) == 1
 
 

@@ -1,4 +1,5 @@
-"""Bounded in-memory cache of layer activations keyed by (model, image, layer).
+"""Bounded in-memory caches: layer activations keyed by (model, image, layer), and decoded
+images keyed by the digest of their encoded bytes (:class:`DecodedImageCache`).
 
 Moving a display slider (a channel index, a threshold, a colormap) must not recompute the forward
 pass. :func:`layer_activations` answers from the cache when it can and otherwise runs *one*
@@ -7,14 +8,17 @@ forward pass that stops as soon as all missing layers have run.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from vizcore.checks import check_image_batch
 from vizcore.hooks import capture_activations, forward_until, inference_session
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -76,6 +80,82 @@ class ActivationCache:
 
 DEFAULT_CACHE = ActivationCache()
 
+DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+
+
+def image_nbytes(image: Image.Image) -> int:
+    """Bytes of an image's decoded pixels (width x height x bands; at least 1 byte a pixel)."""
+    return image.width * image.height * max(1, len(image.getbands()))
+
+
+class DecodedImageCache:
+    """A thread-safe LRU of decoded images keyed by the SHA-256 of their encoded bytes.
+
+    Bounded by the decoded size of what it holds (``max_bytes``) and by ``max_entries``: a few
+    kilobytes of PNG can decode to hundreds of megabytes (a 6000x6000 1-bit PNG of 21 KB is
+    108 MB as RGB), so a bound by entry count alone lets a handful of uploads hold gigabytes
+    for the life of the server. An image larger than ``max_bytes`` is decoded and returned but
+    not kept. Each call returns a copy, so a caller can never change the cached image.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES, max_entries: int = 64) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}.")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}.")
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, Image.Image] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_load(self, data: bytes, loader: Callable[[bytes], Image.Image]) -> Image.Image:
+        """A copy of the image decoded from ``data``, decoding with ``loader`` on a miss.
+
+        Errors from ``loader`` propagate and nothing is stored.
+        """
+        key = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            cached = self._items.get(key)
+            if cached is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return cached.copy()
+            self.misses += 1
+        image = loader(data)  # outside the lock: decoding can take seconds
+        self._put(key, image)
+        return image.copy()
+
+    def _put(self, key: str, image: Image.Image) -> None:
+        size = image_nbytes(image)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= image_nbytes(old)
+            self._items[key] = image
+            self._bytes += size
+            while self._bytes > self.max_bytes or len(self._items) > self.max_entries:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= image_nbytes(evicted)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded bytes currently held."""
+        return self._bytes
+
 
 def layer_activations(
     model: nn.Module,
@@ -95,6 +175,7 @@ def layer_activations(
             given, results are cached under ``(cache_key, layer)``; when ``None`` nothing is cached.
         cache: The cache to use.
     """
+    check_image_batch(x, batch=None, model=model)
     result: dict[str, np.ndarray] = {}
     missing = []
     for name in layers:

@@ -58,6 +58,10 @@ __all__ = [
 OFFLINE_ENV = "VIZCORE_OFFLINE"
 BUILTIN_SIZE = 128
 UPLOAD_SIZE = 160
+#: Smallest side of an uploaded gallery image. Gallery images become ``UPLOAD_SIZE`` squares for
+#: neighbour search; 16 px thumbnails are still pictures (CIFAR's are 32), a 1x1 is not. The
+#: aspect-ratio limit of :func:`vizcore.images.load_image` applies as for every upload.
+GALLERY_MIN_SIDE = 16
 _BUILTIN_VERSION = 1
 UNLABELLED = "unlabelled"
 
@@ -356,7 +360,9 @@ class _Collector:
             self.skipped.append(f"{name}: larger than {_mb(self.limits.max_file_bytes)}")
             return
         try:
-            image = images.load_image(data, max_bytes=self.limits.max_file_bytes)
+            image = images.load_image(
+                data, max_bytes=self.limits.max_file_bytes, min_side=GALLERY_MIN_SIDE
+            )
         except images.ImageLoadError as exc:
             self.skipped.append(f"{name}: not a usable image ({exc})")
             return

@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SAMPLE",
+    "MAX_ASPECT",
     "MAX_BYTES",
     "MAX_PIXELS",
+    "MIN_SIDE",
     "SAMPLES_DIR",
     "SUPPORTED_FORMATS",
     "ImageLoadError",
@@ -66,6 +68,24 @@ MAX_PIXELS = 40_000_000
 
 MAX_BYTES = 50 * 1024 * 1024
 """Default limit on the encoded file size accepted by :func:`load_image` (50 MiB)."""
+
+MIN_SIDE = 32
+"""Default smallest width and height accepted by :func:`load_image`, in pixels.
+
+The bundled models fail inside torch below 32 px (EfficientNet-Lite0's 5x5 depthwise
+convolutions, SqueezeNet's max-pools), and a smaller picture upscaled to 224 px is a flat blur:
+every page would explain a few blocks of colour.
+"""
+
+MAX_ASPECT = 20.0
+"""Default largest long-side / short-side ratio accepted by :func:`load_image`.
+
+20:1 admits every panorama a phone or camera takes (a 360° strip is about 8:1 to 12:1) and
+refuses the strips that break the app: with at most :data:`MAX_PIXELS` (40 MP) pixels, a 20:1
+image is at most 28,284 px long, below the 65,500 px that JPEG (and so ``st.image``) can encode;
+and the whole-picture views that resize the short side to 224 px get at most 4,480 px on the
+long side (a 100000x10 strip would have become 2,240,000 x 224 px, 3.1 GB).
+"""
 
 SUPPORTED_FORMATS: tuple[str, ...] = (
     "PNG",
@@ -129,6 +149,8 @@ def load_image(
     *,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
+    min_side: int = MIN_SIDE,
+    max_aspect: float | None = MAX_ASPECT,
 ) -> Image.Image:
     """Decodes an image from bytes or a file into an 8-bit RGB image.
 
@@ -138,22 +160,31 @@ def load_image(
         max_pixels: Largest accepted width × height. Checked against the size declared in the
             file header, before any pixel is decoded.
         max_bytes: Largest accepted encoded size in bytes.
+        min_side: Smallest accepted width and height in pixels (checked on the header too).
+        max_aspect: Largest accepted ratio of the long side to the short side, or None for no
+            limit (see :data:`MAX_ASPECT`).
 
     Returns:
         A new, fully loaded ``"RGB"`` image, with the EXIF orientation applied. For an animated
         image this is the first frame. Transparent areas are composited over white.
 
     Raises:
-        ImageLoadError: When the input is empty, too big, not a supported image, truncated or
-            corrupt, or uses a mode that cannot be converted to RGB. The message says what was
+        ImageLoadError: When the input is empty, too big, too small, too elongated, not a
+            supported image, truncated or corrupt, or uses a mode that cannot be converted to
+            RGB. The message says what was
             wrong and what to do.
         TypeError: When ``source`` is not bytes or a path.
     """
+    limits = _Limits(
+        max_pixels=max_pixels,
+        min_side=_check_min_side(min_side),
+        max_aspect=_check_aspect(max_aspect),
+    )
     data = _read_source(source, max_bytes)
-    with _open_checked(data, max_pixels) as im:
+    with _open_checked(data, limits) as im:
         try:
             im.load()
-            _check_pixels(im.size, max_pixels)  # some formats only know their size after load
+            _check_pixels(im.size, limits)  # some formats only know their size after load
             im = _apply_exif_orientation(im)
             return _to_rgb(im)
         except ImageLoadError:
@@ -213,15 +244,52 @@ def _check_bytes(size: int, max_bytes: int) -> None:
         )
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+@dataclass(frozen=True)
+class _Limits:
+    max_pixels: int
+    min_side: int
+    max_aspect: float | None
+
+
+def _check_min_side(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"min_side must be a positive integer, got {value!r}.")
+    return value
+
+
+def _check_aspect(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+        raise ValueError(f"max_aspect must be a number >= 1 or None, got {value!r}.")
+    if value != value or value == float("inf"):
+        raise ValueError(f"max_aspect must be finite (or None for no limit), got {value!r}.")
+    return float(value)
+
+
+def _check_pixels(size: tuple[int, int], limits: _Limits) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageLoadError(
             f"The image declares an impossible size ({width}×{height} pixels), so the file is "
             "damaged. Save it again and upload the new file."
         )
-    if width * height > max_pixels:
-        raise _too_large(width * height, max_pixels, size)
+    if width * height > limits.max_pixels:
+        raise _too_large(width * height, limits.max_pixels, size)
+    short, long = min(width, height), max(width, height)
+    if limits.max_aspect is not None and long > limits.max_aspect * short:
+        ratio = long / short
+        ratio_text = f"{ratio:,.0f}:1" if ratio >= 100 else f"{ratio:.1f}:1".replace(".0:", ":")
+        limit_text = f"{limits.max_aspect:g}:1"
+        raise ImageLoadError(
+            f"The image is {width}×{height} pixels, an aspect ratio of {ratio_text}; the limit "
+            f"is {limit_text}. Crop it to a less elongated region and upload again."
+        )
+    if short < limits.min_side:
+        raise ImageLoadError(
+            f"The image is {width}×{height} pixels; it must be at least {limits.min_side} "
+            "pixels on each side. Upload a larger image."
+        )
 
 
 def _too_large(pixels: int, limit: int, size: tuple[int, int] | None = None) -> ImageLoadError:
@@ -236,7 +304,7 @@ def _too_large(pixels: int, limit: int, size: tuple[int, int] | None = None) -> 
 
 
 @contextlib.contextmanager
-def _open_checked(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
+def _open_checked(data: bytes, limits: _Limits) -> Iterator[Image.Image]:
     """Opens ``data`` lazily with PIL, checks the declared size, and closes the image on exit.
 
     Only the header is parsed here; pixels are decoded later by ``load()``.
@@ -248,7 +316,7 @@ def _open_checked(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(formats))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_large_from_pil(exc, max_pixels, _declared_size(data, formats)) from exc
+        raise _too_large_from_pil(exc, limits.max_pixels, _declared_size(data, formats)) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(
             "This file is not an image PIL can read (supported formats: "
@@ -264,7 +332,7 @@ def _open_checked(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
             "Open it in an image editor, save it again and upload the new file."
         ) from exc
     with image:
-        _check_pixels(image.size, max_pixels)
+        _check_pixels(image.size, limits)
         yield image
 
 

@@ -24,6 +24,7 @@ Images are RGB in [0, 1], ``(N, 3, H, W)``; the models normalize internally.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
+from vizcore.checks import check_float, check_image_batch, check_int, check_positive
 from vizcore.hooks import (
     Activations,
     capture_activations,
@@ -142,7 +144,10 @@ class Objective:
 
 def class_logit(k: int | Sequence[int]) -> Objective:
     """The pre-softmax score S_k(I) (Simonyan et al. 2014); a sequence gives one class per item."""
-    classes = [int(k)] if isinstance(k, int) else [int(c) for c in k]
+    if isinstance(k, str | bool | numbers.Number) or not hasattr(k, "__iter__"):
+        classes = [check_int("The class index", k, minimum=0)]
+    else:
+        classes = [check_int("Each class index", c, minimum=0) for c in k]
     if not classes:
         raise ValueError("class_logit() needs at least one class index.")
 
@@ -172,6 +177,7 @@ def _layer_act(acts: Acts, layer: str, c: int | None = None) -> torch.Tensor:
 
 def channel(layer: str, c: int) -> Objective:
     """Mean activation of channel ``c`` of ``layer`` over all positions."""
+    c = check_int("The channel", c, minimum=0)
 
     def fn(acts: Acts, _logits: torch.Tensor | None) -> torch.Tensor:
         act = _layer_act(acts, layer, c)[:, c]
@@ -182,6 +188,9 @@ def channel(layer: str, c: int) -> Objective:
 
 def neuron(layer: str, c: int, y: int | None = None, x: int | None = None) -> Objective:
     """One unit: channel ``c`` of ``layer`` at position ``(y, x)`` (the centre by default)."""
+    c = check_int("The channel", c, minimum=0)
+    y = None if y is None else check_int("The row y", y, minimum=0)
+    x = None if x is None else check_int("The column x", x, minimum=0)
 
     def fn(acts: Acts, _logits: torch.Tensor | None) -> torch.Tensor:
         act = _layer_act(acts, layer, c)
@@ -269,7 +278,9 @@ def pixel_image(
         noise: Noise amplitude in pixel units.
     """
     _check_shape(shape)
+    noise = check_float("noise", noise, minimum=0.0)
     if isinstance(init, torch.Tensor):
+        check_image_batch(init, name="init", batch=None, min_side=1)
         if tuple(init.shape) != tuple(shape):
             raise ValueError(f"init has shape {tuple(init.shape)}, expected {tuple(shape)}.")
         pixels = init.detach().float().clamp(0, 1) - 0.5
@@ -302,8 +313,7 @@ def fft_size(n: int) -> int:
     FFTs of such lengths are fast; others are not: an inverse real FFT of 3x3x259x259 (SqueezeNet's
     227 px plus padding; 259 = 7 x 37) took 11.8 ms forward+backward here, at 264 px 2.9 ms.
     """
-    if n < 1:
-        raise ValueError(f"An FFT length must be positive, got {n}.")
+    n = check_int("An FFT length", n, minimum=1)
     m = n
     while True:
         rest = m
@@ -373,6 +383,8 @@ def fourier_image(
     is its top-left crop (Lucid uses the image size itself; 259 px costs 4x more than 264 px).
     """
     _check_shape(shape)
+    decay = check_float("decay", decay, minimum=0.0)
+    sd = check_float("sd", sd, minimum=0.0)
     n, channels, height, width = shape
     basis = FourierBasis.of(height, width, decay)
     spectrum_shape = (n, channels, basis.fft_height, basis.fft_width // 2 + 1, 2)
@@ -390,7 +402,14 @@ def fourier_image(
 
 
 def _check_shape(shape: Sequence[int]) -> None:
-    if len(shape) != 4 or shape[1] != 3 or min(shape) < 1:
+    if (
+        isinstance(shape, str)
+        or not isinstance(shape, Sequence)
+        or len(shape) != 4
+        or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in shape)
+        or shape[1] != 3
+        or min(shape) < 1
+    ):
         raise ValueError(f"Image shape must be (N, 3, H, W) with positive sizes, got {shape}.")
 
 
@@ -399,8 +418,7 @@ def _check_shape(shape: Sequence[int]) -> None:
 
 def jitter(pixels: int) -> Transform:
     """Roll the image by a random offset in [−pixels, pixels] on each axis (wrapping around)."""
-    if pixels < 0:
-        raise ValueError(f"jitter must be >= 0 pixels, got {pixels}.")
+    pixels = check_int("jitter (pixels)", pixels, minimum=0)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if pixels == 0:
@@ -413,8 +431,7 @@ def jitter(pixels: int) -> Transform:
 
 def pad(pixels: int, *, mode: str = "reflect") -> Transform:
     """Pad by ``pixels`` on every side (so later scaling and rotation do not reach the border)."""
-    if pixels < 0:
-        raise ValueError(f"pad must be >= 0 pixels, got {pixels}.")
+    pixels = check_int("pad (pixels)", pixels, minimum=0)
 
     def transform(x: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
         if pixels == 0:
@@ -432,6 +449,8 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 def random_scale(low: float, high: float) -> Transform:
     """Zoom by a random factor in [low, high] about the centre (same size out)."""
+    low = check_positive("The lowest scale", low)
+    high = check_positive("The highest scale", high)
     if not 0 < low <= high:
         raise ValueError(f"Scale range must satisfy 0 < low <= high, got ({low}, {high}).")
 
@@ -445,8 +464,7 @@ def random_scale(low: float, high: float) -> Transform:
 
 def random_rotate(degrees: float) -> Transform:
     """Rotate by a random angle in [−degrees, degrees] about the centre."""
-    if degrees < 0:
-        raise ValueError(f"Rotation must be >= 0 degrees, got {degrees}.")
+    degrees = check_float("Rotation (degrees)", degrees, minimum=0.0)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         angle = math.radians(degrees * (2 * float(torch.rand((), generator=generator)) - 1))
@@ -465,10 +483,12 @@ def random_affine(
     Draws the zoom, then the angle, then the shift from the generator.
     """
     low, high = scale
+    low = check_positive("The lowest scale", low)
+    high = check_positive("The highest scale", high)
     if not 0 < low <= high:
         raise ValueError(f"Scale range must satisfy 0 < low <= high, got {scale}.")
-    if degrees < 0 or translate < 0:
-        raise ValueError("degrees and translate must be >= 0.")
+    degrees = check_float("degrees", degrees, minimum=0.0)
+    translate = check_int("translate (pixels)", translate, minimum=0)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         s = low + (high - low) * float(torch.rand((), generator=generator))
@@ -503,8 +523,18 @@ def compose(*transforms: Transform) -> Transform:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` with reflection at the border."""
-    if sigma <= 0:
+    """Separable Gaussian blur of ``(N, C, H, W)`` with reflection at the border.
+
+    ``sigma`` is in pixels; 0 returns ``x`` unchanged.
+
+    Raises:
+        ValueError: ``sigma`` is negative, NaN or infinite, or ``x`` is not 4-D.
+    """
+    sigma = check_float("The blur sigma (pixels)", sigma, minimum=0.0)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"gaussian_blur() needs an (N, C, H, W) tensor, got {shape}.")
+    if sigma == 0:
         return x
     radius = max(1, math.ceil(3 * sigma))
     radius = min(radius, min(x.shape[-2:]) - 1) if min(x.shape[-2:]) > 1 else 0
@@ -542,8 +572,7 @@ def clip_small_contribution(
 
 
 def _clip_below(pixels: torch.Tensor, score: torch.Tensor, percentile: float) -> torch.Tensor:
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"Clipping percentile must be in [0, 100], got {percentile}.")
+    percentile = check_float("The clipping percentile", percentile, minimum=0.0, maximum=100.0)
     if percentile == 0:
         return pixels
     flat = score.reshape(score.shape[0], -1)
@@ -571,16 +600,11 @@ class PixelRegularizers:
     contribution_percentile: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.l2_decay < 1:
-            raise ValueError(f"L2 decay must be in [0, 1), got {self.l2_decay}.")
-        if self.blur_sigma < 0:
-            raise ValueError(f"Blur sigma must be >= 0, got {self.blur_sigma}.")
-        if self.blur_every < 1:
-            raise ValueError(f"Blur interval must be >= 1 step, got {self.blur_every}.")
+        check_float("L2 decay", self.l2_decay, minimum=0.0, maximum=1.0, max_inclusive=False)
+        check_float("Blur sigma", self.blur_sigma, minimum=0.0)
+        check_int("Blur interval (steps)", self.blur_every, minimum=1)
         for name in ("norm_percentile", "contribution_percentile"):
-            value = getattr(self, name)
-            if not 0 <= value <= 100:
-                raise ValueError(f"{name} must be in [0, 100], got {value}.")
+            check_float(name, getattr(self, name), minimum=0.0, maximum=100.0)
 
     @property
     def active(self) -> bool:
@@ -752,6 +776,9 @@ def optimize(
     """
     params, image_fn = param
     tv = torch.as_tensor(tv_weight, dtype=torch.float32).flatten()
+    if not bool(torch.isfinite(tv).all()):
+        raise ValueError(f"tv_weight must be finite, got {tv_weight!r}.")
+    seed = check_int("seed", seed)
     _validate(steps, lr, optimizer, float(tv.min()), l2_weight, frame_every, schedule)
     use_tv = bool((tv != 0).any())
     pixels = image_fn.pixels if isinstance(image_fn, PixelImage) else None
@@ -916,15 +943,12 @@ def _validate(
     frame_every: int,
     schedule: str,
 ) -> None:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    if not lr > 0:
-        raise ValueError(f"The step size (lr) must be > 0, got {lr}.")
+    check_int("steps", steps, minimum=1)
+    check_positive("The step size (lr)", lr)
     if optimizer not in ("adam", "sgd", "lbfgs", "normalized"):
         raise ValueError(f"Unknown optimizer {optimizer!r}: choose adam, sgd, lbfgs or normalized.")
-    if tv_weight < 0 or l2_weight < 0:
-        raise ValueError("tv_weight and l2_weight must be >= 0.")
-    if frame_every < 1:
-        raise ValueError(f"frame_every must be >= 1, got {frame_every}.")
+    check_float("tv_weight", tv_weight, minimum=0.0)
+    check_float("l2_weight", l2_weight, minimum=0.0)
+    check_int("frame_every", frame_every, minimum=1)
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}.")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizcore.checks import check_image_batch, check_int
 from vizcore.hooks import inference_session
 
 
@@ -43,10 +44,11 @@ def predict(
             head, else ``class 0``, ``class 1``, ...
 
     Raises:
-        ValueError: ``x`` is not a single RGB image or ``top_k`` is out of range.
+        ValueError: ``x`` is not a single RGB image in [0, 1] (see
+            :func:`vizcore.checks.check_image_batch`) or ``top_k`` is out of range.
     """
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"Expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}.")
+    check_image_batch(x, model=model)
+    top_k = check_int("top_k", top_k, minimum=1)
     with inference_session(model), torch.inference_mode():
         probs = torch.softmax(model(x).float(), dim=1)[0]
     if not 1 <= top_k <= probs.numel():

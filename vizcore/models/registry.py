@@ -552,7 +552,14 @@ def preprocess(image: Image.Image, spec: ModelSpec, *, crop: bool = True) -> tor
     size = prep.input_size
     scale = size / min(image.size)
     width, height = (max(size, round(side * scale)) for side in image.size)
-    resized = image.resize((width, height), prep.resample)
     left, top = (width - min(width, 2 * size)) // 2, (height - min(height, 2 * size)) // 2
-    resized = resized.crop((left, top, left + min(width, 2 * size), top + min(height, 2 * size)))
+    crop_w, crop_h = min(width, 2 * size), min(height, 2 * size)
+    if width * height > 16 * size * size:
+        # A strip (over 16:1) would be resized whole first (100000x10 -> 2,240,000x224 px,
+        # 3.1 GB): resize only the kept region, as resize_center_crop does.
+        sx, sy = image.width / width, image.height / height
+        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+        return to_tensor01(image.resize((crop_w, crop_h), prep.resample, box=box))
+    resized = image.resize((width, height), prep.resample)
+    resized = resized.crop((left, top, left + crop_w, top + crop_h))
     return to_tensor01(resized)

@@ -705,6 +705,7 @@ def load_user_model(
     model = NormalizedModel(net, config.mean, config.std) if config.normalizes else net
     model.eval().requires_grad_(False)
     facts = _probe(model, config)
+    model.min_input_side = _smallest_side(model, config.input_size)  # read by vizcore.checks
     names = _class_names(class_names, facts.num_classes, notes)
     digest = _digest(kind, arch, weights, config, names)
     spec = registry.user_spec(
@@ -747,6 +748,22 @@ def _probe(model: nn.Module, config: InputConfig):
             f"(torch said: {_first_line(exc)})"
         ) from exc
     return facts
+
+
+def _smallest_side(model: nn.Module, input_size: int) -> int:
+    """The smallest square side (of a few candidates) the model runs on, so a too-small image
+    gets a clear message from :func:`vizcore.checks.check_image_batch` instead of an error from
+    deep inside the model."""
+    for side in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+        if side >= input_size:
+            break
+        try:
+            with torch.no_grad():
+                model(torch.full((1, 3, side, side), 0.5))
+        except (RuntimeError, ValueError, IndexError, AssertionError):
+            continue
+        return side
+    return input_size
 
 
 def _class_names(

@@ -150,6 +150,10 @@ class SqueezeNet11(nn.Module):
     called in that order by :meth:`forward`.
     """
 
+    #: Smallest input side (measured: 31 px is the least that runs; below it a max-pool gets an
+    #: empty map); :func:`vizcore.checks.check_image_batch` refuses smaller images.
+    min_input_side = 32
+
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
         """Creates the network with randomly initialised parameters.
 
@@ -184,7 +188,7 @@ class SqueezeNet11(nn.Module):
 
         Args:
             x: float32 RGB tensor of shape ``(N, 3, H, W)``, values in ``[0, 1]``, with
-                ``H, W >= 64`` (native size :data:`INPUT_SIZE` = 227).
+                ``H, W >= 32`` (native size :data:`INPUT_SIZE` = 227).
 
         Returns:
             Logits of shape ``(N, num_classes)`` (non-negative, since ``conv10`` is followed by a

@@ -107,8 +107,16 @@ def download_weights(
     return info.cache_path
 
 
+#: Smallest input side per architecture (measured with random weights: AlexNet's last max-pool
+#: needs 63 px; GoogLeNet runs from 15 px and ResNet-50 from 8 px, so the library floor applies).
+MIN_INPUT_SIDE: dict[str, int] = {"alexnet": 63, "vgg16": 32, "googlenet": 16, "resnet50": 16}
+
+
 class NormalizedClassifier(nn.Module):
     """A classifier that takes RGB in [0, 1]: ``net(input_norm(x))``."""
+
+    #: Smallest input side (see :data:`MIN_INPUT_SIDE`); set per architecture by the loader.
+    min_input_side = 32
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -141,4 +149,6 @@ def load_torchvision(arch: str) -> NormalizedClassifier:
     else:
         net = torchvision.models.get_model(arch, weights=None)
     net.load_state_dict(state)
-    return NormalizedClassifier(net, IMAGENET_MEAN, IMAGENET_STD).eval()
+    model = NormalizedClassifier(net, IMAGENET_MEAN, IMAGENET_STD)
+    model.min_input_side = MIN_INPUT_SIDE.get(arch, NormalizedClassifier.min_input_side)
+    return model.eval()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
+from vizcore.checks import check_class_index, check_float, check_image_batch, check_int
 from vizcore.hooks import inference_session
 from vizcore.predict import Prediction, predict
 from vizcore.progress import OnStep, StepInfo, report
@@ -80,13 +81,24 @@ def _snap(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * _GRID) / _GRID
 
 
-def _validate(x: torch.Tensor, epsilon: float, target: int | None, num_classes: int) -> None:
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"Expected one RGB image (1, 3, H, W), got {tuple(x.shape)}.")
-    if not 0 < epsilon <= 1:
-        raise ValueError(f"epsilon must be in (0, 1] (pixel units, e.g. 4/255), got {epsilon}.")
-    if target is not None and not 0 <= target < num_classes:
-        raise ValueError(f"Target class {target} is outside 0..{num_classes - 1}.")
+def _validate(
+    model: nn.Module,
+    x: torch.Tensor,
+    epsilon: float,
+    target: int | None,
+    num_classes: int,
+) -> tuple[float, int | None]:
+    check_image_batch(x, model=model)
+    epsilon = check_float(
+        "epsilon (the L∞ budget in pixel units, e.g. 4/255)",
+        epsilon,
+        minimum=0.0,
+        maximum=1.0,
+        min_inclusive=False,
+    )
+    if target is not None:
+        target = check_class_index(target, num_classes)
+    return epsilon, target
 
 
 def _loss_and_grad(
@@ -199,13 +211,15 @@ def _attack(
     seed: int,
     on_step: OnStep | None,
 ) -> AdversarialResult:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    if not 0 < step_size <= 1:
-        raise ValueError(f"The step size must be in (0, 1] (pixel units), got {step_size}.")
     start = time.perf_counter()
     num_classes = len(categories) if categories is not None else 1000
-    _validate(x, epsilon, target, num_classes)
+    epsilon, target = _validate(model, x, epsilon, target, num_classes)
+    if method != "fgsm":  # FGSM's one step is epsilon itself
+        steps = check_int("steps", steps, minimum=1)
+        step_size = check_float(
+            "The step size", step_size, minimum=0.0, maximum=1.0, min_inclusive=False
+        )
+        seed = check_int("seed", seed)
     top_k = min(5, num_classes)
     x0 = _snap(x.detach().float().clamp(0, 1))
     before = predict(model, x0, top_k=top_k, categories=categories)

@@ -42,6 +42,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from vizcore.checks import check_float, check_image_batch, check_int, relaxed_range
 from vizcore.hooks import (
     capture_activations,
     forward_output_hooks,
@@ -165,10 +166,8 @@ def resolve_target(logits: torch.Tensor, target: Target) -> ResolvedTarget:
     return ResolvedTarget(index, score, probability)
 
 
-def _check_input(x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"Expected one RGB image of shape (1, 3, H, W), got {shape}.")
+def _check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    check_image_batch(x, model=model)
     return x.detach().float()
 
 
@@ -210,9 +209,7 @@ def _result(
 
 
 def _check_positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return check_int(name, value, minimum=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +289,7 @@ def occlusion(
     Raises:
         ValueError: Window larger than the image, stride 0, unknown fill, bad target.
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     if fill not in FILLS:
         raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
     batch_size = _check_positive("batch_size", batch_size)
@@ -368,7 +365,7 @@ def saliency(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> Att
     ``map(u) = max_c |d S_target / d x_c(u)|`` with ``S`` the target's logit (pre-softmax, as
     in the paper). ``raw`` is the signed gradient ``(3, H, W)``.
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     start = time.perf_counter()
     with inference_session(model):
         grad, resolved = _input_gradient(model, x, target)
@@ -549,7 +546,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, *, target: Target = None)
     Raises:
         FunctionalActivationError: The model calls ReLU as a function (hooks cannot see it).
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     start = time.perf_counter()
     with inference_session(model):
         grad, resolved = _gated_gradient(model, x, target, "guided")
@@ -569,7 +566,7 @@ def deconvnet(model: nn.Module, x: torch.Tensor, *, target: Target = None) -> At
     Raises:
         FunctionalActivationError: The model calls ReLU as a function (hooks cannot see it).
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     start = time.perf_counter()
     with inference_session(model):
         grad, resolved = _gated_gradient(model, x, target, "deconvnet")
@@ -602,10 +599,10 @@ def smoothgrad(
     Raises:
         ValueError: ``samples`` < 1 or ``sigma`` < 0.
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     samples = _check_positive("samples", samples)
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0 (a fraction of the input range), got {sigma}.")
+    sigma = check_float("sigma (a fraction of the input range)", sigma, minimum=0.0)
+    seed = check_int("seed", seed)
     start = time.perf_counter()
     with inference_session(model), torch.inference_mode():
         resolved = resolve_target(model(x), target)
@@ -619,7 +616,8 @@ def smoothgrad(
     stopped = False
     for i in range(samples):
         noisy = x + scale * torch.randn(x.shape, generator=generator)
-        result = method(model, noisy, target=fixed, **options)
+        with relaxed_range():  # the noisy copies leave [0, 1] on purpose (not clipped)
+            result = method(model, noisy, target=fixed, **options)
         total_map = result.map if total_map is None else total_map + result.map
         total_raw = result.raw if total_raw is None else total_raw + result.raw
         done = i + 1
@@ -663,7 +661,7 @@ def integrated_gradients(
 
     Deviation: the paper uses a Riemann sum; Gauss-Legendre converges faster.
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     steps = _check_positive("steps", steps)
     batch_size = _check_positive("batch_size", batch_size)
     if method == "gausslegendre":
@@ -835,7 +833,7 @@ CamWeights = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def _gradient_cam(
     name: str, weight_fn: CamWeights, model: nn.Module, x: torch.Tensor, target: Target, layer: str
 ) -> AttributionMap:
-    x = _check_input(x)
+    x = _check_input(x, model)
     start = time.perf_counter()
     with inference_session(model):
         acts, grads, resolved = _layer_acts_and_grads(model, x, layer, target)
@@ -897,7 +895,7 @@ def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str)
         ValueError: The model has no such head, the layer is not the head's input (use
             Grad-CAM, which works on any convolutional layer), or the target is a callable.
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     start = time.perf_counter()
     get_layer(model, layer)
     head = facts_for(model, input_size=tuple(x.shape[-2:])).head
@@ -960,7 +958,7 @@ def score_cam(
     ``align_corners=True`` like pytorch-grad-cam. Costs one forward per channel, in batches;
     progress after each batch, ``on_step`` returning ``False`` stops (partial weights).
     """
-    x = _check_input(x)
+    x = _check_input(x, model)
     batch_size = _check_positive("batch_size", batch_size)
     start = time.perf_counter()
     module = get_layer(model, layer)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vizcore.checks import check_finite_array, check_image_batch, check_int
 from vizcore.hooks import inference_session, model_lock
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
@@ -92,8 +93,7 @@ def deletion_insertion(
         if target is None and attribution.target is not None:
             target = attribution.target
         attribution = attribution.map
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"Expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}.")
+    check_image_batch(x, model=model)
     x = x.detach().float()
     height, width = x.shape[-2:]
     saliency = np.asarray(attribution, dtype=np.float64)
@@ -102,8 +102,9 @@ def deletion_insertion(
             f"The map has shape {saliency.shape}, the image {height}x{width}; pass the "
             "input-resolution map (AttributionMap.map)."
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    check_finite_array("The attribution map", saliency)
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     start = time.perf_counter()
     order = np.argsort(-np.nan_to_num(saliency, nan=-np.inf).ravel(), kind="stable")
     rank = np.empty(order.size, dtype=np.int64)
@@ -241,13 +242,34 @@ def randomization_check(
         ValueError: ``steps`` out of range or an unknown layer name.
     """
     start = time.perf_counter()
+    check_image_batch(x, model=model)
+    seed = check_int("seed", seed)
+    if layers is not None:
+        if isinstance(layers, str):
+            raise ValueError(f"layers must be a list of layer names, not the string {layers!r}.")
+        layers = list(layers)
+        if not layers:
+            raise ValueError(
+                "layers is empty: give at least one layer to randomize, or None for "
+                "cascade_layers(model)."
+            )
+        for name in layers:
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"Layer names must be non-empty strings, got {name!r}; the empty name would "
+                    "randomize the whole model."
+                )
     with model_lock(model):
         clone = copy.deepcopy(model)
     units = list(layers) if layers is not None else cascade_layers(clone)
     for name in units:
         get_layer(clone, name)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= len(units):
-        raise ValueError(f"steps must be between 1 and {len(units)}, got {steps!r}.")
+    if not units:
+        raise ValueError(
+            f"{type(model).__name__} has no top-level block with a convolution or linear layer "
+            "to randomize; pass layers= explicitly."
+        )
+    steps = check_int("steps", steps, minimum=1, maximum=len(units))
     units = units[:steps]
     original = method(clone, x, target=target, **options)
     fixed: Target = original.target if original.target is not None else target

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from vizcore.checks import check_image_batch
+
 __all__ = [
     "PRESETS_DIR",
     "ConditionalInstanceNorm2d",
@@ -282,10 +284,7 @@ def apply_style(
     (Dumoulin et al. 2017): ``gamma = (1 - blend) gamma_a + blend gamma_b``, likewise ``beta``.
     Deterministic (no randomness at inference).
     """
-    if x.ndim != 4 or x.shape[:2] != (1, 3):
-        raise ValueError(f"Expected a (1, 3, H, W) image, got {tuple(x.shape)}.")
-    if min(x.shape[-2:]) < 8:
-        raise ValueError("The image must be at least 8 pixels on each side.")
+    check_image_batch(x, min_side=8)
     a = preset.index(style) if isinstance(style, str) else style
     b = preset.index(blend_with) if isinstance(blend_with, str) else blend_with
     weights = style_vector(preset.net.num_styles, a, b, blend)

@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore import optim
+from vizcore.checks import check_class_index, check_int
 from vizcore.gallery import Gallery
 from vizcore.hooks import forward_output_hooks, inference_session
 from vizcore.layers import get_layer
@@ -590,13 +591,9 @@ def multifaceted_class_visualization(
     _validate(facets, center_bias, center_sigma, init, mean_of, gallery_images, gallery_features)
     settings = settings or default_synthesis_settings("fourier")
     if steps is not None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}.")
-        settings = dataclasses.replace(settings, steps=int(steps))
+        settings = dataclasses.replace(settings, steps=check_int("steps", steps, minimum=1))
     names = _category_names(categories)
-    target = int(target)
-    if not 0 <= target < len(names):
-        raise ValueError(f"Class index {target} is outside 0..{len(names) - 1}.")
+    target = check_class_index(target, len(names), name="Class index")
     try:
         cmap: ClassMap | None = find_class_map(model, size=min(settings.size, 128))
     except ValueError:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vizcore.checks import check_finite_array, check_float, check_int
+
 
 @dataclass(frozen=True)
 class Segmentation:
@@ -47,6 +49,10 @@ def _validate(image: np.ndarray, saliency: np.ndarray, fg: float, bg: float, ite
             f"The map {saliency.shape} must have the image's size {image.shape[:2]}; "
             "resize it first (vizcore.render.resize_map)."
         )
+    check_finite_array("The map", saliency)
+    bg = check_float("The background percentile", bg, minimum=0.0, maximum=100.0)
+    fg = check_float("The foreground percentile", fg, minimum=0.0, maximum=100.0)
+    iters = check_int("iterations", iters, minimum=1, maximum=50)
     if not 0.0 <= bg < fg <= 100.0:
         raise ValueError(
             "Percentiles must satisfy 0 <= background < foreground <= 100, "

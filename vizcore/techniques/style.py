@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from vizcore import optim
+from vizcore.checks import check_image_batch
 from vizcore.hooks import inference_session
 from vizcore.progress import OnStep
 from vizcore.render import to_uint8
@@ -109,8 +110,7 @@ class StyleResult:
 
 
 def _check_image(x: torch.Tensor, name: str) -> None:
-    if x.ndim != 4 or x.shape[:2] != (1, 3):
-        raise ValueError(f"The {name} must be a (1, 3, H, W) image, got {tuple(x.shape)}.")
+    check_image_batch(x, name=f"The {name}", min_side=1)
     if min(x.shape[-2:]) < 32 or max(x.shape[-2:]) > 1024:
         raise ValueError(f"The {name} must be 32-1024 pixels per side, got {tuple(x.shape[-2:])}.")
 

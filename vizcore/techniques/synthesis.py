@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -20,6 +21,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore import optim
+from vizcore.checks import check_class_index, check_image_batch, check_int
 from vizcore.hooks import inference_session
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
@@ -255,13 +257,14 @@ def class_visualization(
     """
     del x
     settings = settings or _FOURIER
-    classes = [int(target)] if isinstance(target, int) else [int(t) for t in target]
+    names = _categories(categories)
+    if isinstance(target, str | bool | numbers.Number) or not hasattr(target, "__iter__"):
+        classes = [check_class_index(target, len(names), name="Class index")]
+    else:
+        classes = [check_class_index(t, len(names), name="Class index") for t in target]
     if not classes:
         raise ValueError("Choose at least one class.")
-    names = _categories(categories)
-    for c in classes:
-        if not 0 <= c < len(names):
-            raise ValueError(f"Class index {c} is outside 0..{len(names) - 1}.")
+    seed = check_int("seed", seed)
     result = run_with_settings(
         model, optim.class_logit(classes), settings, batch=len(classes), seed=seed, on_step=on_step
     )
@@ -338,7 +341,11 @@ def neuron_visualization(
     del x
     get_layer(model, layer)  # a clear error for a bad name, before any work
     settings = settings or _FOURIER
-    channels = [int(channel)] if isinstance(channel, int) else [int(c) for c in channel]
+    if isinstance(channel, str | bool | numbers.Number) or not hasattr(channel, "__iter__"):
+        channels = [check_int("The channel", channel, minimum=0)]
+    else:
+        channels = [check_int("Each channel", c, minimum=0) for c in channel]
+    seed = check_int("seed", seed)
     if not channels:
         raise ValueError("Choose at least one channel.")
     if mode not in ("channel", "neuron"):
@@ -486,8 +493,8 @@ def feature_inversion(
         seed: Seed of the local random generator (initial noise and jitter).
         on_step: Progress callback; returning ``False`` stops early.
     """
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"Expected one RGB image (1, 3, H, W), got {tuple(x.shape)}.")
+    check_image_batch(x, model=model)
+    seed = check_int("seed", seed)
     layers = [layer] if isinstance(layer, str) else list(layer)
     if not layers:
         raise ValueError("Choose at least one layer to invert.")
@@ -650,8 +657,8 @@ def deep_dream(
         seed: Seed of the local random generator (jitter).
         on_step: Progress callback (counts steps over all octaves); ``False`` stops early.
     """
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"Expected one RGB image (1, 3, H, W), got {tuple(x.shape)}.")
+    check_image_batch(x, model=model)
+    seed = check_int("seed", seed)
     get_layer(model, layer)
     settings = settings or DreamSettings()
     height, width = x.shape[-2:]

@@ -17,15 +17,20 @@ samples (zero error) still have several candidates. Every output pixel is a copy
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from vizcore.checks import check_float, check_int
 from vizcore.progress import OnStep, StepInfo, report
 
-__all__ = ["QuiltResult", "quilt_texture"]
+__all__ = ["MIN_PATCH", "QuiltResult", "max_patch", "quilt_texture"]
+
+MIN_PATCH = 4
+"""Smallest quilting block size in pixels."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,18 @@ def _vertical_cut(error: np.ndarray) -> np.ndarray:
     return np.arange(w)[None, :] >= path[:, None]
 
 
+def max_patch(sample_shape: tuple[int, ...]) -> int:
+    """The largest block size :func:`quilt_texture` accepts for a sample of this shape.
+
+    A block must be smaller than the sample's short side (at least one other position to pick
+    from). Returns a value below :data:`MIN_PATCH` when the sample is too small to quilt.
+
+    Args:
+        sample_shape: The sample's ``(h, w, ...)`` shape.
+    """
+    return min(int(sample_shape[0]), int(sample_shape[1])) - 1
+
+
 def quilt_texture(
     sample: np.ndarray,
     *,
@@ -81,30 +98,56 @@ def quilt_texture(
     """Synthesize a texture of ``size`` (height, width) from ``sample`` by image quilting.
 
     Args:
-        sample: uint8 RGB ``(h, w, 3)`` texture sample (at least ``patch + 1`` pixels per side).
+        sample: uint8 RGB ``(h, w, 3)`` texture sample (at least ``patch + 1`` pixels per side;
+            :func:`max_patch` gives the largest ``patch`` a sample allows).
         size: Output (height, width), 16 to 1024 each.
         patch: Block size: larger blocks keep larger structures (bricks need about one brick).
         overlap: Overlap between neighbouring blocks; default ``patch // 4``.
         tolerance: Relative slack above the best overlap error for the random choice.
         seed: Seed of the local random generator (same seed, same texture).
         on_step: Progress callback, one step per row of blocks; return False to stop.
+
+    Raises:
+        ValueError: A sample that is not uint8 RGB or too small for the block (the message
+            gives the largest block it allows), a bad output size, a patch under 4, an overlap
+            outside ``1 .. patch // 2``, a negative or non-finite tolerance.
     """
+    if not isinstance(sample, np.ndarray):
+        raise ValueError(
+            f"sample must be a uint8 RGB numpy array (h, w, 3), not {type(sample).__name__}."
+        )
     sample = np.ascontiguousarray(sample)
     if sample.ndim != 3 or sample.shape[2] != 3 or sample.dtype != np.uint8:
-        raise ValueError("sample must be a uint8 RGB array of shape (h, w, 3).")
-    height, width = size
-    if not (16 <= height <= 1024 and 16 <= width <= 1024):
-        raise ValueError(f"Output size must be 16-1024 pixels per side, got {size}.")
-    overlap = patch // 4 if overlap is None else overlap
-    sh, sw = sample.shape[:2]
-    if not 4 <= patch < min(sh, sw):
         raise ValueError(
-            f"Patch size must be at least 4 and smaller than the sample ({sw}x{sh}); got {patch}."
+            f"sample must be a uint8 RGB array of shape (h, w, 3), got {sample.dtype} "
+            f"{sample.shape}."
+        )
+    if isinstance(size, str) or not isinstance(size, tuple | list) or len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}.")
+    height, width = size
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in size) or not (
+        16 <= height <= 1024 and 16 <= width <= 1024
+    ):
+        raise ValueError(f"Output size must be 16-1024 pixels per side, got {size!r}.")
+    patch = check_int("The patch size", patch, minimum=MIN_PATCH)
+    overlap = patch // 4 if overlap is None else check_int("The overlap", overlap, minimum=1)
+    sh, sw = sample.shape[:2]
+    largest = max_patch(sample.shape)
+    if largest < MIN_PATCH:
+        raise ValueError(
+            f"The sample is {sw}×{sh} pixels; image quilting needs at least {MIN_PATCH + 1} "
+            "pixels on each side. Use a larger or less elongated sample."
+        )
+    if patch > largest:
+        raise ValueError(
+            f"Patch size must be smaller than the sample ({sw}×{sh} pixels): at most "
+            f"{largest} px for this sample, got {patch}. Choose a smaller patch or a larger, "
+            "less elongated sample."
         )
     if not 1 <= overlap <= patch // 2:
         raise ValueError(f"Overlap must be between 1 and patch/2 = {patch // 2}; got {overlap}.")
-    if tolerance < 0:
-        raise ValueError("tolerance must be >= 0.")
+    tolerance = check_float("tolerance", tolerance, minimum=0.0)
+    seed = check_int("seed", seed)
 
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
