@@ -10,7 +10,8 @@ from vizui.frame import existing_pages, frame
 
 ctx = frame(
     "CNN Visualization Studio",
-    intro="Look inside a pretrained ImageNet classifier, point and click: the techniques of "
+    intro="Look inside an image classifier (two bundled ImageNet nets, or your own), point and "
+    "click: the techniques of "
     "CS231n's lecture “Visualizing and Understanding”.",
 )
 
@@ -19,7 +20,8 @@ with st.expander("How to use this app", expanded=False):
         """
 1. **Pick a model** in the sidebar. The two bundled models (EfficientNet-Lite0 and SqueezeNet 1.1)
    carry real ImageNet weights and work offline; torchvision's AlexNet, VGG-16, GoogLeNet and
-   ResNet-50 work once their weights file is in torch's cache.
+   ResNet-50 work once their weights file is in torch's cache. **Your model** (below the picker)
+   loads a torchvision or timm architecture with your weights file, or a `torch.export` archive.
 2. **Pick an image**: a bundled sample photo, or upload your own (PNG, JPEG, WebP, …).
 3. **Open a page** from the sidebar. Every page works on the model and image chosen here, and
    your choices carry across pages.
@@ -39,9 +41,10 @@ with left:
     )
 with right:
     st.subheader("What the model sees")
+    class_kind = "ImageNet class" if ctx.spec.class_names is None else "class"
     st.markdown(
         f"**{ctx.spec.label}** says: **{label}** with probability **{probability:.1%}** "
-        f"(ImageNet class {index})."
+        f"({class_kind} {index})."
     )
     labels = [
         f"{name} ({i})" for name, i in zip(prediction.labels, prediction.indices, strict=True)

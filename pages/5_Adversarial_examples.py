@@ -56,7 +56,11 @@ params = (
 )  # fmt: skip
 
 if view.start_stop(P, label="Attack"):
-    kwargs = {"target": int(target) if targeted else None, "epsilon": eps255 / 255}
+    kwargs = {
+        "target": int(target) if targeted else None,
+        "epsilon": eps255 / 255,
+        "categories": names,
+    }
     if method == "fgsm":
         run = lambda on_step: adversarial.fgsm(ctx.model, ctx.x, **kwargs, on_step=on_step)  # noqa: E731
     else:

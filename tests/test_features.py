@@ -146,7 +146,8 @@ def test_channel_maxima_match_brute_force(model: CountingCNN) -> None:
     with torch.no_grad():
         a = model.conv2(model.pool1(model.relu1(model.conv1(x))))
     flat = a.flatten(2)
-    np.testing.assert_allclose(stats.maxima, flat.max(dim=2).values.numpy(), rtol=1e-5)
+    # atol: a maximum near zero differs by ~1e-8 between the channels-last and contiguous kernels
+    np.testing.assert_allclose(stats.maxima, flat.max(dim=2).values.numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(stats.argmax, flat.argmax(dim=2).numpy())
     assert stats.map_shape == (8, 8)
     calls = model.calls

@@ -118,6 +118,18 @@ def test_ten_class_model_uses_its_class_names(tmp_path) -> None:
     assert cam_map.map.shape == (64, 64)
 
 
+def test_a_fixed_size_export_takes_any_size_resized(tmp_path) -> None:
+    loaded = sources.load_user_model("export", weights=mf.write_tiny_pt2(tmp_path))
+    spec = loaded.spec
+    assert spec.preprocessing.input_size == mf.TINY_INPUT_SIZE  # read from the export
+    assert spec.preprocessing.fixed_size
+    big = torch.rand(2, 3, 100, 90, generator=torch.Generator().manual_seed(1))
+    small = torch.nn.functional.interpolate(big, size=(64, 64), mode="bilinear")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(big), loaded.model(small))
+    assert count_hooks(loaded.model) == 0
+
+
 def test_tiny_export_and_its_derived_presets(tmp_path) -> None:
     loaded = sources.load_user_model(
         "export", weights=mf.write_tiny_pt2(tmp_path),
@@ -187,9 +199,21 @@ def test_a_10_class_head_with_1000_names_is_caught(tmp_path) -> None:
                                 class_names=names)  # fmt: skip
 
 
-def test_wrong_input_size_and_static_batch_are_explained(tmp_path) -> None:
-    with pytest.raises(sources.ModelFileError, match="fails on a \\(1, 3, 224, 224\\)"):
-        sources.load_user_model("export", weights=mf.write_tiny_pt2(tmp_path))
+def _export(net: torch.nn.Module, example: torch.Tensor, path) -> bytes:
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net.eval(), (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return path.read_bytes()
+
+
+def test_wrong_channel_count_and_static_batch_are_explained(tmp_path) -> None:
+    gray = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    )  # fmt: skip
+    data = _export(gray, torch.rand(2, 1, 32, 32), tmp_path / "gray.pt2")
+    with pytest.raises(sources.ModelFileError, match="fails on a \\(1, 3, 32, 32\\) RGB input"):
+        sources.load_user_model("export", weights=data)
     static = mf.write_lite0_pt2(tmp_path / "static", dynamic_batch=False)
     with pytest.raises(sources.ModelFileError, match="dynamic batch dimension"):
         sources.load_user_model("export", weights=static)

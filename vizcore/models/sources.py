@@ -509,7 +509,46 @@ def exported_model(source: bytes | str | os.PathLike[str]) -> nn.Module:
         raise ModelFileError(
             f"Cannot unflatten the exported program ({_first_line(exc)})."
         ) from exc
+    size = exported_input_size(program)
+    if size is not None:
+        _resize_inputs_to(module, size)
     return module
+
+
+def exported_input_size(program: torch.export.ExportedProgram) -> tuple[int, int] | None:
+    """The static ``(height, width)`` of an exported image model's input (``None`` when the
+    spatial sizes are dynamic or the input is not an image batch)."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        shape = getattr(node.meta.get("val"), "shape", None)
+        if shape is None or len(shape) != 4:
+            return None
+        height, width = shape[2], shape[3]
+        if isinstance(height, int) and isinstance(width, int):
+            return (height, width)
+        return None
+    return None
+
+
+def _resize_inputs_to(module: nn.Module, size: tuple[int, int]) -> None:
+    """Make an exported module with static spatial sizes accept any image size.
+
+    Deviation, stated where it matters: every technique that feeds other sizes (a whole-picture
+    view, DeepDream's octaves, style transfer at its own size) sees the image resized
+    (bilinear, differentiable) to the export's ``height x width`` first. Done by giving the
+    module a subclass whose ``forward`` resizes, so submodule names stay and no hook is added.
+    """
+    base = type(module)
+
+    def forward(self: nn.Module, x: torch.Tensor, *args: object, **kwargs: object) -> object:
+        if isinstance(x, torch.Tensor) and x.ndim == 4 and tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return base.forward(self, x, *args, **kwargs)
+
+    module.__class__ = type(f"FixedSize{base.__name__}", (base,), {"forward": forward})
+    module.fixed_input_size = size  # type: ignore[assignment]
 
 
 _UNSAFE_EXPORT = (
@@ -682,7 +721,10 @@ def load_user_model(
         if weights is None:
             raise ModelFileError("An exported model needs its .pt2 file.")
         net = exported_model(weights)
-        config = input_config or InputConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        fixed = getattr(net, "fixed_input_size", None)
+        config = input_config or InputConfig(
+            input_size=int(fixed[0]) if fixed else 224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+        )
         arch_label = "torch.export archive"
     elif kind in ("torchvision", "timm"):
         if not arch:
@@ -719,7 +761,7 @@ def load_user_model(
         class_names=names,
         facts=facts,
         model=model,
-        fixed_size=kind == "export",
+        fixed_size=getattr(net, "fixed_input_size", None) is not None,
     )
     return UserModel(spec, model, tuple(notes))
 
