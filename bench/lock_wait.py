@@ -103,12 +103,13 @@ def main() -> None:
     print(f"torch threads {args.threads}; load {os.getloadavg()[0]:.2f}")
     print(f"short request alone (predict + saliency): {alone:.3f} s\n")
     print("| long job | job alone (s) | per batch/step (s) | short during job (s) | "
-          "job with short (s) | short done before job |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "extra over alone (s) | job with short (s) | short done before job |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for name, (job, units) in jobs.items():
         job_alone = timed(job)
         latency, job_with, before_end = during(job, short, args.delay)
-        print(f"| {name} | {job_alone:.2f} | {job_alone / units:.3f} | {latency:.3f} | "
+        wait = f"{latency - alone:.3f}"
+        print(f"| {name} | {job_alone:.2f} | {job_alone / units:.3f} | {latency:.3f} | {wait} | "
               f"{job_with:.2f} | {'yes' if before_end else 'no'} |", flush=True)  # fmt: skip
     print(f"\nload at end {os.getloadavg()[0]:.2f}")
 

@@ -682,7 +682,7 @@ def multifaceted_class_visualization(
 
     def relay(info: StepInfo, offset: int = 0, what: str = "facets") -> bool:
         return report(on_step, StepInfo(offset + info.step, total, info.loss, info.frame,
-                                        f"{what}: {info.message}"))  # fmt: skip
+                                        f"{what}: {info.message}", info.waited))  # fmt: skip
 
     result = run_with_settings(model, objective, settings, seed=seed, on_step=relay, param=param)
     images = result.image
