@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vizcore import optim
-from vizcore.hooks import ModelState, count_hooks
+from vizcore.hooks import ModelState, count_hooks, model_lock
 from vizcore.progress import StepInfo
 
 
@@ -144,7 +144,9 @@ def test_stop_mid_run_leaves_model_unchanged(tiny_cnn):
 
     def on_step(info: StepInfo) -> bool:
         seen.append(info)
-        assert count_hooks(tiny_cnn) > 0  # capture hooks are live during the run
+        # Between steps the model is free: hooks live only inside a step's turn (issue 18.8).
+        assert count_hooks(tiny_cnn) == 0 and not model_lock(tiny_cnn).locked()
+        assert tiny_cnn.training  # eval mode only inside a turn, restored after each
         return info.step < 5
 
     param = optim.pixel_image((1, 3, 16, 16), generator=torch.Generator())

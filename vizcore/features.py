@@ -37,7 +37,8 @@ from torch import nn
 from vizcore import diskcache
 from vizcore.gallery import Gallery
 from vizcore.hooks import capture_activations, forward_until, inference_session
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.layers import get_layer
+from vizcore.progress import OnStep, StepInfo, report, waiting
 
 logger = logging.getLogger(__name__)
 
@@ -181,15 +182,16 @@ def _run(
     shape: tuple[int, ...] = ()
     done = 0
     stopped = False
-    with (
-        inference_session(model),
-        torch.inference_mode(),
-        capture_activations(model, [layer], detach=True, stop_early=True) as acts,
-    ):
+    get_layer(model, layer)  # a bad name fails before any image is loaded
+    with torch.inference_mode():
         for x in gallery_batches(gallery, input_size, batch_size=batch_size,
                                  channels_last=channels_last):  # fmt: skip
-            acts.clear()
-            forward_until(model, x)
+            # One turn per batch, hooks inside it: other sessions wait at most one batch.
+            with (
+                inference_session(model, on_wait=waiting(on_step, done, len(gallery))),
+                capture_activations(model, [layer], detach=True, stop_early=True) as acts,
+            ):
+                forward_until(model, x)
             act = acts[layer]
             shape = tuple(act.shape[1:])
             outputs.append(reduce(act))

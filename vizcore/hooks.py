@@ -3,7 +3,12 @@
 The Streamlit app hands every session the *same* cached ``nn.Module``. Everything here exists so
 that no technique can leave that module changed:
 
-* :func:`model_lock` serializes hook and autograd work on one model across threads (sessions);
+* :func:`model_lock` serializes hook and autograd work on one model across threads (sessions),
+  serving waiting threads in arrival order;
+* :func:`inference_session` is one *turn* on the model: the lock, eval mode and frozen
+  parameters for one forward+backward (or one batch), everything restored on exit. A long job
+  takes one turn per batch or optimizer step, never one for the whole run, so another session's
+  short request waits at most about one batch (issue 18, item 8);
 * :func:`preserve_model_state` saves every module's ``training`` flag and every parameter's
   ``requires_grad`` and restores them in ``finally``, even when the body raises;
 * :func:`capture_activations` registers forward hooks and removes every handle in ``finally``.
@@ -14,9 +19,13 @@ never with module backward hooks (they break on in-place activations: pytorch is
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import operator
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +35,159 @@ from torch import nn
 
 from vizcore.layers import get_layer
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+logger = logging.getLogger(__name__)
+
+#: ``on_wait(seconds)``: told how long a thread has been waiting for another thread's turn.
+WaitCallback = Callable[[float], None]
+
+#: A waiting thread's first ``on_wait`` call comes after this many seconds, then one per
+#: :data:`WAIT_REPORT_EVERY` (a turn normally lasts one batch: most waits are never reported).
+WAIT_REPORT_AFTER = 0.25
+WAIT_REPORT_EVERY = 1.0
+#: Waits at least this long are logged (INFO), with the seconds waited.
+WAIT_LOG_AFTER = 1.0
+
+
+@dataclass(frozen=True)
+class LockStats:
+    """How a :class:`ModelLock` has been used since it was made.
+
+    Attributes:
+        turns: Outermost acquisitions (re-entrant ones are not counted).
+        waits: Acquisitions that had to wait for another thread.
+        waited: Total seconds spent waiting.
+        longest: The longest single wait, in seconds.
+    """
+
+    turns: int = 0
+    waits: int = 0
+    waited: float = 0.0
+    longest: float = 0.0
+
+
+class _Waiter:
+    __slots__ = ("event", "thread")
+
+    def __init__(self, thread: int) -> None:
+        self.thread = thread
+        self.event = threading.Event()
+
+
+class ModelLock:
+    """A re-entrant lock that hands the model to waiting threads in arrival order (FIFO).
+
+    Python's ``Lock`` and ``RLock`` are not fair: a thread that releases and re-acquires at once
+    (a long job taking one turn per batch) usually gets the lock again, so another thread's
+    short request could still wait for the whole job. Here a release hands ownership directly
+    to the longest-waiting thread, and the releaser queues behind it if it comes back.
+
+    A waiting thread calls ``on_wait(seconds_waited)`` after :data:`WAIT_REPORT_AFTER` s and
+    then every :data:`WAIT_REPORT_EVERY` s. If the callback raises (Streamlit does when the
+    user presses Stop), the thread leaves the queue and the exception propagates.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._queue: deque[_Waiter] = deque()
+        self._turns = self._waits = 0
+        self._waited = self._longest = 0.0
+
+    def acquire(self, *, on_wait: WaitCallback | None = None) -> float:
+        """Take the lock (re-entrant); return the seconds waited for other threads."""
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._depth += 1
+                return 0.0
+            if self._owner is None:  # then nobody is queued either: a release hands over
+                self._owner, self._depth = me, 1
+                self._count(0.0)
+                return 0.0
+            waiter = _Waiter(me)
+            self._queue.append(waiter)
+        start = time.perf_counter()
+        try:
+            if on_wait is None:
+                waiter.event.wait()
+            else:
+                timeout = WAIT_REPORT_AFTER
+                while not waiter.event.wait(timeout):
+                    on_wait(time.perf_counter() - start)
+                    timeout = WAIT_REPORT_EVERY
+        except BaseException:
+            with self._mutex:
+                if self._owner == me:  # handed over while the callback raised: pass it on
+                    self._depth = 1
+                    self._release_locked()
+                else:
+                    self._queue.remove(waiter)
+            raise
+        waited = time.perf_counter() - start
+        with self._mutex:
+            self._count(waited)
+        if waited >= WAIT_LOG_AFTER:
+            logger.info("Waited %.1f s for another session's turn on the shared model.", waited)
+        return waited
+
+    def release(self) -> None:
+        """Release one level; the outermost release hands the lock to the next waiter."""
+        with self._mutex:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("Cannot release a model lock held by another thread.")
+            self._depth -= 1
+            if self._depth == 0:
+                self._release_locked()
+
+    def _release_locked(self) -> None:
+        if self._queue:
+            waiter = self._queue.popleft()
+            self._owner, self._depth = waiter.thread, 1
+            waiter.event.set()
+        else:
+            self._owner, self._depth = None, 0
+
+    def _count(self, waited: float) -> None:
+        self._turns += 1
+        if waited > 0:
+            self._waits += 1
+            self._waited += waited
+            self._longest = max(self._longest, waited)
+
+    @property
+    def owner(self) -> int | None:
+        """Thread identifier of the holder, or ``None`` when the lock is free."""
+        return self._owner
+
+    @property
+    def waiting(self) -> int:
+        """Threads queued for the lock."""
+        return len(self._queue)
+
+    def locked(self) -> bool:
+        """Whether some thread holds the lock."""
+        return self._owner is not None
+
+    def stats(self) -> LockStats:
+        """Turns and waits so far."""
+        with self._mutex:
+            return LockStats(self._turns, self._waits, self._waited, self._longest)
+
+    def __enter__(self) -> ModelLock:
+        self.acquire(on_wait=_WAIT_NOTICE.get())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, ModelLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+_WAIT_NOTICE: contextvars.ContextVar[WaitCallback | None] = contextvars.ContextVar(
+    "vizcore_wait_notice", default=None
+)
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -37,14 +197,29 @@ _HOOK_DICTS = (
 )
 
 
-def model_lock(model: nn.Module) -> threading.RLock:
-    """Return the re-entrant lock that guards hook and autograd work on ``model``."""
+def model_lock(model: nn.Module) -> ModelLock:
+    """Return the re-entrant FIFO lock that guards hook and autograd work on ``model``."""
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)
         if lock is None:
-            lock = threading.RLock()
+            lock = ModelLock()
             _LOCKS[model] = lock
         return lock
+
+
+@contextmanager
+def wait_notice(on_wait: WaitCallback | None) -> Iterator[None]:
+    """Inside the block, this thread's waits for the model are told to ``on_wait(seconds)``.
+
+    For calls that take turns without a callback of their own (a wrapper such as SmoothGrad
+    around another method, or a page around a short call): an ``on_wait`` passed to
+    :func:`inference_session` wins over this one.
+    """
+    token = _WAIT_NOTICE.set(on_wait)
+    try:
+        yield
+    finally:
+        _WAIT_NOTICE.reset(token)
 
 
 def count_hooks(model: nn.Module) -> int:
@@ -140,20 +315,37 @@ def preserve_model_state(model: nn.Module) -> Iterator[ModelState]:
 
 
 @contextmanager
-def inference_session(model: nn.Module) -> Iterator[nn.Module]:
-    """Lock ``model``, put it in eval mode with frozen parameters, restore everything on exit.
+def inference_session(
+    model: nn.Module, *, on_wait: WaitCallback | None = None
+) -> Iterator[nn.Module]:
+    """One turn on ``model``: lock it, eval mode, frozen parameters, everything restored on exit.
 
     Frozen parameters mean a backward pass stops at the input and the captured layers and never
     computes weight gradients: that is what makes gradient methods cost one forward+backward.
+
+    A turn should cover one forward+backward (one batch, one optimizer step): a long job takes
+    a turn per batch, registers its hooks inside each turn, and reports progress between turns,
+    so another thread waits at most about one batch (the lock is FIFO, :class:`ModelLock`).
+    Re-entrant within a thread.
+
+    Args:
+        model: The (shared) model.
+        on_wait: Called with the seconds waited while another thread has the model (see
+            :class:`ModelLock`); defaults to the one set by :func:`wait_notice`, if any.
     """
-    with model_lock(model), preserve_model_state(model) as state:
-        if any(state.training):
-            model.eval()
-        if any(state.requires_grad):
-            for param, flag in zip(state._params, state.requires_grad, strict=True):
-                if flag:
-                    param.requires_grad_(False)
-        yield model
+    lock = model_lock(model)
+    lock.acquire(on_wait=on_wait if on_wait is not None else _WAIT_NOTICE.get())
+    try:
+        with preserve_model_state(model) as state:
+            if any(state.training):
+                model.eval()
+            if any(state.requires_grad):
+                for param, flag in zip(state._params, state.requires_grad, strict=True):
+                    if flag:
+                        param.requires_grad_(False)
+            yield model
+    finally:
+        lock.release()
 
 
 class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error

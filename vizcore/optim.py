@@ -15,8 +15,9 @@ transforms):
 * pixel-space regularizers from Yosinski et al. 2015 (:class:`PixelRegularizers`: L2 decay,
   Gaussian blur every k steps, clipping pixels with small norm or small contribution) and loss
   terms usable with any parameterization (total variation, Simonyan's L2 penalty);
-* the runner :func:`optimize`, which wraps everything in ``inference_session(model)``, reports
-  progress through ``on_step`` and can be stopped.
+* the runner :func:`optimize`, which takes one ``inference_session(model)`` turn per step (so
+  another session waits at most one step), reports progress through ``on_step`` and can be
+  stopped.
 
 Images are RGB in [0, 1], ``(N, 3, H, W)``; the models normalize internally.
 """
@@ -44,7 +45,7 @@ from vizcore.hooks import (
     forward_until,
     inference_session,
 )
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.render import grid, to_uint8
 
 Acts = Mapping[str, torch.Tensor]
@@ -648,14 +649,19 @@ def relu6_passthrough(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    modules = [m for m in model.modules() if isinstance(m, nn.ReLU6)]
-
-    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-        relu = F.relu(inputs[0])
-        return relu - (relu - output).detach()
-
-    with forward_output_hooks(modules, hook):
+    with forward_output_hooks(_relu6_modules(model), _relu6_hook):
         yield
+
+
+def _relu6_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.ReLU6)]
+
+
+def _relu6_hook(
+    _module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+) -> torch.Tensor:
+    relu = F.relu(inputs[0])
+    return relu - (relu - output).detach()
 
 
 @dataclass(frozen=True)
@@ -800,101 +806,113 @@ def optimize(
     frames: list[np.ndarray] = []
     stopped = False
     step = 0
-    with (
-        inference_session(model),
-        relu6_passthrough_ctx(model, relu6_passthrough),
-        capture_activations(model, layers, stop_early=not objective.needs_logits) as acts,
-    ):
-        opt = _make_optimizer(optimizer, params, lr)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-            if schedule == "cosine" and opt is not None
-            else None
-        )
-        fixed_reference: dict[str, torch.Tensor] | None = None
-        ref_cache: dict[tuple, dict[str, torch.Tensor]] = {}
-        state: dict[str, object] = {}
+    relu6_modules = _relu6_modules(model) if relu6_passthrough else []
 
-        def closure() -> torch.Tensor:
-            nonlocal fixed_reference
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-            image = image_fn()
-            x = image
-            ref_acts: dict[str, torch.Tensor] = {}
-            if reference is not None:
-                if transforms is None and fixed_reference is not None:
-                    ref_acts = fixed_reference
-                else:
-                    twin.set_state(generator.get_state())
-                    ref = transforms(reference, twin) if transforms else reference
-                    ref_acts = _reference_activations(model, ref, acts, objective, ref_cache)
-                    if transforms is None:
-                        fixed_reference = ref_acts
-            if transforms is not None:
-                x = transforms(x, generator)
-            # A channels-last input (e.g. from einsum) makes CPU batch-norm backward ~8x slower.
-            x = x.contiguous()
-            logits = _model_outputs(model, x, acts, objective)
-            merged = {n: acts[n] for n in layers} | ref_acts
-            value = objective(merged, logits if objective.needs_logits else None)
-            if value.ndim != 1 or value.shape[0] != image.shape[0]:
-                raise ValueError(
-                    f"The objective must give one value per image, got shape {tuple(value.shape)}."
-                )
-            loss = -value
-            if use_tv:
-                loss = loss + tv * total_variation(image)
-            if l2_weight:
-                loss = loss + l2_weight * (image - 0.5).pow(2).flatten(1).sum(1)
-            total = loss.sum()
-            grads = torch.autograd.grad(total, params)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            state["loss"] = float(loss.detach().mean())
-            state["value"] = value.detach().cpu().numpy()
-            return total.detach()
+    @contextmanager
+    def turn() -> Iterator[Activations]:
+        """One turn on the model per forward+backward, hooks registered inside it."""
+        with (
+            inference_session(model, on_wait=waiting(on_step, step - 1, steps)),
+            forward_output_hooks(relu6_modules, _relu6_hook),
+            capture_activations(model, layers, stop_early=not objective.needs_logits) as acts,
+        ):
+            yield acts
 
-        try:
-            for step in range(1, steps + 1):
-                if opt is None:
-                    closure()
-                    _normalized_step(params, lr)
-                elif optimizer == "lbfgs":
-                    opt.step(closure)
-                else:
-                    closure()
-                    opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                if pixels is not None:
-                    with torch.no_grad():
-                        new = pixels
-                        if regularizers is not None and regularizers.active:
-                            new = regularizers.apply(pixels, pixels.grad, step)
-                        pixels.copy_(new.clamp(-0.5, 0.5))
-                losses.append(float(state["loss"]))
-                values.append(np.asarray(state["value"]))
-                frame = None
-                if step % frame_every == 0 or step == steps:
-                    with torch.no_grad():
-                        frame = _frame(image_fn())
-                    frames.append(frame)
-                info = StepInfo(
-                    step=step,
-                    total=steps,
-                    loss=losses[-1],
-                    frame=frame,
-                    message=f"step {step}/{steps}, objective {float(values[-1].mean()):.4g}",
-                )
-                if not report(on_step, info):
-                    stopped = step < steps
-                    break
-        finally:
-            for p in params:
-                p.grad = None
-        with torch.no_grad():
-            final = image_fn().detach().clamp(0, 1)
+    opt = _make_optimizer(optimizer, params, lr)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        if schedule == "cosine" and opt is not None
+        else None
+    )
+    fixed_reference: dict[str, torch.Tensor] | None = None
+    ref_cache: dict[tuple, dict[str, torch.Tensor]] = {}
+    state: dict[str, object] = {}
+
+    def closure() -> torch.Tensor:
+        # Another session's request waits at most one step (the lock is FIFO).
+        with turn() as acts:
+            return evaluate(acts)
+
+    def evaluate(acts: Activations) -> torch.Tensor:
+        nonlocal fixed_reference
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        image = image_fn()
+        x = image
+        ref_acts: dict[str, torch.Tensor] = {}
+        if reference is not None:
+            if transforms is None and fixed_reference is not None:
+                ref_acts = fixed_reference
+            else:
+                twin.set_state(generator.get_state())
+                ref = transforms(reference, twin) if transforms else reference
+                ref_acts = _reference_activations(model, ref, acts, objective, ref_cache)
+                if transforms is None:
+                    fixed_reference = ref_acts
+        if transforms is not None:
+            x = transforms(x, generator)
+        # A channels-last input (e.g. from einsum) makes CPU batch-norm backward ~8x slower.
+        x = x.contiguous()
+        logits = _model_outputs(model, x, acts, objective)
+        merged = {n: acts[n] for n in layers} | ref_acts
+        value = objective(merged, logits if objective.needs_logits else None)
+        if value.ndim != 1 or value.shape[0] != image.shape[0]:
+            raise ValueError(
+                f"The objective must give one value per image, got shape {tuple(value.shape)}."
+            )
+        loss = -value
+        if use_tv:
+            loss = loss + tv * total_variation(image)
+        if l2_weight:
+            loss = loss + l2_weight * (image - 0.5).pow(2).flatten(1).sum(1)
+        total = loss.sum()
+        grads = torch.autograd.grad(total, params)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        state["loss"] = float(loss.detach().mean())
+        state["value"] = value.detach().cpu().numpy()
+        return total.detach()
+
+    try:
+        for step in range(1, steps + 1):
+            if opt is None:
+                closure()
+                _normalized_step(params, lr)
+            elif optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            if pixels is not None:
+                with torch.no_grad():
+                    new = pixels
+                    if regularizers is not None and regularizers.active:
+                        new = regularizers.apply(pixels, pixels.grad, step)
+                    pixels.copy_(new.clamp(-0.5, 0.5))
+            losses.append(float(state["loss"]))
+            values.append(np.asarray(state["value"]))
+            frame = None
+            if step % frame_every == 0 or step == steps:
+                with torch.no_grad():
+                    frame = _frame(image_fn())
+                frames.append(frame)
+            info = StepInfo(
+                step=step,
+                total=steps,
+                loss=losses[-1],
+                frame=frame,
+                message=f"step {step}/{steps}, objective {float(values[-1].mean()):.4g}",
+            )
+            if not report(on_step, info):
+                stopped = step < steps
+                break
+    finally:
+        for p in params:
+            p.grad = None
+    with torch.no_grad():
+        final = image_fn().detach().clamp(0, 1)
     if not frames or stopped:
         frames.append(_frame(final))
     return OptimizationResult(

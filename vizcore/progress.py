@@ -5,6 +5,11 @@ A long function takes ``on_step: OnStep | None = None`` (keyword-only). It calls
 function stops early, cleans up (hooks removed, model state restored) and returns what it has,
 with ``stopped=True`` on its result. A callback may also raise (Streamlit does when the user
 presses Stop or changes a widget): the exception propagates after the same clean-up.
+
+While another session has its turn on the shared model, a long function reports the wait through
+the same callback (:func:`waiting`): ``StepInfo.waited`` holds the seconds waited and the message
+says so. The return value of such a report is ignored; a Stop is honoured at the next step (a
+callback that raises leaves the queue at once).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class StepInfo:
         loss: The objective's current value, when the method has one.
         frame: An intermediate image (uint8 RGB ``(H, W, 3)``), sent every few steps only.
         message: A short human-readable status.
+        waited: Seconds this run has been waiting for another session's turn on the model
+            (a wait report, see :func:`waiting`), or ``None`` for a report of work done.
     """
 
     step: int
@@ -32,6 +39,7 @@ class StepInfo:
     loss: float | None = None
     frame: np.ndarray | None = None
     message: str = ""
+    waited: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -47,3 +55,18 @@ def report(on_step: OnStep | None, info: StepInfo) -> bool:
     if on_step is None:
         return True
     return on_step(info) is not False
+
+
+def waiting(on_step: OnStep | None, step: int, total: int) -> Callable[[float], None] | None:
+    """An ``on_wait`` for :func:`vizcore.hooks.inference_session` that reports through ``on_step``.
+
+    The report keeps the progress (``step`` of ``total``) and says why nothing moves.
+    """
+    if on_step is None:
+        return None
+
+    def on_wait(seconds: float) -> None:
+        message = f"waiting for another session's turn on the model ({seconds:.0f} s)"
+        on_step(StepInfo(step, total, message=message, waited=seconds))
+
+    return on_wait

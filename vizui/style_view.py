@@ -104,6 +104,9 @@ def run_with_progress(
     frame_slot = st.empty()
 
     def on_step(info: StepInfo) -> bool:
+        if info.waited is not None:  # another session has the model: say so
+            bar.progress(info.fraction, text=f"{label}: {info.message}")
+            return True
         loss = f", loss {info.loss:.4g}" if info.loss is not None else ""
         bar.progress(info.fraction, text=f"{label}: step {info.step}/{info.total}{loss}")
         if info.frame is not None:

@@ -63,6 +63,9 @@ def run_with_progress(
     st.session_state[f"{prefix}_partial"] = partial
 
     def on_step(info: StepInfo) -> bool:
+        if info.waited is not None:  # another session has the model: say so, keep the state
+            bar.progress(info.fraction, text=f"Step {info.step}/{info.total} · {info.message}")
+            return True
         partial.update(step=info.step, total=info.total, loss=info.loss)
         loss = "" if info.loss is None else f" · loss {info.loss:.4g}"
         bar.progress(info.fraction, text=f"Step {info.step}/{info.total}{loss}")

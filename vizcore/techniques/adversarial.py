@@ -20,7 +20,7 @@ from torch import nn
 from vizcore.checks import check_class_index, check_float, check_image_batch, check_int
 from vizcore.hooks import inference_session
 from vizcore.predict import Prediction, predict
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.progress import OnStep, StepInfo, report, waiting
 
 _GRID = 255.0
 
@@ -239,18 +239,19 @@ def _attack(
     sign = 1.0 if target is None else -1.0
     losses: list[float] = []
     stopped = False
-    with inference_session(model):
-        for step in range(1, steps + 1):
+    for step in range(1, steps + 1):
+        # One turn per step (forward and backward), so other sessions are not blocked.
+        with inference_session(model, on_wait=waiting(on_step, step - 1, steps)):
             loss, grad = _loss_and_grad(model, adv, label)
-            losses.append(float(loss))
-            adv = adv + sign * step_size * grad.sign()
-            adv = torch.minimum(torch.maximum(adv, low), high)
-            if on_grid:
-                adv = _snap(adv)
-            info = StepInfo(step=step, total=steps, loss=float(loss), message=f"step {step}")
-            if not report(on_step, info):
-                stopped = step < steps
-                break
+        losses.append(float(loss))
+        adv = adv + sign * step_size * grad.sign()
+        adv = torch.minimum(torch.maximum(adv, low), high)
+        if on_grid:
+            adv = _snap(adv)
+        info = StepInfo(step=step, total=steps, loss=float(loss), message=f"step {step}")
+        if not report(on_step, info):
+            stopped = step < steps
+            break
     after = predict(model, adv, top_k=top_k, categories=categories)
     top1 = int(after.indices[0])
     success = top1 == target if target is not None else top1 != source

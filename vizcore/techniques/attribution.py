@@ -48,10 +48,11 @@ from vizcore.hooks import (
     forward_output_hooks,
     inference_session,
     modules_and_parameters,
+    wait_notice,
 )
 from vizcore.layers import get_layer
 from vizcore.models.discovery import facts_for, functional_rectifiers, is_rectifier
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.progress import OnStep, StepInfo, report, waiting
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 Target = int | ScoreFn | None
@@ -301,8 +302,9 @@ def occlusion(
     drops = torch.zeros(positions)
     done = 0
     stopped = False
-    with inference_session(model), torch.inference_mode():
-        logits = model(_channels_last(x))
+    with torch.inference_mode():
+        with inference_session(model, on_wait=waiting(on_step, 0, positions)):
+            logits = model(_channels_last(x))
         resolved = resolve_target(logits, target)
         reference = resolved.probability(logits)[0]
         while done < positions:
@@ -316,7 +318,10 @@ def occlusion(
                     slice(c * stride, c * stride + window),
                 )
                 batch[j, :, ys, xs] = baseline[0, :, ys, xs]
-            drops[done : done + n] = reference - resolved.probability(model(batch)).float()
+            # One turn per batch: another session's request waits at most about one batch.
+            with inference_session(model, on_wait=waiting(on_step, done, positions)):
+                out = model(batch)
+            drops[done : done + n] = reference - resolved.probability(out).float()
             done += n
             info = StepInfo(done, positions, message=f"{done}/{positions} window positions")
             if not report(on_step, info):
@@ -604,7 +609,7 @@ def smoothgrad(
     sigma = check_float("sigma (a fraction of the input range)", sigma, minimum=0.0)
     seed = check_int("seed", seed)
     start = time.perf_counter()
-    with inference_session(model), torch.inference_mode():
+    with inference_session(model, on_wait=waiting(on_step, 0, samples)), torch.inference_mode():
         resolved = resolve_target(model(x), target)
     fixed: Target = resolved.index if resolved.index is not None else target
     generator = torch.Generator().manual_seed(seed)
@@ -616,7 +621,9 @@ def smoothgrad(
     stopped = False
     for i in range(samples):
         noisy = x + scale * torch.randn(x.shape, generator=generator)
-        with relaxed_range():  # the noisy copies leave [0, 1] on purpose (not clipped)
+        # The noisy copies leave [0, 1] on purpose (not clipped); ``method`` takes its own
+        # turn(s), and waits for them are reported as this run's.
+        with relaxed_range(), wait_notice(waiting(on_step, i, samples)):
             result = method(model, noisy, target=fixed, **options)
         total_map = result.map if total_map is None else total_map + result.map
         total_raw = result.raw if total_raw is None else total_raw + result.raw
@@ -679,23 +686,23 @@ def integrated_gradients(
     total = torch.zeros_like(x)
     done = 0
     stopped = False
-    with inference_session(model):
-        with torch.inference_mode():
-            ends = model(_channels_last(torch.cat([baseline, x])))
-        resolved = resolve_target(ends[1:], target)
-        while done < steps:
-            n = min(batch_size, steps - done)
-            a = torch.tensor(alphas[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
-            w = torch.tensor(weights[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
-            path = _channels_last(baseline + a * (x - baseline)).requires_grad_(True)
-            with torch.enable_grad():
-                score = resolved.score(model(path)).sum()
-                (grad,) = torch.autograd.grad(score, path)
-            total += (w * grad).sum(dim=0, keepdim=True)
-            done += n
-            if not report(on_step, StepInfo(done, steps, message=f"{done}/{steps} steps")):
-                stopped = done < steps
-                break
+    with inference_session(model, on_wait=waiting(on_step, 0, steps)), torch.inference_mode():
+        ends = model(_channels_last(torch.cat([baseline, x])))
+    resolved = resolve_target(ends[1:], target)
+    while done < steps:
+        n = min(batch_size, steps - done)
+        a = torch.tensor(alphas[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
+        w = torch.tensor(weights[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
+        path = _channels_last(baseline + a * (x - baseline)).requires_grad_(True)
+        # One turn per batch (forward and backward), so other sessions are not blocked.
+        with inference_session(model, on_wait=waiting(on_step, done, steps)), torch.enable_grad():
+            score = resolved.score(model(path)).sum()
+            (grad,) = torch.autograd.grad(score, path)
+        total += (w * grad).sum(dim=0, keepdim=True)
+        done += n
+        if not report(on_step, StepInfo(done, steps, message=f"{done}/{steps} steps")):
+            stopped = done < steps
+            break
     attribution = (x - baseline) * total
     with torch.no_grad():
         delta = float(attribution.sum() - (resolved.score(ends[1:]) - resolved.score(ends[:1])))
@@ -968,8 +975,11 @@ def score_cam(
         captured.append(_layer_output(output, layer))
 
     stopped = False
-    with inference_session(model), torch.inference_mode():
-        with forward_output_hooks([module], hook):
+    with torch.inference_mode():
+        with (
+            inference_session(model, on_wait=waiting(on_step, 0, 1)),
+            forward_output_hooks([module], hook),
+        ):
             logits = model(_channels_last(x))
         _check_called_once(captured, layer)
         resolved = resolve_target(logits, target)
@@ -980,7 +990,10 @@ def score_cam(
         while done < channels:
             n = min(batch_size, channels - done)
             batch = _score_cam_batch(x, acts[:, done : done + n])
-            scores[done : done + n] = resolved.score(model(batch)).float()
+            # One turn per batch: another session's request waits at most about one batch.
+            with inference_session(model, on_wait=waiting(on_step, done, channels)):
+                out = model(batch)
+            scores[done : done + n] = resolved.score(out).float()
             done += n
             if not report(on_step, StepInfo(done, channels, message=f"{done}/{channels} maps")):
                 stopped = done < channels

@@ -24,7 +24,7 @@ from torch import nn
 from vizcore.checks import check_finite_array, check_image_batch, check_int
 from vizcore.hooks import inference_session, model_lock
 from vizcore.layers import get_layer
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.techniques.attribution import (
     BATCH_SIZE,
     AttributionMap,
@@ -116,8 +116,10 @@ def deletion_insertion(
     jobs = [("deletion", int(n)) for n in counts] + [("insertion", int(n)) for n in counts]
     probs = np.full(len(jobs), np.nan)
     stopped = False
-    with inference_session(model), torch.inference_mode():
-        resolved = resolve_target(model(x.contiguous(memory_format=torch.channels_last)), target)
+    with torch.inference_mode():
+        with inference_session(model, on_wait=waiting(on_step, 0, len(jobs))):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        resolved = resolve_target(logits, target)
         for begin in range(0, len(jobs), batch_size):
             chunk = jobs[begin : begin + batch_size]
             batch = torch.empty((len(chunk), 3, height, width), memory_format=torch.channels_last)
@@ -127,7 +129,10 @@ def deletion_insertion(
                     batch[j] = (x * (1 - changed))[0]
                 else:
                     batch[j] = (blurred * (1 - changed) + x * changed)[0]
-            probs[begin : begin + len(chunk)] = resolved.probability(model(batch)).numpy()
+            # One turn per batch: another session's request waits at most about one batch.
+            with inference_session(model, on_wait=waiting(on_step, begin, len(jobs))):
+                out = model(batch)
+            probs[begin : begin + len(chunk)] = resolved.probability(out).numpy()
             done = begin + len(chunk)
             if not report(on_step, StepInfo(done, len(jobs), message=f"{done}/{len(jobs)} images")):
                 stopped = done < len(jobs)

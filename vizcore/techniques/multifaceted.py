@@ -36,7 +36,7 @@ from vizcore.gallery import Gallery
 from vizcore.hooks import forward_output_hooks, inference_session
 from vizcore.layers import get_layer
 from vizcore.models.discovery import facts_for
-from vizcore.progress import OnStep, StepInfo, report
+from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.techniques.synthesis import (
     SynthesisResult,
     SynthesisSettings,
@@ -111,12 +111,18 @@ def gallery_predictions(
     probs: list[torch.Tensor] = []
     done = 0
     stopped = False
-    with inference_session(model), torch.inference_mode():
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # One turn per batch: another session's request waits at most about one batch.
+        with inference_session(model, on_wait=waiting(on_step, done, len(gallery))):
+            return model(x).float()
+
+    with torch.inference_mode():
         batches = (
             (logits_of(slice(i, i + batch_size)) for i in range(0, len(gallery), batch_size))
             if logits_of is not None
-            else (model(x).float() for x in gallery_batches(gallery, input_size,
-                                                            batch_size=batch_size))
+            else (forward(x) for x in gallery_batches(gallery, input_size,
+                                                      batch_size=batch_size))
         )  # fmt: skip
         for logits in batches:
             p = torch.softmax(logits, dim=1)
@@ -651,7 +657,7 @@ def multifaceted_class_visualization(
 
     def relay(info: StepInfo, offset: int = 0, what: str = "facets") -> bool:
         return report(on_step, StepInfo(offset + info.step, total, info.loss, info.frame,
-                                        f"{what}: {info.message}"))  # fmt: skip
+                                        f"{what}: {info.message}", info.waited))  # fmt: skip
 
     result = run_with_settings(model, objective, settings, seed=seed, on_step=relay, param=param)
     images = result.image

@@ -696,6 +696,7 @@ def deep_dream(
                     loss=info.loss,
                     frame=frame,
                     message=f"octave {octave + 1}/{settings.octaves}, {info.message}",
+                    waited=info.waited,
                 ),
             )
             forward["go"] = go
