@@ -13,6 +13,7 @@ from vizcore.techniques.attribution import occlusion_grid
 from vizui import attribution_view as view
 from vizui import cached
 from vizui.frame import frame
+from vizui.keep import keep_choice
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,14 @@ with right:
     conv_layers = [name for name in list_layers(ctx.model, kind="conv") if name not in presets]
     layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]
     layer_options = list(dict.fromkeys(layer_options))
+    layer_key = f"attribution_layer_{ctx.model_key}"
     layer = st.selectbox(
         "Layer for Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM",
         layer_options,
-        key=f"attribution_layer_{ctx.model_key}",
+        key=layer_key,
+        on_change=keep_choice(
+            layer_key, ctx.model_key, default=layer_options[0], options=layer_options
+        ),
         help="The preset comes first (the last convolutional feature map); any conv or "
         "activation layer can be chosen by name.",
     )
