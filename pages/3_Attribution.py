@@ -61,17 +61,24 @@ with left:
         target = int(choice)
 
 with right:
-    # Pills wrap onto as many lines as they need: every method stays readable at any width
-    # (a multiselect showed about five chips and cut the rest).
-    methods = st.pills(
-        "Methods",
-        list(attribution.METHODS),
-        selection_mode="multi",
-        default=list(attribution.DEFAULT_METHODS),
-        key="attribution_methods",
+    # One checkbox per method, in columns: every name stays readable at any width (a
+    # multiselect showed about five chips and cut the rest; pills scroll sideways).
+    st.markdown(
+        "**Methods**",
         help="; ".join(f"{k}: {v.citation}" for k, v in attribution.METHODS.items()),
     )
-    methods = [label for label in attribution.METHODS if label in methods]
+    labels = list(attribution.METHODS)
+    per_column = -(-len(labels) // 3)
+    method_columns = st.columns(3)
+    methods = [
+        label
+        for i, label in enumerate(labels)
+        if method_columns[i // per_column].checkbox(
+            label,
+            value=label in attribution.DEFAULT_METHODS,
+            key=view.method_key(label),
+        )
+    ]
     presets = list(ctx.spec.preset("cam"))
     conv_layers = [name for name in list_layers(ctx.model, kind="conv") if name not in presets]
     layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from vizcore.techniques import attribution
 from vizui import attribution_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def test_page_shows_fast_maps_and_waits_for_run_on_slow_ones(page):
 
 
 def test_run_fills_the_grid_and_opacity_does_not_recompute(page):
-    page.pills(key="attribution_methods").set_value(["Occlusion", "Saliency", "Grad-CAM"])
+    choose_methods(page, ["Occlusion", "Saliency", "Grad-CAM"])
     page.slider(key="attribution_window").set_value(112)
     page.slider(key="attribution_stride").set_value(64)
     page.run()
@@ -57,7 +58,7 @@ def test_run_fills_the_grid_and_opacity_does_not_recompute(page):
 
 
 def test_estimate_counts_only_what_run_still_has_to_do(page):
-    page.pills(key="attribution_methods").set_value(["Occlusion", "Saliency", "Grad-CAM"])
+    choose_methods(page, ["Occlusion", "Saliency", "Grad-CAM"])
     page.slider(key="attribution_window").set_value(112)
     page.slider(key="attribution_stride").set_value(64)
     page.run()
@@ -78,7 +79,7 @@ def test_estimate_counts_only_what_run_still_has_to_do(page):
 
 
 def test_each_map_offers_the_overlay_and_the_bare_map(page):
-    page.pills(key="attribution_methods").set_value(["Saliency", "Grad-CAM"])
+    choose_methods(page, ["Saliency", "Grad-CAM"])
     page.run()
     keys = {button.key for button in page.get("download_button")}
     for label in ("Saliency", "Grad-CAM"):
@@ -89,6 +90,12 @@ def test_each_map_offers_the_overlay_and_the_bare_map(page):
         } <= keys, keys
     labels = {button.proto.label for button in page.get("download_button")}
     assert {"PNG: overlay, as shown", "PNG: colour map only"} <= labels, labels
+
+
+def choose_methods(at: AppTest, labels: list[str]) -> None:
+    """Tick exactly ``labels`` among the method checkboxes (no run)."""
+    for label in attribution.METHODS:
+        at.checkbox(key=attribution_view.method_key(label)).set_value(label in labels)
 
 
 def _scores(at: AppTest) -> list[str]:
@@ -103,7 +110,7 @@ def _estimate(at: AppTest) -> str:
 
 
 def test_any_class_by_name_and_any_layer(page):
-    page.pills(key="attribution_methods").set_value(["Grad-CAM"])
+    choose_methods(page, ["Grad-CAM"])
     page.radio(key="attribution_target_choice").set_value(-1).run()
     page.selectbox(key="attribution_target_search").set_value(1).run()
     page.selectbox(key="attribution_layer_efficientnet_lite0").set_value(

@@ -7,6 +7,7 @@ tests can check that display-only controls never recompute.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +32,11 @@ COMPUTE_CALLS: Counter[str] = Counter()
 
 #: Methods whose cost is many forwards: computed only when the user presses Run.
 SLOW = frozenset(label for label, info in attribution.METHODS.items() if info.slow)
+
+
+def method_key(label: str) -> str:
+    """A method's checkbox key: ``"Grad-CAM++"`` -> ``"attribution_method_grad_cam__"``."""
+    return "attribution_method_" + re.sub(r"[^a-z0-9]", "_", label.lower())
 
 
 @dataclass(frozen=True)
