@@ -221,8 +221,11 @@ with tab_patches:
             f"{rf.size[1]:.0f} px**, units {rf.jump[0]:.0f} px apart, on a {size}×{size} input "
             f"({ps.map_shape[0]}×{ps.map_shape[1]} map). Patches at the border are clipped."
         )
-        cols = st.columns(6)
-        for i in range(len(ps.values)):
-            with cols[i % 6]:
-                st.image(ps.patches[i], width="stretch")
-                st.caption(f"{ps.values[i]:.3g} · {ps.labels[i]}")
+        # Row by row (one st.columns per row) with one-line captions: the rows line up.
+        for start in range(0, len(ps.values), 6):
+            row = range(start, min(start + 6, len(ps.values)))
+            for col, i in zip(st.columns(6), row, strict=False):
+                with col:
+                    st.image(ps.patches[i], width="stretch")
+                    full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
+                    st.caption(inside_view.short_caption(full), help=full)
