@@ -72,8 +72,10 @@ with right:
 pages = [page for page in existing_pages() if page.path != "app.py"]
 if pages:
     st.subheader("Techniques")
-    columns = st.columns(min(len(pages), 3))
-    for i, page in enumerate(pages):
-        with columns[i % len(columns)]:
-            st.page_link(page.path, label=page.label, icon=page.icon)
-            st.caption(page.caption)
+    per_row = min(len(pages), 3)
+    # Row by row (one st.columns per row): links of a row line up whatever their captions.
+    for start in range(0, len(pages), per_row):
+        for column, page in zip(st.columns(per_row), pages[start : start + per_row], strict=False):
+            with column:
+                st.page_link(page.path, label=page.label, icon=page.icon)
+                st.caption(page.caption)

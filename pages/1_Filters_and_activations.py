@@ -14,6 +14,7 @@ from vizcore.render import COLORMAPS
 from vizcore.techniques.filters import SORT_ORDERS, apply_threshold
 from vizui import gallery_view, inside_view
 from vizui.frame import frame
+from vizui.keep import keep_choice
 
 ctx = frame(
     "Filters & activations",
@@ -133,7 +134,13 @@ with tab_maps:
 
     st.markdown("**One channel, large and over the image**")
     c1, c2 = st.columns([1, 2])
-    channel = c1.number_input("Channel", 0, n_channels - 1, int(acts.order[0]), key=f"{P}_maps_ch")
+    most_active = int(np.argmax(acts.means))
+    channel = c1.number_input(
+        "Channel", 0, n_channels - 1, key=f"{P}_maps_ch",
+        on_change=keep_choice(f"{P}_maps_ch", (ctx.model_key, ctx.digest, layer),
+                              default=most_active),
+        help=f"Default: the channel most active (largest mean) here, {most_active}.",
+    )  # fmt: skip
     alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, key=f"{P}_maps_alpha")
     channel_map = apply_threshold(acts.maps[int(channel)], threshold)
     c1.caption(
@@ -170,9 +177,13 @@ with tab_patches:
         st.error(str(exc))
         st.stop()
     n_ch = acts_here.maps.shape[0]
+    patch_default = int(np.argmax(acts_here.means))
     p_channel = c2.number_input(
-        "Channel", 0, n_ch - 1, int(acts_here.order[0]), key=f"{P}_patch_channel",
-        help="Default: the channel most active on the current image.",
+        "Channel", 0, n_ch - 1, key=f"{P}_patch_channel",
+        on_change=keep_choice(f"{P}_patch_channel", (ctx.model_key, ctx.digest, p_layer),
+                              default=patch_default),
+        help="Default: the channel most active (largest mean) on the current image, "
+        f"{patch_default}; it follows the model, image and layer.",
     )  # fmt: skip
     top_k = c3.slider("Top k", 1, 32, 12, key=f"{P}_patch_k")
     stats = lookup_channel_maxima(g, layer=p_layer, model_key=ctx.model_key, input_size=size)
@@ -210,8 +221,11 @@ with tab_patches:
             f"{rf.size[1]:.0f} px**, units {rf.jump[0]:.0f} px apart, on a {size}×{size} input "
             f"({ps.map_shape[0]}×{ps.map_shape[1]} map). Patches at the border are clipped."
         )
-        cols = st.columns(6)
-        for i in range(len(ps.values)):
-            with cols[i % 6]:
-                st.image(ps.patches[i], width="stretch")
-                st.caption(f"{ps.values[i]:.3g} · {ps.labels[i]}")
+        # Row by row (one st.columns per row) with one-line captions: the rows line up.
+        for start in range(0, len(ps.values), 6):
+            row = range(start, min(start + 6, len(ps.values)))
+            for col, i in zip(st.columns(6), row, strict=False):
+                with col:
+                    st.image(ps.patches[i], width="stretch")
+                    full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
+                    st.caption(inside_view.short_caption(full), help=full)

@@ -61,9 +61,21 @@ st.subheader("Map of the gallery")
 c1, c2, c3, c4 = st.columns(4)
 method = c1.radio("Method", ("tsne", "pca"), horizontal=True, key=f"{P}_method",
                   format_func={"tsne": "t-SNE", "pca": "PCA"}.get)  # fmt: skip
-perplexity = c2.slider("Perplexity", 5, 50, 30, key=f"{P}_perplexity",
-                       disabled=method != "tsne",
-                       help="Roughly the number of neighbours each point keeps close.")  # fmt: skip
+# The slider offers only what t-SNE can use on this gallery (about a third of its size).
+top = min(50, int(embedding.max_perplexity(len(feats))))
+if top >= 3:
+    low = 5 if top > 5 else 2
+    perplexity = c2.slider(
+        "Perplexity", low, top, min(30, top), key=f"{P}_perplexity_{low}_{top}",
+        disabled=method != "tsne",
+        help=f"Roughly the number of neighbours each point keeps close; at most {top} for "
+        f"{len(feats)} images (a third of the gallery).",
+    )  # fmt: skip
+else:
+    perplexity = 2
+    c2.caption(
+        f"Perplexity: {embedding.max_perplexity(len(feats)):.0f} (only {len(feats)} images)."
+    )
 n_iter = c3.select_slider("Iterations", [250, 500, 750, 1000], 500, key=f"{P}_iter",
                           disabled=method != "tsne",
                           help="After 250 early-exaggeration iterations.")  # fmt: skip

@@ -13,6 +13,7 @@ from vizcore.techniques.attribution import occlusion_grid
 from vizui import attribution_view as view
 from vizui import cached
 from vizui.frame import frame
+from vizui.keep import keep_choice
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +61,36 @@ with left:
         target = int(choice)
 
 with right:
-    methods = st.multiselect(
-        "Methods",
-        list(attribution.METHODS),
-        default=list(attribution.DEFAULT_METHODS),
-        key="attribution_methods",
+    # One checkbox per method, in columns: every name stays readable at any width (a
+    # multiselect showed about five chips and cut the rest; pills scroll sideways).
+    st.markdown(
+        "**Methods**",
         help="; ".join(f"{k}: {v.citation}" for k, v in attribution.METHODS.items()),
     )
+    labels = list(attribution.METHODS)
+    per_column = -(-len(labels) // 3)
+    method_columns = st.columns(3)
+    methods = [
+        label
+        for i, label in enumerate(labels)
+        if method_columns[i // per_column].checkbox(
+            label,
+            value=label in attribution.DEFAULT_METHODS,
+            key=view.method_key(label),
+        )
+    ]
     presets = list(ctx.spec.preset("cam"))
     conv_layers = [name for name in list_layers(ctx.model, kind="conv") if name not in presets]
     layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]
     layer_options = list(dict.fromkeys(layer_options))
+    layer_key = f"attribution_layer_{ctx.model_key}"
     layer = st.selectbox(
         "Layer for Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM",
         layer_options,
-        key=f"attribution_layer_{ctx.model_key}",
+        key=layer_key,
+        on_change=keep_choice(
+            layer_key, ctx.model_key, default=layer_options[0], options=layer_options
+        ),
         help="The preset comes first (the last convolutional feature map); any conv or "
         "activation layer can be chosen by name.",
     )
@@ -86,11 +102,23 @@ with right:
     window = c1.slider("Occlusion window (px)", 8, min(112, size), 32, 8, key="attribution_window")
     stride = c2.slider("Occlusion stride (px)", 4, 64, 8, 4, key="attribution_stride")
     fill = c3.selectbox("Occlusion fill", attribution.FILLS, index=1, key="attribution_fill")
-    d1, d2, d3, d4 = st.columns(4)
+    d1, d2 = st.columns(2)
     alpha = d1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="attribution_alpha")
     colormap = d2.selectbox("Colormap", list(render.COLORMAPS), key="attribution_colormap")
-    score_maps = d3.toggle("Deletion / insertion AUC", value=True, key="attribution_auc")
-    sanity = d4.toggle("Sanity check", value=False, key="attribution_sanity")
+    score_maps = d1.toggle(
+        "Deletion / insertion AUC",
+        value=True,
+        key="attribution_auc",
+        help="Score each map on Run by how fast deleting or inserting its top pixels changes "
+        "the class probability (Petsiuk et al. 2018).",
+    )
+    sanity = d2.toggle(
+        "Sanity check",
+        value=False,
+        key="attribution_sanity",
+        help="On Run, randomize the top layers and see whether each fast map changes "
+        "(Adebayo et al. 2018).",
+    )
 
 rows, cols = occlusion_grid((size, size), window, stride)
 positions = rows * cols
@@ -115,17 +143,6 @@ channels = 0
 if "Score-CAM" in methods:
     channels = int(view.layer_channels(ctx.model_key, ctx.digest, ctx.x, layer))
 slow_selected = [m for m in methods if m in view.SLOW]
-eta = sum(view.forwards_needed(m, positions, channels) for m in slow_selected) * per_image
-eta += (len(methods) * 42 * per_image) if score_maps else 0.0
-eta += (len(methods) * 4 * 6 * per_image) if sanity else 0.0
-st.caption(
-    f"Occlusion: {rows}×{cols} = **{positions} window positions**. Measured forward: "
-    f"{per_image * 1000:.0f} ms/image (batch 16) → Run ≈ **{eta:.0f} s** for the slow parts "
-    f"({', '.join(slow_selected) or 'none'}"
-    + (", AUC" if score_maps else "")
-    + (", sanity" if sanity else "")
-    + ")."
-)
 
 # ---------------------------------------------------------------------------- state
 store_key = (ctx.model_key, ctx.digest)
@@ -137,6 +154,55 @@ if st.session_state.get("attribution_store_key") != store_key:
 slow_results: dict = st.session_state["attribution_slow"]
 curves: dict = st.session_state["attribution_curves"]
 checks: dict = st.session_state["attribution_checks"]
+
+
+def _plan() -> list[view.RunTask]:
+    """What Run still has to do (what is already computed for these settings is not counted)."""
+    planned = [
+        view.RunTask(label, view.forwards_needed(label, positions, channels) * per_image)
+        for label in slow_selected
+        if _params(label) not in slow_results
+    ]
+    if score_maps:
+        planned += [
+            view.RunTask(f"{label} deletion/insertion", view.CURVE_FORWARDS * per_image)
+            for label in methods
+            if _params(label) not in curves
+        ]
+    if sanity:
+        planned += [
+            view.RunTask(f"{label} sanity check", view.SANITY_FORWARDS * per_image)
+            for label in methods
+            if label not in view.SLOW and _params(label) not in checks
+        ]
+    return planned
+
+
+def _summary(planned: list[view.RunTask]) -> str:
+    text = (
+        f"Occlusion: {rows}×{cols} = **{positions} window positions**. Measured forward: "
+        f"{per_image * 1000:.0f} ms/image (batch 16). "
+    )
+    if not planned:
+        return text + "Everything selected is computed: Run has nothing left to do."
+    scored_left = sum(t.name.endswith("deletion/insertion") for t in planned)
+    checks_left = sum(t.name.endswith("sanity check") for t in planned)
+    parts = [
+        *(t.name for t in planned if t.name in view.SLOW),
+        *([f"deletion/insertion of {scored_left} map(s)"] if scored_left else []),
+        *([f"sanity check of {checks_left} method(s)"] if checks_left else []),
+    ]
+    seconds = sum(t.seconds for t in planned)
+    return text + (
+        f"Run ≈ **{view.format_seconds(seconds)}** for what is not computed yet: "
+        f"{', '.join(parts)}. The time left is updated from the measured progress while it runs."
+    )
+
+
+tasks = _plan()
+eta = sum(task.seconds for task in tasks)
+estimate_slot = st.empty()  # refilled after a Run, so it never shows the cost of finished work
+estimate_slot.caption(_summary(tasks))
 
 run_col, stop_col, _ = st.columns([1, 1, 4])
 run = run_col.button("Run", type="primary", key="attribution_run", width="stretch")
@@ -163,78 +229,104 @@ for label in methods:
         errors[label] = f"Unexpected error: {exc}"
 
 if run:
-    bar = st.progress(0.0, text="Starting…")
+    bar = st.progress(0.0, text=f"Starting… about {view.format_seconds(eta)} left")
+    tracker = view.RunProgress(bar, tasks)
+    planned = {task.name for task in tasks}
     try:
         for label in slow_selected:
             params = _params(label)
-            if params in slow_results:
+            if label not in planned:
                 continue
-            on_step = view.progress_callback(bar, label)
             try:
-                result = view.compute_map(ctx.model, ctx.x, params, on_step=on_step)
+                result = view.compute_map(ctx.model, ctx.x, params, on_step=tracker.callback(label))
             except ValueError as exc:
                 errors[label] = str(exc)
+                tracker.finish(label)
                 continue
+            tracker.finish(label)
             if not result.stopped:
                 slow_results[params] = result
             results[label] = result
         if score_maps:
             for label, result in results.items():
                 params = _params(label)
-                if params not in curves:
-                    on_step = view.progress_callback(bar, f"{label} deletion/insertion")
-                    curves[params] = view.compute_curves(ctx.model, ctx.x, result, on_step)
+                name = f"{label} deletion/insertion"
+                if params not in curves and name in planned:
+                    curves[params] = view.compute_curves(
+                        ctx.model, ctx.x, result, tracker.callback(name)
+                    )
+                tracker.finish(name)
         if sanity:
             for label in results:
                 params = _params(label)
-                if params not in checks and label not in view.SLOW:
-                    on_step = view.progress_callback(bar, f"{label} sanity check")
-                    checks[params] = view.compute_sanity(ctx.model, ctx.x, params, on_step)
-        bar.progress(1.0, text="Done.")
+                name = f"{label} sanity check"
+                if params not in checks and name in planned:
+                    checks[params] = view.compute_sanity(
+                        ctx.model, ctx.x, params, tracker.callback(name)
+                    )
+                tracker.finish(name)
+        tracker.done()
     except ValueError as exc:
         st.error(str(exc))
+    estimate_slot.caption(_summary(_plan()))
 
 # ---------------------------------------------------------------------------- the grid
 st.subheader(f"Why “{names[int(target)]}”? ({int(target)})")
 if not methods:
     st.info("Pick at least one method above.")
-columns = st.columns(4)
-for i, label in enumerate(methods):
-    with columns[i % 4]:
-        st.markdown(f"**{label}**")
-        if label in errors:
-            st.warning(errors[label])
-            continue
-        result = results.get(label)
-        if result is None:
-            need = view.forwards_needed(label, positions, channels) * per_image
-            st.info(f"Slow method: press **Run** (≈ {need:.0f} s).")
-            continue
-        params = _params(label)
-        tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
-        scored = curves.get(params)
-        auc = (
-            f" · deletion AUC {scored.deletion_auc:.3f} ↓ · insertion AUC "
-            f"{scored.insertion_auc:.3f} ↑"
-            if scored is not None
-            else ""
-        )
-        st.image(tile, caption=f"{result.seconds * 1000:.0f} ms{auc}", width="stretch")
-        d1, d2 = st.columns(2)
-        d1.download_button(
-            "PNG",
-            view.map_png(result, colormap),
-            file_name=f"{result.method}_{int(target)}.png",
-            mime="image/png",
-            key=f"attribution_png_{label}",
-        )
-        d2.download_button(
-            "npz",
-            view.raw_npz(result),
-            file_name=f"{result.method}_{int(target)}.npz",
-            mime="application/octet-stream",
-            key=f"attribution_npz_{label}",
-        )
+GRID = 4
+# Row by row (one st.columns per row): tiles of a row line up whatever their content.
+for start in range(0, len(methods), GRID):
+    row = st.columns(GRID)
+    for column, label in zip(row, methods[start : start + GRID], strict=False):
+        with column:
+            st.markdown(f"**{label}**")
+            if label in errors:
+                st.warning(errors[label])
+                continue
+            result = results.get(label)
+            if result is None:
+                need = view.forwards_needed(label, positions, channels) * per_image
+                st.info(f"Slow: press **Run** (≈ {view.format_seconds(need)}).")
+                continue
+            params = _params(label)
+            tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
+            st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
+            scored = curves.get(params)
+            if scored is not None:
+                st.caption(
+                    f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. "
+                    f"**{scored.insertion_auc:.3f}** ↑",
+                    help=f"Deletion AUC {scored.deletion_auc:.3f} (lower is better) and "
+                    f"insertion AUC {scored.insertion_auc:.3f} (higher is better), "
+                    "Petsiuk et al. 2018; the curves are in the expander below.",
+                )
+            name = f"{result.method}_{int(target)}"
+            with st.popover("Download", icon=":material/download:", width="stretch"):
+                st.download_button(
+                    "PNG: overlay, as shown",
+                    view.overlay_png(image, result, alpha=alpha, colormap=colormap),
+                    file_name=f"{name}_overlay.png",
+                    mime="image/png",
+                    key=f"attribution_overlay_png_{label}",
+                    width="stretch",
+                )
+                st.download_button(
+                    "PNG: colour map only",
+                    view.map_png(result, colormap),
+                    file_name=f"{name}.png",
+                    mime="image/png",
+                    key=f"attribution_png_{label}",
+                    width="stretch",
+                )
+                st.download_button(
+                    "npz: raw map and metadata",
+                    view.raw_npz(result),
+                    file_name=f"{name}.npz",
+                    mime="application/octet-stream",
+                    key=f"attribution_npz_{label}",
+                    width="stretch",
+                )
 
 if score_maps and curves:
     with st.expander("Deletion and insertion curves (Petsiuk et al. 2018)"):

@@ -55,13 +55,15 @@ with tex_tab:
         size = st.select_slider(
             "Output size (px)", [128, 160, 192, 256], 192, key="texture_style_size"
         )
+    # Full width: a multiselect keeps its chips on one line and hides what does not fit (in a
+    # third of the page only 3 of the 5 default layers showed).
+    layers = st.multiselect(
+        "Gram layers",
+        layer_options,
+        default=list(tex_settings.style_layers or style_layers_default),
+        key=f"texture_style_layers_{model_key}",
+    )
     with c2:
-        layers = st.multiselect(
-            "Gram layers",
-            layer_options,
-            default=list(tex_settings.style_layers or style_layers_default),
-            key=f"texture_style_layers_{model_key}",
-        )
         optimizer = st.radio(
             "Optimizer",
             ["lbfgs", "adam"],
@@ -185,13 +187,13 @@ with gatys_tab:
         g_size = st.select_slider(
             "Output size (long side, px)", [128, 192, 256, 320, 384], 256, key="gatys_style_size"
         )
+    g_layers = st.multiselect(  # full width, as the Gram layers above
+        "Style layers",
+        layer_options,
+        default=style_layers_default,
+        key=f"gatys_style_layers_{model_key}",
+    )
     with c2:
-        g_layers = st.multiselect(
-            "Style layers",
-            layer_options,
-            default=style_layers_default,
-            key=f"gatys_style_layers_{model_key}",
-        )
         g_content = st.selectbox(
             "Content layer",
             layer_options,

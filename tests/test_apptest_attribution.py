@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from vizcore.techniques import attribution
 from vizui import attribution_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,16 +38,15 @@ def test_page_shows_fast_maps_and_waits_for_run_on_slow_ones(page):
 
 
 def test_run_fills_the_grid_and_opacity_does_not_recompute(page):
-    page.multiselect(key="attribution_methods").set_value(["Occlusion", "Saliency", "Grad-CAM"])
+    choose_methods(page, ["Occlusion", "Saliency", "Grad-CAM"])
     page.slider(key="attribution_window").set_value(112)
     page.slider(key="attribution_stride").set_value(64)
     page.run()
     assert any("9 window positions" in c.value for c in page.caption)
     page.button(key="attribution_run").click().run()
     assert not page.exception
-    captions = _captions(page)
-    scored = [c for c in captions if "deletion AUC" in c and "insertion AUC" in c]
-    assert len(scored) == 3, captions
+    scored = _scores(page)
+    assert len(scored) == 3, [c.value for c in page.caption]
     assert page.progress and page.progress[0].value == 100
 
     before = dict(attribution_view.COMPUTE_CALLS)
@@ -54,11 +54,63 @@ def test_run_fills_the_grid_and_opacity_does_not_recompute(page):
     page.selectbox(key="attribution_colormap").set_value("inferno").run()
     assert not page.exception
     assert dict(attribution_view.COMPUTE_CALLS) == before
-    assert len([c for c in _captions(page) if "deletion AUC" in c]) == 3
+    assert len(_scores(page)) == 3
+
+
+def test_estimate_counts_only_what_run_still_has_to_do(page):
+    choose_methods(page, ["Occlusion", "Saliency", "Grad-CAM"])
+    page.slider(key="attribution_window").set_value(112)
+    page.slider(key="attribution_stride").set_value(64)
+    page.run()
+    estimate = _estimate(page)
+    assert "Occlusion" in estimate and "deletion/insertion of 3 map(s)" in estimate, estimate
+    page.button(key="attribution_run").click().run()
+    assert not page.exception
+    assert page.progress[0].proto.text.startswith("Done in ")
+    # Everything is computed: Run has nothing left (it said ≈ the full cost before).
+    assert "Run has nothing left to do" in _estimate(page)
+    # A stride change: only the occlusion and its scoring are left, not the cached methods.
+    page.slider(key="attribution_stride").set_value(56).run()
+    estimate = _estimate(page)
+    assert "not computed yet: Occlusion, deletion/insertion of 1 map(s)." in estimate, estimate
+    page.toggle(key="attribution_sanity").set_value(True).run()
+    estimate = _estimate(page)
+    assert "sanity check of 2 method(s)" in estimate, estimate  # Saliency and Grad-CAM
+
+
+def test_each_map_offers_the_overlay_and_the_bare_map(page):
+    choose_methods(page, ["Saliency", "Grad-CAM"])
+    page.run()
+    keys = {button.key for button in page.get("download_button")}
+    for label in ("Saliency", "Grad-CAM"):
+        assert {
+            f"attribution_overlay_png_{label}",
+            f"attribution_png_{label}",
+            f"attribution_npz_{label}",
+        } <= keys, keys
+    labels = {button.proto.label for button in page.get("download_button")}
+    assert {"PNG: overlay, as shown", "PNG: colour map only"} <= labels, labels
+
+
+def choose_methods(at: AppTest, labels: list[str]) -> None:
+    """Tick exactly ``labels`` among the method checkboxes (no run)."""
+    for label in attribution.METHODS:
+        at.checkbox(key=attribution_view.method_key(label)).set_value(label in labels)
+
+
+def _scores(at: AppTest) -> list[str]:
+    """The AUC caption under each scored tile."""
+    return [c.value for c in at.caption if c.value.startswith("AUC: del. **")]
+
+
+def _estimate(at: AppTest) -> str:
+    lines = [c.value for c in at.caption if "window positions" in c.value]
+    assert len(lines) == 1, [c.value for c in at.caption]
+    return lines[0]
 
 
 def test_any_class_by_name_and_any_layer(page):
-    page.multiselect(key="attribution_methods").set_value(["Grad-CAM"])
+    choose_methods(page, ["Grad-CAM"])
     page.radio(key="attribution_target_choice").set_value(-1).run()
     page.selectbox(key="attribution_target_search").set_value(1).run()
     page.selectbox(key="attribution_layer_efficientnet_lite0").set_value(

@@ -107,3 +107,14 @@ def test_neighbours_feature_and_pixel_space(tiny_cnn: nn.Module) -> None:
     assert count_hooks(tiny_cnn) == 0 and ModelState.of(tiny_cnn) == state
     fmap = embedding.feature_map(tiny_cnn, x, gallery_features=feats, layer="relu2", method="pca")
     np.testing.assert_allclose(fmap.query, fmap.coords[4], atol=1e-4)
+
+
+def test_max_perplexity_is_what_tsne_uses_on_small_galleries() -> None:
+    from vizcore.techniques.embedding import max_perplexity
+
+    assert max_perplexity(10) == 3.0
+    assert max_perplexity(151) == 50.0
+    assert max_perplexity(2) == 1.0
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="n_points must be a positive integer"):
+            max_perplexity(bad)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -115,3 +116,27 @@ def test_feature_space_bad_zip_shows_error(small_cold_cache: Path) -> None:
     assert not (small_cold_cache / "galleries").exists() or not any(
         p.name.startswith("upload") for p in (small_cold_cache / "galleries").iterdir()
     )
+
+
+def test_feature_space_clears_the_extract_box_and_clamps_perplexity(
+    small_cold_cache: Path,
+) -> None:
+    from vizcore.techniques.embedding import max_perplexity
+
+    at = _app("pages/2_Feature_space.py")
+    notice = next(i.value for i in at.info if "not cached yet" in i.value)
+    size = int(re.search(r"Features of the (\d+) gallery images", notice).group(1))
+    _button(at, "fspace_extract").click().run()
+    assert not at.exception and not at.error
+    # Same run as the extraction: the notice and its buttons are gone, the results are there.
+    assert not any("not cached yet" in i.value for i in at.info), [i.value for i in at.info]
+    assert not [b for b in at.button if b.key in ("fspace_extract", "fspace_stop")]
+    assert at.get("plotly_chart")
+
+    sliders = [s for s in at.slider if s.key and s.key.startswith("fspace_perplexity")]
+    assert len(sliders) == 1
+    slider = sliders[0]
+    used = next(c.value for c in at.caption if "t-SNE (openTSNE" in c.value)
+    # The slider shows the perplexity really used, and offers nothing t-SNE cannot use.
+    assert f"perplexity {slider.value:.0f}," in used, (slider.value, used)
+    assert slider.max <= max_perplexity(size) < slider.max + 1, (slider.max, size)

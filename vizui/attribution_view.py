@@ -7,6 +7,7 @@ tests can check that display-only controls never recompute.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +32,11 @@ COMPUTE_CALLS: Counter[str] = Counter()
 
 #: Methods whose cost is many forwards: computed only when the user presses Run.
 SLOW = frozenset(label for label, info in attribution.METHODS.items() if info.slow)
+
+
+def method_key(label: str) -> str:
+    """A method's checkbox key: ``"Grad-CAM++"`` -> ``"attribution_method_grad_cam__"``."""
+    return "attribution_method_" + re.sub(r"[^a-z0-9]", "_", label.lower())
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,11 @@ def map_png(result: AttributionMap, colormap: str) -> bytes:
     return render.png_bytes(render.colorize(heat, colormap=colormap))
 
 
+def overlay_png(image: np.ndarray, result: AttributionMap, *, alpha: float, colormap: str) -> bytes:
+    """The map over the image exactly as the tile shows it, as PNG bytes."""
+    return render.png_bytes(overlay_tile(image, result, alpha=alpha, colormap=colormap))
+
+
 def raw_npz(result: AttributionMap) -> bytes:
     """``map`` and ``raw`` arrays plus metadata, as ``.npz`` bytes."""
     return render.npz_bytes(
@@ -186,6 +197,99 @@ def progress_callback(bar: Any, prefix: str) -> Callable[[Any], bool]:
         return True
 
     return on_step
+
+
+#: Forward passes of one deletion/insertion scoring (20 steps: 21 deletion + 21 insertion images).
+CURVE_FORWARDS = 42
+#: Forward-equivalents of one sanity check (3 cascading steps of a fast method, about 24 each).
+SANITY_FORWARDS = 24
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One piece of a Run: its progress label and its estimated seconds."""
+
+    name: str
+    seconds: float
+
+
+def format_seconds(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 05 s"`` (rounded up to whole seconds, never negative)."""
+    total = max(0, int(np.ceil(seconds)))
+    if total < 60:
+        return f"{total} s"
+    return f"{total // 60} min {total % 60:02d} s"
+
+
+class RunProgress:
+    """One progress bar over a whole Run, with a time left measured from the progress so far.
+
+    The estimates of the tasks only set their relative weights and the first guess: once a task
+    has made progress, the time left is the estimated work still to do times the measured
+    seconds per estimated second so far, so a slow or fast machine corrects it live.
+    """
+
+    def __init__(
+        self,
+        bar: Any,
+        tasks: list[RunTask],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_elapsed: float = 0.5,
+    ) -> None:
+        """``bar`` is an ``st.progress`` element (anything with ``.progress(value, text=)``)."""
+        if any(task.seconds < 0 or not np.isfinite(task.seconds) for task in tasks):
+            raise ValueError("Task estimates must be finite and non-negative seconds.")
+        if min_elapsed < 0:
+            raise ValueError("min_elapsed must be non-negative.")
+        self._bar = bar
+        self._tasks = {task.name: task for task in tasks}
+        self._total = sum(task.seconds for task in tasks)
+        self._finished = 0.0
+        self._clock = clock
+        self._start = clock()
+        self._min_elapsed = min_elapsed
+        self.last_text = ""
+
+    def seconds_left(self, done: float) -> float:
+        """Time left when ``done`` estimated seconds of work are done (measured rate if any)."""
+        left = max(self._total - done, 0.0)
+        elapsed = self._clock() - self._start
+        if done > 0 and elapsed >= self._min_elapsed:
+            return left * elapsed / done
+        return left
+
+    def callback(self, name: str) -> Callable[[Any], bool]:
+        """The ``on_step`` for task ``name`` (one of the planned tasks)."""
+        if name not in self._tasks:
+            raise ValueError(f"{name!r} is not a planned task of this Run.")
+        weight = self._tasks[name].seconds
+
+        def on_step(info: Any) -> bool:
+            done = self._finished + weight * min(max(float(info.fraction), 0.0), 1.0)
+            self._update(f"{name}: {info.message}", done)
+            return True
+
+        return on_step
+
+    def finish(self, name: str) -> None:
+        """Mark task ``name`` done (finished, skipped or failed)."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            self._finished += task.seconds
+            self._update(f"{name}: done", self._finished)
+
+    def done(self) -> None:
+        """The whole Run is over."""
+        elapsed = self._clock() - self._start
+        self.last_text = f"Done in {format_seconds(elapsed)}."
+        self._bar.progress(1.0, text=self.last_text)
+
+    def _update(self, text: str, done: float) -> None:
+        fraction = done / self._total if self._total > 0 else 1.0
+        left = self.seconds_left(done)
+        self.last_text = f"{text} · about {format_seconds(left)} left"
+        self._bar.progress(min(max(fraction, 0.0), 1.0), text=self.last_text)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running GrabCut…")

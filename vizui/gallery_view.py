@@ -198,17 +198,24 @@ def gallery_features(
     hit = features.lookup_features(g, layer=layer, model_key=ctx.model_key, input_size=size)
     if hit is not None:
         return hit
-    st.info(
-        f"Features of the {len(g)} gallery images at `{layer}` are not cached yet. Extracting "
-        "them takes one forward pass per image in batches of 16 (about a minute per 1,000 images "
-        "on 2 CPU cores); they are then kept on disk for every later visit."
-    )
-    if not st.button("Extract gallery features", key=f"{key}_extract", type="primary"):
-        return None
-    return run_with_progress(
-        "Extracting features",
-        lambda on_step: features.gallery_features(
-            ctx.model, g, layer=layer, model_key=ctx.model_key, input_size=size, on_step=on_step
-        ),
-        key=key,
-    )
+    # The notice, the buttons and the progress share one placeholder, emptied once the features
+    # are there: the finished results never sit below a stale "not cached yet" box.
+    slot = st.empty()
+    with slot.container():
+        st.info(
+            f"Features of the {len(g)} gallery images at `{layer}` are not cached yet. "
+            "Extracting them takes one forward pass per image in batches of 16 (about a minute "
+            "per 1,000 images on 2 CPU cores); they are then kept on disk for every later visit."
+        )
+        if not st.button("Extract gallery features", key=f"{key}_extract", type="primary"):
+            return None
+        result = run_with_progress(
+            "Extracting features",
+            lambda on_step: features.gallery_features(
+                ctx.model, g, layer=layer, model_key=ctx.model_key, input_size=size,
+                on_step=on_step,
+            ),
+            key=key,
+        )  # fmt: skip
+    slot.empty()
+    return result

@@ -176,6 +176,13 @@ def scatter(
     return fig
 
 
+def short_caption(text: str, *, limit: int = 18) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (one caption line in a narrow tile)."""
+    if limit < 2:
+        raise ValueError("limit must be at least 2 characters.")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def thumbnail_row(
     g: Gallery, indices: np.ndarray, distances: np.ndarray, *, width: int = 96
 ) -> None:

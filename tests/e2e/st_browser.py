@@ -80,15 +80,29 @@ class StreamlitServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        """``make run``'s command (``.streamlit/config.toml`` decides the file watcher), bound to
+        127.0.0.1 on a free port, so a watcher regression shows in the browser tests too."""
         return [
             sys.executable, "-m", "streamlit", "run", self.script,
             "--server.headless", "true",
             "--server.address", "127.0.0.1",
             "--server.port", str(self.port),
-            "--server.fileWatcherType", "none",
-            "--server.runOnSave", "false",
             "--browser.gatherUsageStats", "false",
         ]  # fmt: skip
+
+    def inotify_watches(self) -> int:
+        """How many inotify watches the server process holds (Linux ``/proc``; 0 elsewhere)."""
+        if self.proc is None:
+            return 0
+        total = 0
+        fdinfo = Path(f"/proc/{self.proc.pid}/fdinfo")
+        for entry in fdinfo.glob("*"):
+            try:
+                lines = entry.read_text().splitlines()
+            except OSError:
+                continue
+            total += sum(line.startswith("inotify wd:") for line in lines)
+        return total
 
     def log_tail(self, n: int = 4000) -> str:
         try:

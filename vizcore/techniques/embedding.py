@@ -36,6 +36,7 @@ __all__ = [
     "Neighbours",
     "embed_points",
     "feature_map",
+    "max_perplexity",
     "nearest",
     "neighbours",
     "pca",
@@ -215,6 +216,20 @@ def pca(
     return (centred @ vt.T).astype(np.float32), vt, mean, explained
 
 
+def max_perplexity(n_points: int) -> float:
+    """The largest t-SNE perplexity :func:`embed_points` uses for ``n_points`` points.
+
+    Perplexity is lowered to ``(N - 1) / 3`` for small galleries (each point needs about three
+    times the perplexity in neighbours), and never below 1.
+
+    Raises:
+        ValueError: If ``n_points`` is not an integer of at least 1.
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
+        raise ValueError(f"n_points must be a positive integer, not {n_points!r}.")
+    return float(max((int(n_points) - 1) / 3.0, 1.0))
+
+
 def embed_points(
     features: np.ndarray,
     *,
@@ -253,7 +268,7 @@ def embed_points(
         raise ValueError("n_iter must be at least 50 and early_exaggeration_iter non-negative.")
     import openTSNE
 
-    used_perplexity = float(min(perplexity, max((len(data) - 1) / 3.0, 1.0)))
+    used_perplexity = float(min(perplexity, max_perplexity(len(data))))
     proj, comps, mean, _ = pca(data, pca_dims)
     total = early_exaggeration_iter + n_iter
     progress = {"done": 0, "stopped": False}
