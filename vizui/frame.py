@@ -222,6 +222,7 @@ def _image_picker() -> str:
         type=UPLOAD_TYPES,
         key="frame_upload",
         on_change=_on_upload,
+        max_upload_size=max(1, images.MAX_BYTES // 2**20),
         help=f"Up to {images.MAX_PIXELS / 1e6:.0f} megapixels. Any mode (RGBA, CMYK, 16-bit, "
         "grayscale) is converted to RGB.",
     )

@@ -10,8 +10,8 @@ Server settings (environment variables):
 * ``VIZCORE_ALLOW_MODEL_UPLOAD=0`` turns uploads off (for a public share link);
 * ``VIZCORE_MODEL_DIR=/path`` lists the model files of that folder for local use, so a big
   checkpoint need not travel through the browser (also when uploads are off);
-* ``VIZCORE_MAX_MODEL_MB`` (default 500) caps a model file; Streamlit's own
-  ``server.maxUploadSize`` (``.streamlit/config.toml``) caps any upload.
+* ``VIZCORE_MAX_MODEL_MB`` (default 500) caps a model file (the uploader's own limit, which
+  overrides Streamlit's ``server.maxUploadSize``).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _weights_file(
     label = "Model (.pt2)" if kind == "export" else "Weights (state_dict: .pt, .pth, .safetensors)"
     extra = " Empty for timm's pretrained weights from the local cache." if kind == "timm" else ""
     upload = st.file_uploader(
-        label, type=types, key=f"um_file_{kind}",
+        label, type=types, key=f"um_file_{kind}", max_upload_size=max(1, int(limit)),
         help=f"Up to {limit:.0f} MB. Read safely: tensors only (torch.load weights_only=True), "
         f"never arbitrary pickled objects.{extra}",
     )  # fmt: skip
