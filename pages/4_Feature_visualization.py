@@ -24,6 +24,14 @@ ctx = frame(
 )
 P = "featvis"
 names = ctx.spec.categories()
+
+
+def _called_layers() -> list[str]:
+    """Layers that produce an output once per forward (never a container its parent skips)."""
+    facts = ctx.spec.facts()
+    return facts.names() if facts is not None else list_layers(ctx.model)
+
+
 has_relu6 = any(isinstance(m, nn.ReLU6) for m in ctx.model.modules())
 tab_class, tab_neuron, tab_invert, tab_dream = st.tabs(
     ["Class visualization", "Neuron visualization", "Feature inversion", "DeepDream"]
@@ -90,7 +98,7 @@ with tab_neuron:
         "The image that excites one channel of a layer most (mean over positions), or one "
         "neuron (the channel's centre unit)."
     )
-    layer_options = list_layers(ctx.model)
+    layer_options = _called_layers()
     preset_layers = [name for name in ctx.spec.preset("activations") if name in layer_options]
     default_layer = preset_layers[len(preset_layers) // 2] if preset_layers else layer_options[-1]
     c1, c2, c3, c4 = st.columns([3, 1, 1, 2])
@@ -151,7 +159,7 @@ with tab_invert:
         "matters for the class and lose colour and detail. The TV weight grows with depth."
     )
     preset_layers, inv_preset = synthesis.inversion_preset(ctx.spec)
-    all_layers = list_layers(ctx.model)
+    all_layers = _called_layers()
     default_inv = (
         [preset_layers[0], preset_layers[len(preset_layers) // 2], preset_layers[-1]]
         if len(preset_layers) >= 3

@@ -94,3 +94,17 @@ def test_lite0_cam_defaults_are_non_blank_and_class_specific() -> None:
     chelsea = registry.preprocess(load_sample("chelsea"), registry.get_spec("efficientnet_lite0"))
     score = attribution.score_cam(model, chelsea, layer=layer, batch_size=64)
     assert score.map.max() > 0 and float((score.map > 0).mean()) > 0.05
+
+
+def test_layers_that_never_run_are_not_offered_and_are_explained() -> None:
+    """Issue 18 item 3: Lite0's ``blocks`` (a ModuleList its parent iterates) never runs."""
+    from vizcore.hooks import LayerNotCalledError
+    from vizcore.techniques import synthesis
+
+    spec = registry.get_spec("efficientnet_lite0")
+    facts = spec.facts()
+    assert facts is not None and "blocks" not in facts.names() and "blocks.3" in facts.names()
+    model = registry.load_model(spec.key)
+    settings = synthesis.default_synthesis_settings("fourier", size=64)
+    with pytest.raises(LayerNotCalledError, match="never calls it.*'blocks.0'"):
+        synthesis.neuron_visualization(model, layer="blocks", channel=0, settings=settings)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vizcore.layers import get_layer
+from vizcore.layers import LayerNotFoundError, get_layer
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +348,14 @@ def inference_session(
         lock.release()
 
 
+class LayerNotCalledError(LayerNotFoundError, KeyError):
+    """A hooked layer never ran in the forward pass (a ``ValueError`` and, as before, a
+    ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised by a capture hook to stop a forward pass once the wanted layers have run."""
 
@@ -362,9 +370,11 @@ class Activations:
     def __getitem__(self, name: str) -> torch.Tensor:
         outputs = self._outputs.get(name)
         if not outputs:
-            raise KeyError(
-                f"Layer {name!r} produced no output: it was not called in the forward pass, "
-                "or no forward pass ran inside the block."
+            raise LayerNotCalledError(
+                f"Layer {name!r} produced no output: the forward pass never calls it (a "
+                "container whose children its parent runs one by one, like EfficientNet's "
+                f"'blocks', or a module the forward skips), or no forward pass ran. Pick one of "
+                f"its children (e.g. '{name}.0') or another layer."
             )
         if len(outputs) > 1:
             raise RuntimeError(
