@@ -106,5 +106,5 @@ def test_layers_that_never_run_are_not_offered_and_are_explained() -> None:
     assert facts is not None and "blocks" not in facts.names() and "blocks.3" in facts.names()
     model = registry.load_model(spec.key)
     settings = synthesis.default_synthesis_settings("fourier", size=64)
-    with pytest.raises(LayerNotCalledError, match="never calls it.*'blocks.0'"):
+    with pytest.raises(LayerNotCalledError, match=r"never calls it.*'blocks\.0'"):
         synthesis.neuron_visualization(model, layer="blocks", channel=0, settings=settings)

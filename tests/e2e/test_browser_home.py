@@ -176,7 +176,12 @@ def test_page_by_direct_url_on_fresh_server(fresh_servers: FreshServers, info: P
         expect(sidebar.get_by_role("combobox", name="Image")).to_have_value(
             SAMPLE_LABELS["chelsea"]
         )
-        expect(sidebar.locator('[data-testid="stFileUploader"]')).to_contain_text("Upload an image")
+        # The image uploader (the sidebar's "Your model" expander holds two more uploaders)
+        image_uploader = sidebar.locator('[data-testid="stFileUploader"]').filter(
+            has_text="Upload an image"
+        )
+        expect(image_uploader).to_have_count(1)
+        expect(image_uploader).to_be_visible()
         assert_no_exception(page)
         assert not errors, f"JavaScript errors in the page: {errors}"
     finally:
@@ -201,7 +206,11 @@ def choose(page: Any, picker: str, option: str) -> None:
 
 
 def upload(page: Any, path: Path) -> None:
-    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploader = (
+        page.locator('[data-testid="stFileUploader"]')
+        .filter(has_text="Upload an image")
+        .locator('[data-testid="stFileUploaderDropzoneInput"]')
+    )
     rerun_and_wait(page, lambda: uploader.set_input_files(str(path)))
 
 
