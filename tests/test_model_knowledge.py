@@ -108,3 +108,14 @@ def test_layers_that_never_run_are_not_offered_and_are_explained() -> None:
     settings = synthesis.default_synthesis_settings("fourier", size=64)
     with pytest.raises(LayerNotCalledError, match=r"never calls it.*'blocks\.0'"):
         synthesis.neuron_visualization(model, layer="blocks", channel=0, settings=settings)
+
+
+def test_gram_layers_too_small_for_the_image_are_explained() -> None:
+    """Issue 12 item 5: Gram/style on a model whose features are too small says why."""
+    from vizcore.techniques import gram
+
+    model = registry.load_model("squeezenet1_1")
+    style = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"too small: fire9 \(1x1\)"):
+        gram.gram_targets(model, style, ["conv1", "fire9"])
+    assert set(gram.gram_targets(model, style, ["conv1", "fire3"]).grams) == {"conv1", "fire3"}

@@ -42,6 +42,10 @@ __all__ = [
 _EPS = 1e-12
 
 
+#: Fewest map positions a Gram matrix is computed over (a 2x2 map).
+MIN_GRAM_POSITIONS = 4
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix of feature maps, normalized by the number of positions.
 
@@ -116,9 +120,26 @@ def gram_targets(
     *,
     weights: Sequence[float] | None = None,
 ) -> GramTargets:
-    """Gram matrices of a style image at ``layers`` (computed once, without a graph)."""
+    """Gram matrices of a style image at ``layers`` (computed once, without a graph).
+
+    Raises:
+        ValueError: A layer's map is smaller than :data:`MIN_GRAM_POSITIONS` positions at this
+            image size: a Gram matrix over one or two positions holds no texture statistics
+            (small models or small inputs; pick an earlier layer or a larger image).
+    """
     with torch.no_grad():
         feats = extract_features(model, style, layers)
+    small = {
+        name: tuple(f.shape[-2:]) for name, f in feats.items()
+        if f.ndim == 4 and f.shape[-1] * f.shape[-2] < MIN_GRAM_POSITIONS
+    }  # fmt: skip
+    if small:
+        listed = ", ".join(f"{n} ({h}x{w})" for n, (h, w) in small.items())
+        raise ValueError(
+            f"Gram statistics need a spatial map of at least {MIN_GRAM_POSITIONS} positions; at "
+            f"this image size these layers are too small: {listed}. Pick earlier layers or a "
+            "larger image."
+        )
     grams = {name: gram_matrix(f).mean(0, keepdim=True).detach() for name, f in feats.items()}
     return GramTargets(grams=grams, weights=layer_weights(tuple(grams), weights))
 
