@@ -12,6 +12,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -24,19 +25,26 @@ from vizcore.hooks import capture_activations, forward_until, inference_session
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
-class ActivationCache:
-    """A thread-safe LRU of numpy arrays, bounded by total bytes."""
+V = TypeVar("V")
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+
+class _ByteBoundedLRU(Generic[V]):
+    """A thread-safe least-recently-used map bounded by the total size of its values (bytes)
+    and, optionally, by entry count; the shared core of the two caches below."""
+
+    def __init__(self, max_bytes: int, max_entries: int | None = None) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self.max_entries = max_entries
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> np.ndarray | None:
-        """The array stored under ``key`` (marked most recently used), or ``None``."""
+    def _size(self, value: V) -> int:
+        raise NotImplementedError
+
+    def _lookup(self, key: Hashable) -> V | None:
         with self._lock:
             value = self._items.get(key)
             if value is None:
@@ -46,22 +54,22 @@ class ActivationCache:
             self.hits += 1
             return value
 
-    def put(self, key: Hashable, value: np.ndarray) -> None:
-        """Store a read-only copy of ``value``; evict least recently used entries past the bound."""
-        if value.flags.writeable:
-            value = np.array(value, copy=True)
-            value.setflags(write=False)
-        if value.nbytes > self.max_bytes:
-            return
+    def _store(self, key: Hashable, value: V) -> None:
+        size = self._size(value)
+        if size > self.max_bytes:
+            return  # larger than the whole budget: returned to the caller, never kept
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= old.nbytes
+                self._bytes -= self._size(old)
             self._items[key] = value
-            self._bytes += value.nbytes
-            while self._bytes > self.max_bytes:
+            self._bytes += size
+            while self._bytes > self.max_bytes or self._too_many():
                 _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
+                self._bytes -= self._size(evicted)
+
+    def _too_many(self) -> bool:
+        return self.max_entries is not None and len(self._items) > self.max_entries
 
     def clear(self) -> None:
         """Drop everything."""
@@ -78,6 +86,27 @@ class ActivationCache:
         return self._bytes
 
 
+class ActivationCache(_ByteBoundedLRU[np.ndarray]):
+    """A thread-safe LRU of numpy arrays, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(max_bytes)
+
+    def _size(self, value: np.ndarray) -> int:
+        return int(value.nbytes)
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        """The array stored under ``key`` (marked most recently used), or ``None``."""
+        return self._lookup(key)
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        """Store a read-only copy of ``value``; evict least recently used entries past the bound."""
+        if value.flags.writeable:
+            value = np.array(value, copy=True)
+            value.setflags(write=False)
+        self._store(key, value)
+
+
 DEFAULT_CACHE = ActivationCache()
 
 DEFAULT_IMAGE_CACHE_BYTES = 256 * 1024 * 1024
@@ -88,7 +117,7 @@ def image_nbytes(image: Image.Image) -> int:
     return image.width * image.height * max(1, len(image.getbands()))
 
 
-class DecodedImageCache:
+class DecodedImageCache(_ByteBoundedLRU[Image.Image]):
     """A thread-safe LRU of decoded images keyed by the SHA-256 of their encoded bytes.
 
     Bounded by the decoded size of what it holds (``max_bytes``) and by ``max_entries``: a few
@@ -103,13 +132,10 @@ class DecodedImageCache:
             raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}.")
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}.")
-        self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, Image.Image] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        super().__init__(max_bytes, max_entries)
+
+    def _size(self, value: Image.Image) -> int:
+        return image_nbytes(value)
 
     def get_or_load(self, data: bytes, loader: Callable[[bytes], Image.Image]) -> Image.Image:
         """A copy of the image decoded from ``data``, decoding with ``loader`` on a miss.
@@ -117,44 +143,12 @@ class DecodedImageCache:
         Errors from ``loader`` propagate and nothing is stored.
         """
         key = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            cached = self._items.get(key)
-            if cached is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return cached.copy()
-            self.misses += 1
+        cached = self._lookup(key)
+        if cached is not None:
+            return cached.copy()
         image = loader(data)  # outside the lock: decoding can take seconds
-        self._put(key, image)
+        self._store(key, image)
         return image.copy()
-
-    def _put(self, key: str, image: Image.Image) -> None:
-        size = image_nbytes(image)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= image_nbytes(old)
-            self._items[key] = image
-            self._bytes += size
-            while self._bytes > self.max_bytes or len(self._items) > self.max_entries:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= image_nbytes(evicted)
-
-    def clear(self) -> None:
-        """Drop everything."""
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        """Decoded bytes currently held."""
-        return self._bytes
 
 
 def layer_activations(
