@@ -2,4 +2,5 @@
 
 from vizcore.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing vizcore.__main__ (pkgutil walks) must not run it
+    raise SystemExit(main())
