@@ -288,7 +288,7 @@ with fast_tab:
         f"{', '.join(net.styles)}. Stylizing is one forward pass at the image's full resolution. "
         f"It was trained here on CPU for {info.get('steps', '?')} steps "
         f"({float(info.get('seconds', 0)) / 60:.0f} min) on crops of the bundled photos, with "
-        f"{info.get('loss_model', '?')} as loss network; see assets/styles/README.md."
+        f"{info.get('loss_model', '?')} as loss network; see vizcore/data/styles/README.md."
     )
     f1, f2 = st.columns(2)
     f_style = f1.selectbox("Style", list(net.styles), key="fast_style_style")

@@ -128,7 +128,7 @@ def test_good_upload_becomes_the_selected_image(at: AppTest) -> None:
     at.file_uploader(key="frame_upload").set_value(("bad.jpg", b"\xff\xd8broken", "image/jpeg"))
     at.run()
     assert at.sidebar.error
-    coffee = Image.open(ROOT / "assets/samples/coffee.png").convert("RGBA")
+    coffee = Image.open(ROOT / "vizcore/data/samples/coffee.png").convert("RGBA")
     at.file_uploader(key="frame_upload").set_value(("mine.png", png_bytes(coffee), "image/png"))
     at.run()
     assert_ok(at)

@@ -482,7 +482,7 @@ def test_to_tensor01() -> None:
 
 def test_sample_index_files_exist_and_are_credited() -> None:
     index = json.loads((images.SAMPLES_DIR / "index.json").read_text(encoding="utf-8"))
-    credits = (images.ASSETS_DIR / "CREDITS.md").read_text(encoding="utf-8")
+    credits = (images.DATA_DIR / "CREDITS.md").read_text(encoding="utf-8")
     assert index[0]["file"] == "chelsea.png"
     total = 0
     for entry in index:

@@ -13,7 +13,7 @@ from torch import nn
 
 from vizcore.models.squeezenet import INPUT_SIZE, SqueezeNet11, load_squeezenet11
 
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "vizcore" / "data" / "samples"
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967
 

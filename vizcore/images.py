@@ -42,10 +42,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vizcore.resources import data_dir
+
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DATA_DIR",
     "DEFAULT_SAMPLE",
     "MAX_ASPECT",
     "MAX_BYTES",
@@ -108,8 +111,10 @@ SUPPORTED_FORMATS: tuple[str, ...] = (
 DEFAULT_SAMPLE = "chelsea"
 """Name of the sample image shown first."""
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-SAMPLES_DIR = ASSETS_DIR / "samples"
+DATA_DIR = data_dir()
+"""The package's bundled data (``vizcore/data``, see :mod:`vizcore.resources`)."""
+SAMPLES_DIR = data_dir("samples")
+"""The bundled sample images and their ``index.json``."""
 SAMPLE_KINDS = ("photo", "texture")
 
 # resize_center_crop resizes then crops (exactly like torchvision) when the resized image has at
@@ -601,7 +606,7 @@ def resize_center_crop(
 
 @dataclass(frozen=True)
 class Sample:
-    """A bundled sample image described in ``assets/samples/index.json``.
+    """A bundled sample image described in ``vizcore/data/samples/index.json``.
 
     Attributes:
         name: Identifier, the file name without its extension (for example ``"chelsea"``).
@@ -652,7 +657,7 @@ def list_samples(kind: str | None = None) -> list[Sample]:
         kind: ``"photo"`` or ``"texture"`` to keep only that kind, or None for all.
 
     Returns:
-        The samples, as described by ``assets/samples/index.json``.
+        The samples, as described by ``vizcore/data/samples/index.json``.
 
     Raises:
         ValueError: If ``kind`` is not None, ``"photo"`` or ``"texture"``.

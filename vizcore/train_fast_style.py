@@ -1,17 +1,18 @@
 """Train a conditional fast-style network (Johnson et al. 2016 + Dumoulin et al. 2017).
 
-Usage (the shipped preset; see ``assets/styles/README.md`` for the exact command and numbers)::
+Usage (the shipped preset; ``vizcore/data/styles/README.md`` has the exact command and numbers)::
 
-    python -m vizcore.train_fast_style --styles marble mosaic gravel --steps 1500 \
-        --loss-model squeezenet1_1 --size 160 --batch 4 --out assets/styles/fast_styles.pt
+    vizcore train-style --styles marble mosaic gravel --steps 1500 \
+        --loss-model squeezenet1_1 --size 160 --batch 4 --out vizcore/data/styles/fast_styles.pt
 
-Training images are random crops and flips of the bundled photos (``assets/samples``, kind
+Training images are random crops and flips of the bundled photos (``vizcore/data/samples``, kind
 "photo"), or of every image in ``--images DIR``. Styles are names of generated patterns
 (:data:`vizcore.techniques.style_images.STYLE_PATTERNS`), bundled samples (``gravel``, ``brick``,
 ``grass``), or image files. The loss is the Gram style loss plus the relative content loss and a
 total-variation term of :mod:`vizcore.techniques.gram`, on the frozen loss network. One style per
 step, round-robin, so every style's conditional-instance-norm parameters get trained. A GPU is used
 when one is present; otherwise it trains on CPU. Checkpoints (``<out>.ckpt``) allow ``--resume``.
+``python -m vizcore.train_fast_style`` takes the same options.
 """
 
 from __future__ import annotations
@@ -259,8 +260,16 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the trainer's options to ``p`` (also used by ``vizcore train-style``)."""
     p.add_argument("--styles", nargs="+", required=True, help="pattern names, samples or files")
-    p.add_argument("--out", type=Path, required=True, help="preset path, e.g. assets/styles/x.pt")
+    p.add_argument(
+        "--out", type=Path, required=True, help="preset path, e.g. vizcore/data/styles/x.pt"
+    )
     p.add_argument("--images", type=Path, default=None, help="folder of training images")
     p.add_argument("--loss-model", default="squeezenet1_1", choices=list(registry.MODELS))
     p.add_argument("--style-layers", nargs="+", default=None)
@@ -288,12 +297,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the preset from <out>.ckpt as it is (stop a long run early) and exit",
     )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; progress goes to stdout through logging."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or ``--export``) with the options :func:`add_arguments` declared; returns 0."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.threads:
         torch.set_num_threads(args.threads)

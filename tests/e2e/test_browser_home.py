@@ -40,7 +40,7 @@ pytestmark = pytest.mark.e2e
 APP_NAME = "CNN Visualization Studio"
 SAMPLE_LABELS = {
     Path(entry["file"]).stem: entry["label"]
-    for entry in json.loads((ROOT / "assets/samples/index.json").read_text(encoding="utf-8"))
+    for entry in json.loads((ROOT / "vizcore/data/samples/index.json").read_text(encoding="utf-8"))
 }
 CAT = r"(tabby|tiger cat|Egyptian cat)"
 SAYS = '[data-testid="stMarkdown"]'
@@ -263,7 +263,7 @@ def test_upload_png_becomes_the_selected_image(
     page: Any, server: StreamlitServer, tmp_path: Path
 ) -> None:
     png = tmp_path / "my coffee.png"
-    Image.open(ROOT / "assets/samples/coffee.png").convert("RGBA").save(png)
+    Image.open(ROOT / "vizcore/data/samples/coffee.png").convert("RGBA").save(png)
     open_app(page, server.url)
     says = page.locator(SAYS, has_text="says:")
     expect(says).to_contain_text("says:")

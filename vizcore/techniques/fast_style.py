@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from vizcore.checks import check_image_batch
+from vizcore.resources import data_dir
 
 __all__ = [
     "PRESETS_DIR",
@@ -50,7 +51,7 @@ __all__ = [
     "style_vector",
 ]
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "styles"
+PRESETS_DIR = data_dir("styles")
 DEFAULT_PRESET = "fast_styles"
 _RESIDUAL_SCALE = 0.05
 
@@ -199,7 +200,7 @@ class StylePreset:
     """A trained conditional network and what it was trained on.
 
     Attributes:
-        name: Preset file stem (``assets/styles/<name>.pt``).
+        name: Preset file stem (``vizcore/data/styles/<name>.pt``).
         styles: Style names, in the order of the network's style index.
         net: The network, in eval mode (do not train or change it; it may be cached and shared).
         info: Training metadata from the JSON sidecar (loss network, steps, time, losses).
