@@ -36,9 +36,10 @@ _WEIGHT_TYPES = ["pt", "pth", "bin", "safetensors"]
 _EXPORT_TYPES = ["pt2"]
 _MODEL_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".pt2")
 
+# Short enough for the sidebar's selectbox (about 28 characters show).
 _SOURCES = {
-    "torchvision": "torchvision architecture + weights",
-    "timm": "timm architecture + weights",
+    "torchvision": "torchvision + weights file",
+    "timm": "timm + weights file",
     "export": "torch.export archive (.pt2)",
 }
 _NORMALIZATIONS = {

@@ -180,9 +180,7 @@ def test_upload_weights_and_class_names_then_grad_cam(
 
     # --- the form, as a user fills it in
     form = your_model(page)
-    expect(form.get_by_role("combobox", name="Source")).to_have_value(
-        "torchvision architecture + weights"
-    )
+    expect(form.get_by_role("combobox", name="Source")).to_have_value("torchvision + weights file")
     arch = form.get_by_role("combobox", name="Architecture")
     arch.click()
     arch.press_sequentially(ARCH)
