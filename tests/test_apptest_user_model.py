@@ -152,3 +152,19 @@ def test_upload_can_be_turned_off(monkeypatch) -> None:
     assert_ok(at)
     assert any("turned off" in c.value for c in at.caption)
     assert not [b for b in at.button if b.key == "um_load"]
+
+
+def test_weights_uploader_states_the_limit_the_server_enforces() -> None:
+    """Streamlit's server refuses an upload over ``server.maxUploadSize`` whatever a widget
+    says, so the form must not promise more (it said "Up to 500 MB" with a 50 MB server cap)."""
+    import streamlit as st
+
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    assert_ok(at)
+    server_mb = int(st.get_option("server.maxUploadSize"))
+    limit = min(server_mb, sources.MAX_MODEL_BYTES // 2**20)
+    uploader = at.get("file_uploader")
+    weights = next(u for u in uploader if u.proto.id.endswith("um_file_torchvision"))
+    assert f"Up to {limit} MB by upload" in weights.help, weights.help
+    assert "VIZCORE_MODEL_DIR" in weights.help  # where a bigger file goes
+    assert weights.proto.max_upload_size_mb == limit <= server_mb

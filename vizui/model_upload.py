@@ -10,8 +10,9 @@ Server settings (environment variables):
 * ``VIZCORE_ALLOW_MODEL_UPLOAD=0`` turns uploads off (for a public share link);
 * ``VIZCORE_MODEL_DIR=/path`` lists the model files of that folder for local use, so a big
   checkpoint need not travel through the browser (also when uploads are off);
-* ``VIZCORE_MAX_MODEL_MB`` (default 500) caps a model file (the uploader's own limit, which
-  overrides Streamlit's ``server.maxUploadSize``).
+* ``VIZCORE_MAX_MODEL_MB`` (default 500) caps a model file; Streamlit's own
+  ``server.maxUploadSize`` (``.streamlit/config.toml``, 200 MB here) caps any upload on the server,
+  so an upload can bring the smaller of the two (:func:`upload_limit_mb`, stated in the form).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ _WEIGHT_TYPES = ["pt", "pth", "bin", "safetensors"]
 _EXPORT_TYPES = ["pt2"]
 _MODEL_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".pt2")
 
+# Short enough for the sidebar's selectbox (about 28 characters show).
 _SOURCES = {
-    "torchvision": "torchvision architecture + weights",
-    "timm": "timm architecture + weights",
+    "torchvision": "torchvision + weights file",
+    "timm": "timm + weights file",
     "export": "torch.export archive (.pt2)",
 }
 _NORMALIZATIONS = {
@@ -51,6 +53,16 @@ def uploads_allowed() -> bool:
     """False when the server turned model uploads off (``VIZCORE_ALLOW_MODEL_UPLOAD=0``)."""
     value = os.environ.get(ALLOW_ENV, "1").strip().lower()
     return value not in {"0", "false", "no", "off"}
+
+
+def upload_limit_mb() -> int:
+    """The largest model file an upload can bring, in Streamlit's MB (MiB, as its dropzone says).
+
+    The smaller of ``VIZCORE_MAX_MODEL_MB`` and Streamlit's ``server.maxUploadSize``: the server
+    refuses any bigger upload before the app sees it, whatever a widget says.
+    """
+    server = int(st.get_option("server.maxUploadSize"))
+    return max(1, min(server, sources.MAX_MODEL_BYTES // 2**20))
 
 
 def local_model_files() -> list[Path]:
@@ -160,7 +172,7 @@ def _weights_file(
     kind: str, allowed: bool, local: list[Path]
 ) -> tuple[bytes | Path | None, str | None]:
     types = _EXPORT_TYPES if kind == "export" else _WEIGHT_TYPES
-    limit = sources.MAX_MODEL_BYTES / 1e6
+    limit = upload_limit_mb()
     if local:
         options = ["(upload)"] if allowed else []
         options += [p.name for p in local if (p.suffix.lower() == ".pt2") == (kind == "export")]
@@ -172,9 +184,10 @@ def _weights_file(
     label = "Model (.pt2)" if kind == "export" else "Weights (state_dict: .pt, .pth, .safetensors)"
     extra = " Empty for timm's pretrained weights from the local cache." if kind == "timm" else ""
     upload = st.file_uploader(
-        label, type=types, key=f"um_file_{kind}", max_upload_size=max(1, int(limit)),
-        help=f"Up to {limit:.0f} MB. Read safely: tensors only (torch.load weights_only=True), "
-        f"never arbitrary pickled objects.{extra}",
+        label, type=types, key=f"um_file_{kind}", max_upload_size=limit,
+        help=f"Up to {limit} MB by upload; a bigger file loads from a folder on the server "
+        f"({DIR_ENV}). Read safely: tensors only (torch.load weights_only=True), never "
+        f"arbitrary pickled objects.{extra}",
     )  # fmt: skip
     if upload is None:
         return None, None
