@@ -210,6 +210,10 @@ for i, label in enumerate(methods):
             need = view.forwards_needed(label, positions, channels) * per_image
             st.info(f"Slow method: press **Run** (≈ {need:.0f} s).")
             continue
+        blank = view.blank_message(label, result)
+        if blank is not None:
+            st.warning(blank)
+            continue
         params = _params(label)
         tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
         scored = curves.get(params)
