@@ -289,6 +289,10 @@ for start in range(0, len(methods), GRID):
                 need = view.forwards_needed(label, positions, channels) * per_image
                 st.info(f"Slow: press **Run** (≈ {view.format_seconds(need)}).")
                 continue
+            blank = view.blank_message(label, result)
+            if blank is not None:
+                st.warning(blank)
+                continue
             params = _params(label)
             tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
             st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -128,3 +130,31 @@ def test_grabcut_segmentation_from_a_map(page):
     page.selectbox(key="attribution_seg_map").set_value("Grad-CAM").run()
     assert not page.exception
     assert any(c.startswith("GrabCut mask") for c in _captions(page))
+
+
+def test_an_all_zero_map_says_so_instead_of_a_blank_tile(page, monkeypatch):
+    """A CAM whose weighted sum the ReLU clears everywhere: a message, not a dark tile."""
+    real = attribution_view.compute_map
+
+    def zeroed(model, x, params, on_step=None):
+        result = real(model, x, params, on_step)
+        if params.label != "Grad-CAM":
+            return result
+        return dataclasses.replace(result, map=np.zeros_like(result.map))
+
+    monkeypatch.setattr(attribution_view, "compute_map", zeroed)
+    attribution_view.fast_map.clear()
+    try:
+        choose_methods(page, ["Saliency", "Grad-CAM"])
+        page.run()
+        assert not page.exception
+        warnings = [w.value for w in page.warning]
+        assert len(warnings) == 1, warnings
+        # the layer is the derived CAM default (head.act); the map was zeroed above
+        assert "Grad-CAM at `head.act` is all zero" in warnings[0]
+        assert "after an activation" in warnings[0]
+        assert len(page.image) >= 2  # the input and the saliency tile only
+        tiles = [c for c in _captions(page) if c.endswith(" ms")]
+        assert len(tiles) == 1, _captions(page)
+    finally:
+        attribution_view.fast_map.clear()

@@ -16,6 +16,7 @@ from vizcore.hooks import ModelState, count_hooks
 from vizcore.layers import LayerNotFoundError
 from vizcore.techniques import attribution
 from vizcore.techniques.attribution import (
+    AttributionMap,
     FunctionalActivationError,
     cam,
     deconvnet,
@@ -78,6 +79,27 @@ def test_grad_cam_on_hand_weighted_net():
     )
     # The logits are (mean(R + 2G), mean(3R - G)) = (1.0, 0.8125): top-1 is class 0.
     assert grad_cam(net, x, layer="relu").target == 0
+
+
+def test_a_cam_whose_weighted_sum_is_negative_everywhere_is_blank():
+    net = HandNet().eval()
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 1] = torch.tensor([[1.0, 0.5], [0.25, 0.0]])  # G only: class 1's 3R - G <= 0
+    blank = grad_cam(net, x, target=1, layer="relu")
+    assert blank.is_blank and not blank.map.any()
+    assert cam(net, x, target=1, layer="relu").is_blank
+    assert not grad_cam(net, x, target=0, layer="relu").is_blank  # 2G > 0
+
+
+def test_is_blank_means_constant():
+    def result(values: np.ndarray) -> AttributionMap:
+        return AttributionMap("saliency", 0, values.astype(np.float32), values, None, 0.0)
+
+    assert result(np.zeros((4, 4))).is_blank
+    assert result(np.full((4, 4), 0.5)).is_blank
+    ramp = np.zeros((4, 4))
+    ramp[1, 2] = 1e-6
+    assert not result(ramp).is_blank
 
 
 # --------------------------------------------------------------------------------------------

@@ -127,6 +127,21 @@ def forwards_needed(label: str, positions: int, channels: int) -> int:
     return 3
 
 
+def blank_message(label: str, result: AttributionMap) -> str | None:
+    """What to show instead of a blank tile, or ``None`` when the map has something to show."""
+    if not result.is_blank:
+        return None
+    value = float(result.map.flat[0]) if result.map.size else 0.0
+    what = "all zero" if value == 0 else f"constant ({value:.3g})"
+    if attribution.METHODS[label].uses_layer:
+        return (
+            f"{label} at `{result.layer}` is {what}: the weighted sum of this layer's "
+            "channels is negative or zero everywhere, and the ReLU of the CAM formula clears "
+            "it. Pick a layer taken after an activation (its values are non-negative)."
+        )
+    return f"{label} is {what} for this image and class: there is nothing to show."
+
+
 def overlay_tile(
     image: np.ndarray, result: AttributionMap, *, alpha: float, colormap: str
 ) -> np.ndarray:

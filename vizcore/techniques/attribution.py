@@ -94,6 +94,17 @@ class AttributionMap:
     stopped: bool = False
     info: Mapping[str, float] = field(default_factory=dict)
 
+    @property
+    def is_blank(self) -> bool:
+        """``True`` when ``map`` is constant (all zero, typically): it shows nothing.
+
+        For the CAM family this happens when ``sum_k w_k A_k`` is negative everywhere and the
+        final ReLU clears it, e.g. at a layer taken before its activation (Lite0's ``head.bn``:
+        94 % of its values are negative; Score-CAM there gives an all-zero map on chelsea).
+        A layer after the activation (non-negative ``A_k``) avoids it.
+        """
+        return self.map.size == 0 or bool(np.ptp(self.map) == 0)
+
 
 class FunctionalActivationError(ValueError):
     """The model applies ReLU-family activations as function calls, which hooks cannot see."""
