@@ -99,9 +99,9 @@ class AttributionMap:
         """``True`` when ``map`` is constant (all zero, typically): it shows nothing.
 
         For the CAM family this happens when ``sum_k w_k A_k`` is negative everywhere and the
-        final ReLU clears it, e.g. at a layer taken before its activation (Lite0's ``head.bn``:
-        94 % of its values are negative; Score-CAM there gives an all-zero map on chelsea).
-        A layer after the activation (non-negative ``A_k``) avoids it.
+        final ReLU clears it, e.g. at a layer taken before its activation (Lite0's ``head.bn``,
+        mostly negative values: Score-CAM there gave an all-zero map on chelsea, issue 12), or
+        at any layer for a class whose evidence is absent. ``bench/cam_layers.py`` counts it.
         """
         return self.map.size == 0 or bool(np.ptp(self.map) == 0)
 
