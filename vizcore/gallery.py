@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from vizcore import diskcache, images
+from vizcore.offline import OFFLINE_ENV, is_offline
 from vizcore.progress import OnStep, StepInfo, report
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "thumbnail",
 ]
 
-OFFLINE_ENV = "VIZCORE_OFFLINE"
 BUILTIN_SIZE = 128
 UPLOAD_SIZE = 160
 #: Smallest side of an uploaded gallery image. Gallery images become ``UPLOAD_SIZE`` squares for
@@ -552,11 +552,6 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 _ONLINE_MEMO: dict[str, tuple[float, bool]] = {}
-
-
-def is_offline() -> bool:
-    """True when ``VIZCORE_OFFLINE`` is set to a true value."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _archive(key: str) -> tuple[str, str]:

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from vizcore.models.efficientnet_lite import Normalize
+from vizcore.offline import OFFLINE_ENV, is_offline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFLINE_ENV = "VIZCORE_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
@@ -39,11 +39,6 @@ class WeightsInfo:
     cache_path: Path
     size_mb: float | None
     hash_prefix: str | None
-
-
-def is_offline() -> bool:
-    """True when the ``VIZCORE_OFFLINE`` environment variable is set to a true value."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def weights_info(arch: str) -> WeightsInfo:
