@@ -11,7 +11,7 @@ from vizcore.layers import list_layers
 from vizcore.techniques import attribution
 from vizcore.techniques.attribution import occlusion_grid
 from vizui import attribution_view as view
-from vizui import cached
+from vizui import cached, how_it_works
 from vizui.frame import frame
 from vizui.keep import keep_choice
 
@@ -332,6 +332,20 @@ for start in range(0, len(methods), GRID):
                     width="stretch",
                 )
 
+st.markdown("#### How it works")
+st.caption(
+    "Each method's formula with this run's numbers in it, its steps, what to look for, its "
+    "pitfalls and its paper. The CAM family's panels show the channels of the weighted sum."
+)
+how_it_works.attribution_panels(
+    results,
+    model_key=ctx.model_key,
+    digest=ctx.digest,
+    x=ctx.x,
+    class_names=names,
+    method_keys={label: attribution.METHODS[label].key for label in results},
+)
+
 if score_maps and curves:
     with st.expander("Deletion and insertion curves (Petsiuk et al. 2018)"):
         st.caption(
@@ -349,6 +363,15 @@ if score_maps and curves:
                     key=f"attribution_curve_{label}",
                     width="stretch",
                 )
+    how_it_works.panel(
+        "deletion_insertion",
+        numbers={
+            label: f"del. {curves[_params(label)].deletion_auc:.3f} · "
+            f"ins. {curves[_params(label)].insertion_auc:.3f}"
+            for label in methods
+            if _params(label) in curves
+        },
+    )
 
 if sanity:
     st.subheader("Sanity check: randomize the top layers (Adebayo et al. 2018)")
@@ -374,6 +397,16 @@ if sanity:
         st.image(tiles, caption=captions, width=180)
     if not checks:
         st.info("Press **Run** to compute the sanity check.")
+    how_it_works.panel(
+        "randomization_check",
+        numbers={
+            f"ρ of {label} (top {len(check.correlations)} blocks random)": (
+                f"{check.correlations[-1]:.2f}"
+            )
+            for label in methods
+            if (check := checks.get(_params(label))) is not None and len(check.correlations)
+        },
+    )
 
 st.subheader("Segment the object from a map (Simonyan et al. 2014)")
 st.caption(
@@ -438,20 +471,12 @@ else:
         f"{segmentation.seconds * 1000:.0f} ms)",
         width="stretch",
     )
-
-with st.expander("What am I looking at?"):
-    st.markdown(
-        """
-- **Occlusion** (Zeiler & Fergus 2014): slide a patch over the image; red where hiding it lowers
-  the class probability most. Window and stride set the resolution and the cost.
-- **Saliency** (Simonyan et al. 2014): |∂ class score / ∂ pixel|, the largest over RGB.
-- **Deconvnet** (Zeiler & Fergus 2014) and **guided backprop** (Springenberg et al. 2015): the
-  gradient with a different rule at every ReLU/ReLU6 (only positive signals go back).
-- **CAM** (Zhou et al. 2016), **Grad-CAM** (Selvaraju et al. 2017), **Grad-CAM++**
-  (Chattopadhyay et al. 2018), **Score-CAM** (Wang et al. 2020): a weighted sum of the
-  feature maps of one layer; they differ only in the weights. **Guided Grad-CAM** multiplies
-  guided backprop by Grad-CAM.
-- **Integrated gradients** (Sundararajan et al. 2017): gradients averaged from a black image to
-  this one, times the difference.
-"""
+    how_it_works.panel(
+        "grabcut",
+        numbers={
+            "seed map": seg_label,
+            "foreground above": f"P{fg}",
+            "background below": f"P{bg}",
+            "mask": f"{segmentation.mask.mean():.0%} of the image",
+        },
     )

@@ -1,0 +1,57 @@
+""""How it works" panels: every technique has a lesson, and the panels carry this run's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vizcore import lessons
+from vizcore.techniques import attribution
+from vizui.how_it_works import PANEL_PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_attribution_method_has_a_complete_lesson() -> None:
+    for info in attribution.METHODS.values():
+        lesson = lessons.lesson(info.key)
+        assert lesson.formula and len(lesson.steps) >= 3
+        assert lesson.paper[1].startswith("https://")
+        assert lesson.look_for and lesson.pitfalls
+
+
+def test_lessons_are_complete_and_unknown_keys_are_refused() -> None:
+    for key, lesson in lessons.LESSONS.items():
+        assert lesson.title and lesson.formula, key
+        assert 3 <= len(lesson.steps) <= 6, key
+        assert lesson.paper[1].startswith("https://"), key
+    with pytest.raises(ValueError, match="No lesson for 'nope'"):
+        lessons.lesson("nope")
+
+
+def _panels(at: AppTest) -> dict[str, object]:
+    return {e.label: e for e in at.expander if e.label.startswith(PANEL_PREFIX)}
+
+
+def test_attribution_page_panels_show_formula_and_live_numbers() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/3_Attribution.py").run()
+    assert not at.exception
+    panels = _panels(at)
+    for label in ("Saliency", "Guided backprop", "CAM", "Grad-CAM", "Grad-CAM++"):
+        title = lessons.lesson(attribution.METHODS[label].key).title
+        assert f"{PANEL_PREFIX} {title}" in panels, sorted(panels)
+    for label, panel in panels.items():
+        assert panel.latex, f"{label}: no formula"
+        texts = " ".join(m.value for m in panel.markdown)
+        assert "**This run:**" in texts and "Paper: [" in texts, label
+    grad_cam = panels[f"{PANEL_PREFIX} Grad-CAM"]
+    numbers = " ".join(m.value for m in grad_cam.markdown)
+    assert "7×7" in numbers  # Lite0's last feature map: the resolution pitfall, measured
+    captions = [c for image in grad_cam.image for c in image.captions]
+    assert len(captions) == 6 and all(c.startswith("A^") for c in captions), captions
+    share = " ".join(c.value for c in grad_cam.caption)
+    assert "of the positive contributions" in share

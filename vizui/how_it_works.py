@@ -1,0 +1,144 @@
+""" "How it works" panels: a technique's lesson (:mod:`vizcore.lessons`) beside its live result.
+
+Each panel is collapsed by default and shows, in the lecture's order: the formula, numbers from
+the current run that plug into it, the algorithm's steps, what to look for, the pitfalls, where
+this code deviates from the paper, and the paper's link. The numbers come from the result
+objects the page already has (no model pass here), except the CAM decomposition, which is one
+cached call of :func:`vizcore.techniques.cam_parts.cam_parts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from vizcore import lessons, render
+from vizcore.techniques.attribution import AttributionMap
+from vizcore.techniques.cam_parts import DECOMPOSABLE, CamParts, cam_parts
+from vizui import cached
+
+#: Every panel's expander label starts with this (tests look for it).
+PANEL_PREFIX = "How it works:"
+
+
+def panel(
+    key: str,
+    *,
+    numbers: Mapping[str, str] | None = None,
+    body: Callable[[], None] | None = None,
+) -> None:
+    """Draw the lesson of technique ``key`` as a collapsed expander.
+
+    Args:
+        key: A :data:`vizcore.lessons.LESSONS` key.
+        numbers: Live values from this run, shown under the formula (``name -> value``).
+        body: Draws more live content (a chart, maps) inside the panel, after the numbers.
+    """
+    lesson = lessons.lesson(key)
+    with st.expander(f"{PANEL_PREFIX} {lesson.title}"):
+        st.latex(lesson.formula)
+        if numbers:
+            st.markdown("**This run:** " + " · ".join(f"{k} **{v}**" for k, v in numbers.items()))
+        if body is not None:
+            body()
+        st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(lesson.steps, 1)))
+        st.markdown(f"**What to look for.** {lesson.look_for}")
+        st.markdown(f"**Pitfalls.** {lesson.pitfalls}")
+        if lesson.deviation:
+            st.markdown(f"**Here vs the paper.** {lesson.deviation}")
+        citation, url = lesson.paper
+        st.markdown(f"Paper: [{citation}]({url})")
+
+
+# ------------------------------------------------------------------------- attribution
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cam_parts(
+    model_key: str, digest: str, _x: torch.Tensor, layer: str, method: str, target: int
+) -> CamParts:
+    return cam_parts(cached.model(model_key), _x, layer=layer, method=method, target=target)
+
+
+def attribution_numbers(result: AttributionMap, *, class_name: str) -> dict[str, str]:
+    """The live numbers every attribution panel shows, plus the method's own."""
+    numbers = {"class c": f"{class_name} ({result.target})"}
+    if result.method == "occlusion" and result.raw.size:
+        before = float(result.info.get("reference_probability", float("nan")))
+        worst = float(result.raw.max())
+        row, col = np.unravel_index(int(result.raw.argmax()), result.raw.shape)
+        numbers["p_c(x)"] = f"{before:.3f}"
+        numbers["p_c at the worst window"] = f"{before - worst:.3f} (window row {row}, col {col})"
+        numbers["window positions"] = f"{result.raw.size}"
+    elif result.layer is not None:
+        h, w = result.raw.shape[-2:]
+        side = result.map.shape[-1] / max(w, 1)
+        numbers["layer"] = f"{result.layer}"
+        numbers["map resolution"] = f"{h}×{w} (one cell ≈ {side:.0f} px)"
+    else:
+        numbers["max |∂S_c/∂x|"] = f"{float(np.abs(result.raw).max()):.3g}"
+    if "delta" in result.info:
+        numbers["completeness error Σ IG − (S(x) − S(0))"] = f"{float(result.info['delta']):.3g}"
+    numbers["time"] = f"{result.seconds * 1000:.0f} ms"
+    return numbers
+
+
+def _cam_body(parts: CamParts) -> Callable[[], None]:
+    def draw() -> None:
+        labels = [f"k={c}" for c in parts.channels]
+        fig = go.Figure(go.Bar(x=labels, y=parts.weights[parts.channels], marker_color="#c0392b"))
+        fig.update_layout(
+            height=220, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+            title=f"Weights w_k of the {len(labels)} channels that contribute most",
+        )  # fmt: skip
+        st.plotly_chart(fig, key=f"hiw_weights_{parts.method}", width="stretch")
+        scale = max(float(parts.activations.max()), 1e-12)  # one scale: maps stay comparable
+        tiles = [
+            render.colorize(np.clip(a / scale, 0.0, 1.0), colormap="viridis")
+            for a in parts.activations
+        ]
+        captions = [
+            f"A^{c} · w={w:.3g} · Σ w·A={s:.3g}"
+            for c, w, s in zip(
+                parts.channels, parts.weights[parts.channels], parts.contributions, strict=True
+            )
+        ]
+        st.image(tiles, caption=captions, width=110)
+        st.caption(
+            f"These {len(labels)} of {len(parts.weights)} channels carry "
+            f"{parts.top_share:.0%} of the positive contributions; ReLU of the sum over all "
+            f"channels{' plus the bias' if parts.bias else ''} is the map above "
+            f"({parts.total.shape[0]}×{parts.total.shape[1]}, upsampled). Maps share one "
+            "colour scale."
+        )
+
+    return draw
+
+
+def attribution_panels(
+    results: Mapping[str, AttributionMap],
+    *,
+    model_key: str,
+    digest: str,
+    x: torch.Tensor,
+    class_names: Sequence[str],
+    method_keys: Mapping[str, str],
+) -> None:
+    """One panel per shown method of the Attribution page (``label -> result``)."""
+    for label, result in results.items():
+        key = method_keys[label]
+        name = class_names[result.target] if result.target is not None else "callable target"
+        numbers = attribution_numbers(result, class_name=name)
+        body = None
+        if key in DECOMPOSABLE and result.layer is not None and result.target is not None:
+            try:
+                parts = _cam_parts(model_key, digest, x, result.layer, key, int(result.target))
+            except ValueError:
+                parts = None
+            if parts is not None:
+                body = _cam_body(parts)
+        panel(key, numbers=numbers, body=body)
