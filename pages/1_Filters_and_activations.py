@@ -12,7 +12,7 @@ from vizcore.gallery import GalleryError
 from vizcore.layers import LayerNotFoundError
 from vizcore.render import COLORMAPS
 from vizcore.techniques.filters import SORT_ORDERS, apply_threshold
-from vizui import gallery_view, inside_view
+from vizui import gallery_view, how_it_works, inside_view
 from vizui.frame import frame
 from vizui.keep import keep_choice
 
@@ -42,6 +42,15 @@ with tab_filters:
             f"{kh}×{kw} kernels are tiny: edge and colour-contrast detectors are still visible, "
             "but AlexNet's famous Gabor-like 11×11 filters need a larger first kernel."
         )
+    how_it_works.panel(
+        "first_layer_filters",
+        numbers={
+            "layer": f"`{first.layer}`",
+            "W": f"{f} × {c} × {kh}×{kw}",
+            "pixels per filter and channel": f"{kh * kw} (AlexNet: 121)",
+            "stride": f"{first.stride[0]}",
+        },
+    )
 
     st.subheader("A later layer's filter, kernel by kernel")
     convs = [name for name in inside_view.conv_layers(ctx.model_key) if name != first.layer]
@@ -131,6 +140,15 @@ with tab_maps:
         colormap=colormap,
     )  # fmt: skip
     st.image(grid, width="content")
+    how_it_works.panel(
+        "activations",
+        numbers={
+            "layer": f"`{layer}`",
+            "A": f"{n_channels} × {h}×{w}",
+            "channels all zero on this image": f"{int((acts.maxes <= 0).sum())} of {n_channels}",
+            "one cell covers": f"≈ {ctx.x.shape[-1] / w:.0f} px",
+        },
+    )
 
     st.markdown("**One channel, large and over the image**")
     c1, c2 = st.columns([1, 2])
@@ -229,3 +247,12 @@ with tab_patches:
                     st.image(ps.patches[i], width="stretch")
                     full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
                     st.caption(inside_view.short_caption(full), help=full)
+        how_it_works.panel(
+            "max_patches",
+            numbers={
+                "unit": f"`{p_layer}` channel {int(p_channel)}",
+                "receptive field": f"{rf.size[0]:.0f}×{rf.size[1]:.0f} px",
+                "top activation": f"{ps.values[0]:.3g}" if len(ps.values) else "n/a",
+                "gallery": f"{len(g)} images",
+            },
+        )

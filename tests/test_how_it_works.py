@@ -1,4 +1,4 @@
-""""How it works" panels: every technique has a lesson, and the panels carry this run's numbers."""
+"""How-it-works panels: every technique has a lesson, and the panels carry this run's numbers."""
 
 from __future__ import annotations
 
@@ -55,3 +55,16 @@ def test_attribution_page_panels_show_formula_and_live_numbers() -> None:
     assert len(captions) == 6 and all(c.startswith("A^") for c in captions), captions
     share = " ".join(c.value for c in grad_cam.caption)
     assert "of the positive contributions" in share
+
+
+def test_filters_page_panels_tie_the_pitfalls_to_this_model() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/1_Filters_and_activations.py").run()
+    assert not at.exception
+    panels = _panels(at)
+    filters = panels[f"{PANEL_PREFIX} First-layer filters"]
+    numbers = " ".join(m.value for m in filters.markdown)
+    assert "3×3" in numbers and "(AlexNet: 121)" in numbers  # Lite0's stem: 3x3 kernels
+    maps = panels[f"{PANEL_PREFIX} Activation maps"]
+    assert maps.latex and "channels all zero on this image" in maps.markdown[0].value
