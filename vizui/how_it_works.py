@@ -1,4 +1,4 @@
-""" "How it works" panels: a technique's lesson (:mod:`vizcore.lessons`) beside its live result.
+"""How-it-works panels: a technique's lesson (:mod:`vizcore.lessons`) beside its live result.
 
 Each panel is collapsed by default and shows, in the lecture's order: the formula, numbers from
 the current run that plug into it, the algorithm's steps, what to look for, the pitfalls, where
