@@ -47,6 +47,12 @@ class PageInfo:
 PAGES: tuple[PageInfo, ...] = (
     PageInfo("app.py", "Home", ":material/home:", "The image and what the model sees"),
     PageInfo(
+        "pages/7_Lecture_tour.py",
+        "Lecture tour",
+        ":material/school:",
+        "The lecture's techniques in its order, on this image",
+    ),
+    PageInfo(
         "pages/1_Filters_and_activations.py",
         "Filters & activations",
         ":material/grid_view:",
