@@ -344,6 +344,7 @@ how_it_works.attribution_panels(
     x=ctx.x,
     class_names=names,
     method_keys={label: attribution.METHODS[label].key for label in results},
+    sanity={label: check for label in results if (check := checks.get(_params(label))) is not None},
 )
 
 if score_maps and curves:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,27 @@ def test_filters_page_panels_tie_the_pitfalls_to_this_model() -> None:
     assert "3×3" in numbers and "(AlexNet: 121)" in numbers  # Lite0's stem: 3x3 kernels
     maps = panels[f"{PANEL_PREFIX} Activation maps"]
     assert maps.latex and "channels all zero on this image" in maps.markdown[0].value
+
+
+def test_guided_backprop_panel_shows_this_runs_sanity_check() -> None:
+    from vizui import attribution_view
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/3_Attribution.py").run()
+    for label in attribution.METHODS:
+        at.checkbox(key=attribution_view.method_key(label)).set_value(label == "Guided backprop")
+    at.toggle(key="attribution_auc").set_value(False)
+    at.toggle(key="attribution_sanity").set_value(True).run()
+    panel = _panels(at)[f"{PANEL_PREFIX} Guided backprop"]
+    assert "sanity check ρ" not in " ".join(m.value for m in panel.markdown)
+    at.button(key="attribution_run").click().run()
+    assert not at.exception
+    panel = _panels(at)[f"{PANEL_PREFIX} Guided backprop"]
+    numbers = " ".join(m.value for m in panel.markdown)
+    match = re.search(r"sanity check ρ \(top \d blocks random\) \*\*(-?\d\.\d\d)\*\*", numbers)
+    assert match, numbers
+    assert float(match.group(1)) >= 0.8  # the pitfall, measured: guided backprop hardly changes
+    assert "barely changes when the top layers are randomized" in numbers
+    randomization = _panels(at)[f"{PANEL_PREFIX} Sanity check (model randomization)"]
+    assert "ρ of Guided backprop" in randomization.markdown[0].value

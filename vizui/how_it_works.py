@@ -19,6 +19,7 @@ import torch
 from vizcore import lessons, render
 from vizcore.techniques.attribution import AttributionMap
 from vizcore.techniques.cam_parts import DECOMPOSABLE, CamParts, cam_parts
+from vizcore.techniques.faithfulness import RandomizationCheck
 from vizui import cached
 
 #: Every panel's expander label starts with this (tests look for it).
@@ -127,12 +128,22 @@ def attribution_panels(
     x: torch.Tensor,
     class_names: Sequence[str],
     method_keys: Mapping[str, str],
+    sanity: Mapping[str, RandomizationCheck] | None = None,
 ) -> None:
-    """One panel per shown method of the Attribution page (``label -> result``)."""
+    """One panel per shown method of the Attribution page (``label -> result``).
+
+    ``sanity`` (``label -> check``) adds the randomization check's last correlation, so the
+    pitfall of guided backprop and deconvnet is shown by this run's number, not only told.
+    """
     for label, result in results.items():
         key = method_keys[label]
         name = class_names[result.target] if result.target is not None else "callable target"
         numbers = attribution_numbers(result, class_name=name)
+        check = (sanity or {}).get(label)
+        if check is not None and len(check.correlations):
+            numbers[f"sanity check ρ (top {len(check.correlations)} blocks random)"] = (
+                f"{check.correlations[-1]:.2f}"
+            )
         body = None
         if key in DECOMPOSABLE and result.layer is not None and result.target is not None:
             try:
