@@ -95,6 +95,7 @@ _MODEL_KEY = "vz_model"
 _IMAGE_KEY = "vz_image"
 _UPLOADS_KEY = "vz_uploads"
 _UPLOAD_PREFIX = "upload:"
+_CAMERA_PREFIX = "camera "  # camera photos are uploads whose name starts with this
 
 
 @dataclass(frozen=True)
@@ -187,29 +188,58 @@ def _download(spec: registry.ModelSpec) -> None:
 def _image_options() -> dict[str, str]:
     options = {s.name: s.label for s in images.list_samples()}
     for name in st.session_state.get(_UPLOADS_KEY, {}):
-        options[_UPLOAD_PREFIX + name] = f"Uploaded: {name}"
+        options[_UPLOAD_PREFIX + name] = _upload_label(name)
     return options
+
+
+def _upload_label(name: str) -> str:
+    if name.startswith(_CAMERA_PREFIX):
+        return f"Camera: {name.removeprefix(_CAMERA_PREFIX).removesuffix('.jpg')}"
+    return f"Uploaded: {name}"
 
 
 def _on_upload() -> None:
     uploaded = st.session_state.get("frame_upload")
     st.session_state.pop("vz_upload_error", None)  # a removed or replaced file clears its error
-    if uploaded is None:
+    if uploaded is not None:
+        _add_upload(uploaded.name, uploaded.getvalue())
+
+
+def _on_camera() -> None:
+    """A photo from the camera becomes the current image, exactly like an upload."""
+    photo = st.session_state.get("frame_camera")
+    st.session_state.pop("vz_upload_error", None)
+    if photo is None:  # the user cleared the photo: keep the current image
         return
-    data = uploaded.getvalue()
+    count = int(st.session_state.get("vz_camera_count", 0)) + 1
+    st.session_state["vz_camera_count"] = count
+    _add_upload(f"{_CAMERA_PREFIX}photo {count}.jpg", photo.getvalue())
+
+
+def _add_upload(name: str, data: bytes) -> None:
     try:
         cached.decoded_image(data)
     except images.ImageLoadError as exc:
-        st.session_state["vz_upload_error"] = f"{uploaded.name}: {exc}"
+        st.session_state["vz_upload_error"] = f"{name}: {exc}"
         return
-    st.session_state.pop("vz_upload_error", None)
     uploads = dict(st.session_state.get(_UPLOADS_KEY, {}))
-    uploads.pop(uploaded.name, None)
-    uploads[uploaded.name] = data
+    uploads.pop(name, None)
+    uploads[name] = data
     while len(uploads) > MAX_UPLOADS:
         uploads.pop(next(iter(uploads)))
     st.session_state[_UPLOADS_KEY] = uploads
-    st.session_state[_IMAGE_KEY] = _UPLOAD_PREFIX + uploaded.name
+    st.session_state[_IMAGE_KEY] = _UPLOAD_PREFIX + name
+
+
+def _camera() -> None:
+    # Behind a toggle: the browser asks for camera permission as soon as the widget is drawn.
+    if st.sidebar.toggle(
+        "Camera",
+        key="frame_camera_on",
+        help="Take a photo with this device's "
+        "camera; it becomes the current image on every page, like an upload.",
+    ):
+        st.sidebar.camera_input("Take a photo", key="frame_camera", on_change=_on_camera)
 
 
 def _image_picker() -> str:
@@ -232,6 +262,7 @@ def _image_picker() -> str:
         help=f"Up to {images.MAX_PIXELS / 1e6:.0f} megapixels. Any mode (RGBA, CMYK, 16-bit, "
         "grayscale) is converted to RGB.",
     )
+    _camera()
     if error := st.session_state.get("vz_upload_error"):
         st.sidebar.error(error)
     return name
@@ -240,7 +271,7 @@ def _image_picker() -> str:
 def _load_selected_image(name: str) -> tuple[Image.Image, str, str | None]:
     if name.startswith(_UPLOAD_PREFIX):
         data = st.session_state[_UPLOADS_KEY][name.removeprefix(_UPLOAD_PREFIX)]
-        return cached.decoded_image(data), f"Uploaded: {name.removeprefix(_UPLOAD_PREFIX)}", None
+        return cached.decoded_image(data), _upload_label(name.removeprefix(_UPLOAD_PREFIX)), None
     sample = next(s for s in images.list_samples() if s.name == name)
     return cached.sample_image(name), sample.label, sample.credit
 
