@@ -23,7 +23,7 @@ from torch import nn
 
 from vizcore import images
 from vizcore.models import registry, torchvision_zoo
-from vizui import cached, model_upload
+from vizui import cached, model_upload, view_link
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,14 @@ def _model_label(key: str) -> str:
     return spec.label if status.available else f"{spec.label} — unavailable"
 
 
+def _link_model(key: str) -> str:
+    status = cached.availability(key)
+    return "" if status.available else f"{registry.get_spec(key).label} is not available here"
+
+
 def _model_picker() -> str:
     keys = [*registry.MODELS, *model_upload.session_model_keys()]
+    view_link.adopt(view_link.MODEL_PARAM, _MODEL_KEY, list(registry.MODELS), usable=_link_model)
     _restore("frame_model", _MODEL_KEY, registry.DEFAULT_MODEL, keys)
     key = st.sidebar.selectbox(
         "Model",
@@ -244,6 +250,8 @@ def _camera() -> None:
 
 def _image_picker() -> str:
     options = _image_options()
+    samples = [sample.name for sample in images.list_samples()]
+    view_link.adopt(view_link.IMAGE_PARAM, _IMAGE_KEY, samples, usable=lambda _name: "")
     _restore("frame_image", _IMAGE_KEY, images.DEFAULT_SAMPLE, list(options))
     name = st.sidebar.selectbox(
         "Image",
@@ -276,6 +284,16 @@ def _load_selected_image(name: str) -> tuple[Image.Image, str, str | None]:
     return cached.sample_image(name), sample.label, sample.credit
 
 
+def _share(model_key: str, image_name: str) -> None:
+    """Keep the URL on the current model and image, and offer the link to this view."""
+    view_link.notices()
+    user_model = registry.is_user_key(model_key)
+    upload = image_name.startswith(_UPLOAD_PREFIX)
+    view_link.publish(view_link.MODEL_PARAM, None if user_model else model_key)
+    view_link.publish(view_link.IMAGE_PARAM, None if upload else image_name)
+    view_link.link_popover(upload_shown=upload, user_model=user_model)
+
+
 def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Context:
     """Set up the page and the shared sidebar; return the selected model and image.
 
@@ -288,6 +306,7 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
     model_key = _model_picker()
     model_upload.section(_MODEL_KEY)
     image_name = _image_picker()
+    _share(model_key, image_name)
     st.title(title)
     if intro:
         st.caption(intro)
