@@ -1,0 +1,79 @@
+"""The "Download report" control: a page records what it shows, the files are built on click.
+
+A page creates one :class:`PageReport` per run, adds each figure it displays (the same array it
+passes to ``st.image``), its parameters and scores, and ends with :meth:`PageReport.downloads`.
+The HTML and the zip are built by :mod:`vizcore.report` only when a button is clicked (Streamlit
+runs a callable ``data`` on click), so recording costs nothing on an ordinary rerun.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import streamlit as st
+
+from vizcore import report
+from vizui import view_link
+from vizui.frame import Context
+
+
+class PageReport:
+    """What one run of a page showed, for its report."""
+
+    def __init__(self, page: str, ctx: Context) -> None:
+        self.page = page
+        self.model = ctx.spec.label
+        self.image = ctx.image_label
+        self.params: dict[str, object] = {}
+        self.scores: dict[str, object] = {}
+        self.figures: list[report.Figure] = []
+        self.tables: list[report.Table] = []
+        self.figure("Input", np.asarray(ctx.image.convert("RGB")), ctx.image_label)
+
+    def figure(self, title: str, image: np.ndarray, caption: str = "") -> None:
+        """Record one displayed image (uint8 RGB, as shown)."""
+        self.figures.append(report.Figure(title, np.asarray(image), caption))
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """Record the numbers of a chart."""
+        self.tables.append(report.Table(title, tuple(columns), tuple(tuple(r) for r in rows)))
+
+    def build(self) -> report.Report:
+        """The report as recorded so far, with the link that reopens the view."""
+        return report.Report(
+            page=self.page,
+            model=self.model,
+            image=self.image,
+            params=dict(self.params),
+            scores=dict(self.scores),
+            figures=tuple(self.figures),
+            tables=tuple(self.tables),
+            link=view_link.current_link(),
+        )
+
+    def downloads(self, key: str) -> None:
+        """The two download buttons (HTML report, zip of PNGs + params.json)."""
+        built = self.build()
+        stem = re.sub(r"[^a-z0-9]+", "_", self.page.lower()).strip("_") or "report"
+        left, right, _ = st.columns([1, 1, 3])
+        left.download_button(
+            "Download report (HTML)",
+            lambda: report.to_html(built),
+            file_name=f"{stem}_report.html",
+            mime="text/html",
+            key=f"{key}_report_html",
+            icon=":material/description:",
+            help="One self-contained HTML file: every figure shown here, the model, the image, "
+            "every parameter and score, and the link that reopens this view.",
+        )
+        right.download_button(
+            "Figures (zip)",
+            lambda: report.to_zip(built),
+            file_name=f"{stem}_figures.zip",
+            mime="application/zip",
+            key=f"{key}_report_zip",
+            icon=":material/folder_zip:",
+            help="Every figure as a full-resolution PNG, with params.json.",
+        )
