@@ -199,6 +199,9 @@ def test_each_step_reports_the_iterate_and_evaluate_rebuilds_a_stopped_run(tiny_
     far = adversarial.evaluate(tiny_cnn, x, np.zeros((16, 16, 3), np.uint8), epsilon=2 / 255,
                                categories=CATEGORIES)  # fmt: skip
     assert far.linf <= 2 / 255 + 1e-6
+    chosen = adversarial.evaluate(tiny_cnn, x, frames[-1], epsilon=8 / 255, target="least_likely",
+                                  categories=CATEGORIES)  # fmt: skip
+    assert chosen.least_likely and chosen.target == int(np.argmin(chosen.probs_before))
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,7 @@ def test_each_step_reports_the_iterate_and_evaluate_rebuilds_a_stopped_run(tiny_
         (np.zeros((8, 8, 3), np.uint8), {}, "shape"),
         (np.zeros((16, 16), np.uint8), {}, r"\(H, W, 3\)"),
         (np.zeros((16, 16, 3), np.uint8), {"method": "cw"}, "method"),
-        (np.zeros((16, 16, 3), np.uint8), {"target": "least_likely"}, "least_likely=True"),
+        (np.zeros((16, 16, 3), np.uint8), {"target": "least likely"}, "least_likely"),
         (np.zeros((16, 16, 3), np.uint8), {"epsilon": 0.0}, "epsilon"),
     ],
 )

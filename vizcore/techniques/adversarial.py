@@ -385,8 +385,7 @@ def evaluate(
     *,
     epsilon: float,
     method: Literal["fgsm", "pgd"] = "pgd",
-    target: int | None = None,
-    least_likely: bool = False,
+    target: int | Literal["least_likely"] | None = None,
     categories: Sequence[str] | None = None,
     losses: Sequence[float] = (),
     stopped: bool = True,
@@ -407,8 +406,8 @@ def evaluate(
             array (uint8 is read as levels / 255).
         epsilon: The attack's L∞ budget in pixel units.
         method: ``"fgsm"`` or ``"pgd"``.
-        target: The class the attack aimed at (``None``: untargeted).
-        least_likely: Whether ``target`` was chosen as the clean image's least likely class.
+        target: The class the attack aimed at, ``"least_likely"`` (chosen on ``x`` as the attack
+            chooses it) or ``None`` (untargeted).
         categories: Class names (ImageNet by default).
         losses: The losses of the steps taken (their count is ``steps_done``).
         stopped: Whether the attack was stopped before its last step.
@@ -421,8 +420,6 @@ def evaluate(
         raise ValueError(f"method must be 'fgsm' or 'pgd', got {method!r}.")
     num_classes = len(categories) if categories is not None else 1000
     epsilon, target = _validate(model, x, epsilon, target, num_classes)
-    if isinstance(target, str):
-        raise ValueError("Pass the class the attack chose as target, with least_likely=True.")
     x0 = _snap(x.detach().float().clamp(0, 1))
     if isinstance(adversarial, np.ndarray):
         array = np.asarray(adversarial)
@@ -441,6 +438,9 @@ def evaluate(
     adv = torch.minimum(torch.maximum(adv, low), high)
     on_grid = _multiple_of_grid(epsilon) and bool(torch.equal(adv, _snap(adv)))
     probs_before = _probabilities(model, x0, categories)
+    least_likely = target == LEAST_LIKELY
+    if least_likely:
+        target = int(np.argmin(probs_before))
     return _result(
         model, x0, adv, probs_before, method=method, epsilon=epsilon, target=target,
         least_likely=least_likely, on_grid=on_grid, categories=categories,
