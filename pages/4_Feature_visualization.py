@@ -76,7 +76,7 @@ with tab_class:
                     on_step=on_step,
                 ),
             )
-    view.show_interrupted(f"{P}_cv")
+    view.show_interrupted(f"{P}_cv", context=(ctx.model_key,))
     if stored := view.stored_result(f"{P}_cv"):
         old_params, result = stored
         if old_params != params:
@@ -109,6 +109,7 @@ with tab_neuron:
     count = c3.number_input(
         "Channels", 1, 6, 3, key=f"{P}_nv_count", help="Consecutive channels, one image each."
     )
+    n_channels = synthesis.layer_channels(ctx.model, layer)
     mode = c4.radio(
         "Maximize",
         ["channel", "neuron"],
@@ -116,10 +117,17 @@ with tab_neuron:
         key=f"{P}_nv_mode",
         format_func={"channel": "channel mean", "neuron": "centre neuron"}.get,
     )
+    channels = list(range(int(first), int(first) + int(count)))
+    if n_channels is not None:
+        st.caption(f"**{layer}** has **{n_channels}** channels, numbered 0 to {n_channels - 1}.")
+        if channels[-1] >= n_channels:
+            st.warning(
+                f"Channel {channels[-1]} does not exist: choose a first channel of at most "
+                f"{max(n_channels - int(count), 0)} for {int(count)} channel(s)."
+            )
     with st.expander("Settings", expanded=False):
         nv_settings = view.settings_controls(f"{P}_nv", ctx.spec, has_relu6=has_relu6)
         nv_seed = st.number_input("Seed", 0, 10_000, 0, key=f"{P}_nv_seed")
-    channels = list(range(int(first), int(first) + int(count)))
     nv_params = (ctx.model_key, layer, tuple(channels), mode, nv_settings, int(nv_seed))
     if view.start_stop(f"{P}_nv"):
         try:
@@ -138,7 +146,7 @@ with tab_neuron:
             )
         except LayerNotFoundError as exc:
             st.error(str(exc))
-    view.show_interrupted(f"{P}_nv")
+    view.show_interrupted(f"{P}_nv", context=(ctx.model_key,))
     if stored := view.stored_result(f"{P}_nv"):
         old_params, result = stored
         if old_params != nv_params:
@@ -231,7 +239,7 @@ with tab_invert:
                 ),
                 frame_width=700,
             )
-    view.show_interrupted(f"{P}_inv")
+    view.show_interrupted(f"{P}_inv", context=(ctx.model_key, ctx.digest))
     if stored := view.stored_result(f"{P}_inv"):
         old_params, result = stored
         if old_params != inv_params:
@@ -301,13 +309,20 @@ with tab_dream:
             ),
             frame_width=520,
         )
-    view.show_interrupted(f"{P}_dd")
+    view.show_interrupted(f"{P}_dd", context=(ctx.model_key, ctx.digest))
     if stored := view.stored_result(f"{P}_dd"):
         old_params, result = stored
-        if old_params != dd_params:
+        other = old_params[:2] != dd_params[:2]
+        if other:
+            st.caption(
+                "Shown: the last run, made with another model or image (press Start to dream "
+                "with the current ones)."
+            )
+        elif old_params != dd_params:
             st.caption("Shown: the last run (the settings have changed since; press Start).")
         c1, c2 = st.columns(2)
-        c1.image(render.to_uint8(result.original), caption=ctx.image_label, width="stretch")
+        original_label = "The image it started from" if other else ctx.image_label
+        c1.image(render.to_uint8(result.original), caption=original_label, width="stretch")
         dream = render.to_uint8(result.image)
         c2.image(dream, caption=f"DeepDream · {result.layer}", width="stretch")
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")

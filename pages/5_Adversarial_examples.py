@@ -29,15 +29,20 @@ method = c1.radio(
     format_func={"pgd": "PGD (iterated)", "fgsm": "FGSM (one step)"}.get,
 )
 targeted = c2.toggle("Targeted", value=True, key=f"{P}_targeted")
+LEAST = adversarial.LEAST_LIKELY
+target_options: list[int | str] = [LEAST, *range(len(names))]
 target = c3.selectbox(
     "Target class",
-    list(range(len(names))),
-    index=names.index("goldfish") if "goldfish" in names else 0,
-    format_func=lambda i: f"{i}: {names[i]}",
+    target_options,
+    index=1 + names.index("goldfish") if "goldfish" in names else 0,
+    format_func=lambda i: "the least likely class" if i == LEAST else f"{i}: {names[i]}",
     key=f"{P}_target",
     disabled=not targeted,
-    help="Untargeted: move away from the current prediction.",
+    help="Untargeted: move away from the current prediction (often only to a similar class). "
+    "The least likely class: the class the model finds least likely on this image "
+    "(Kurakin et al. 2017), a change of kind.",
 )
+chosen_target = (target if target == LEAST else int(target)) if targeted else None
 c1, c2, c3, c4 = st.columns(4)
 eps255 = c1.slider("ε (pixel levels, ×1/255)", 1, 16, 4, key=f"{P}_eps")
 step255 = c2.slider(
@@ -51,16 +56,11 @@ random_start = c4.toggle(
 )  # fmt: skip
 seed = 0
 params = (
-    ctx.model_key, ctx.digest, method, targeted and int(target), eps255, step255, steps,
-    random_start,
+    ctx.model_key, ctx.digest, method, chosen_target, eps255, step255, steps, random_start,
 )  # fmt: skip
 
 if view.start_stop(P, label="Attack"):
-    kwargs = {
-        "target": int(target) if targeted else None,
-        "epsilon": eps255 / 255,
-        "categories": names,
-    }
+    kwargs = {"target": chosen_target, "epsilon": eps255 / 255, "categories": names}
     if method == "fgsm":
         run = lambda on_step: adversarial.fgsm(ctx.model, ctx.x, **kwargs, on_step=on_step)  # noqa: E731
     else:
@@ -68,8 +68,13 @@ if view.start_stop(P, label="Attack"):
             ctx.model, ctx.x, **kwargs, step_size=step255 / 255, steps=int(steps),
             random_start=bool(random_start), seed=seed, on_step=on_step,
         )  # fmt: skip
-    view.run_with_progress(P, params, run)
-view.show_interrupted(P)
+    adv_view.run_attack(
+        P, params, run,
+        evaluate_kwargs={"epsilon": eps255 / 255, "method": method, "target": chosen_target},
+    )  # fmt: skip
+adv_view.keep_stopped(
+    P, ctx.model, ctx.x, context=(ctx.model_key, ctx.digest), categories=names, label="Attack"
+)
 
 stored = view.stored_result(P)
 if stored is None:
@@ -80,7 +85,12 @@ old_params, result = stored
 if old_params != params:
     st.caption("Shown: the last attack (the settings have changed since; press Attack).")
 
-goal = f"toward **{names[result.target]}**" if result.target is not None else "untargeted"
+if result.target is None:
+    goal = "untargeted"
+elif result.least_likely:
+    goal = f"toward the least likely class, **{names[result.target]}**"
+else:
+    goal = f"toward **{names[result.target]}**"
 verdict = "succeeded" if result.success else "did not succeed"
 (st.success if result.success else st.warning)(
     f"{result.method.upper()} {goal}, ε = {round(result.epsilon * 255)}/255: the attack "
@@ -89,6 +99,8 @@ verdict = "succeeded" if result.success else "did not succeed"
     + (" (stopped early)" if result.stopped else "")
     + f", {result.steps_done} step(s) in {result.seconds:.2f} s."
 )
+if note := adv_view.untargeted_note(result, names):
+    st.caption(note)
 original = render.to_uint8(result.original)
 adv_image = render.to_uint8(result.adversarial)
 c1, c2, c3 = st.columns(3)
@@ -100,10 +112,14 @@ c3.image(
     width="stretch",
 )
 c1, c2 = st.columns(2)
-with c1:
-    adv_view.show_top5("Top-5 before", result.before, highlight=result.target)
-with c2:
-    adv_view.show_top5("Top-5 after", result.after, highlight=result.target)
+for column, title, prediction, side in (
+    (c1, "Top-5 before", result.before, False),
+    (c2, "Top-5 after", result.after, True),
+):
+    with column:
+        adv_view.show_top5(title, prediction, highlight=result.target)
+        if standing := adv_view.target_standing(result, names, adversarial_side=side):
+            st.caption(standing)
 view.png_download(P, adv_image, name="adversarial")
 if result.on_grid:
     st.caption("The adversarial image lies on the 8-bit grid: the PNG keeps the attack exactly.")

@@ -137,3 +137,85 @@ def test_untargeted_fgsm_on_lite0_changes_the_prediction(lite0):
     top_after = dict(zip(result.after.labels, result.after.probabilities, strict=True))
     source = result.before.labels[0]
     assert top_after.get(source, 0.0) < top_before[source]
+
+
+def test_least_likely_target_is_chosen_on_the_clean_image(tiny_cnn):
+    x = _image(1)
+    result = adversarial.pgd(
+        tiny_cnn, x, target="least_likely", epsilon=32 / 255, step_size=2 / 255, steps=15,
+        categories=CATEGORIES,
+    )  # fmt: skip
+    assert result.least_likely
+    assert result.target == int(np.argmin(result.probs_before))
+    assert result.target == int(result.before.indices[-1])  # 4 classes: the top-5 holds all
+    assert result.losses[-1] < result.losses[0]  # toward it
+    fgsm = adversarial.fgsm(tiny_cnn, x, target="least_likely", categories=CATEGORIES)
+    assert fgsm.least_likely and fgsm.target == result.target
+    with pytest.raises(ValueError, match="least_likely"):
+        adversarial.pgd(tiny_cnn, x, target="most_likely", categories=CATEGORIES)
+
+
+def test_standing_gives_rank_and_probability_of_any_class(tiny_cnn):
+    result = adversarial.pgd(tiny_cnn, _image(2), target=3, steps=2, categories=CATEGORIES)
+    for probs, adversarial_side in ((result.probs_after, True), (result.probs_before, False)):
+        assert probs.shape == (4,)
+        np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
+        order = np.argsort(-probs)
+        for rank, cls in enumerate(order, start=1):
+            assert result.standing(int(cls), adversarial=adversarial_side) == (
+                rank,
+                pytest.approx(float(probs[cls])),
+            )
+    top = result.after
+    np.testing.assert_allclose(top.probabilities, result.probs_after[top.indices])
+    with pytest.raises(ValueError, match="outside"):
+        result.standing(4)
+
+
+def test_each_step_reports_the_iterate_and_evaluate_rebuilds_a_stopped_run(tiny_cnn):
+    x = _image(3)
+    frames: list[np.ndarray] = []
+    losses: list[float] = []
+
+    def keep(info) -> bool:
+        frames.append(info.frame)
+        losses.append(info.loss)
+        return info.step < 3
+
+    stopped = adversarial.pgd(
+        tiny_cnn, x, target=2, epsilon=8 / 255, steps=10, categories=CATEGORIES, on_step=keep
+    )
+    assert stopped.stopped and len(frames) == 3
+    assert frames[-1].dtype == np.uint8 and frames[-1].shape == (16, 16, 3)
+    np.testing.assert_array_equal(frames[-1], np.round(stopped.adversarial * 255))
+    rebuilt = adversarial.evaluate(
+        tiny_cnn, x, frames[-1], epsilon=8 / 255, target=2, categories=CATEGORIES, losses=losses
+    )
+    np.testing.assert_array_equal(rebuilt.adversarial, stopped.adversarial)
+    np.testing.assert_allclose(rebuilt.probs_after, stopped.probs_after, rtol=1e-6)
+    assert rebuilt.success == stopped.success and rebuilt.stopped
+    assert rebuilt.steps_done == 3 and rebuilt.on_grid and rebuilt.target == 2
+    # An image outside the ball is projected back into it.
+    far = adversarial.evaluate(tiny_cnn, x, np.zeros((16, 16, 3), np.uint8), epsilon=2 / 255,
+                               categories=CATEGORIES)  # fmt: skip
+    assert far.linf <= 2 / 255 + 1e-6
+    chosen = adversarial.evaluate(tiny_cnn, x, frames[-1], epsilon=8 / 255, target="least_likely",
+                                  categories=CATEGORIES)  # fmt: skip
+    assert chosen.least_likely and chosen.target == int(np.argmin(chosen.probs_before))
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "match"),
+    [
+        (np.zeros((8, 8, 3), np.uint8), {}, "shape"),
+        (np.zeros((16, 16), np.uint8), {}, r"\(H, W, 3\)"),
+        (np.zeros((16, 16, 3), np.uint8), {"method": "cw"}, "method"),
+        (np.zeros((16, 16, 3), np.uint8), {"target": "least likely"}, "least_likely"),
+        (np.zeros((16, 16, 3), np.uint8), {"epsilon": 0.0}, "epsilon"),
+    ],
+)
+def test_evaluate_bad_arguments(tiny_cnn, image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adversarial.evaluate(
+            tiny_cnn, _image(), image, categories=CATEGORIES, **{"epsilon": 4 / 255, **kwargs}
+        )

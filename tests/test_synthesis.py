@@ -85,6 +85,24 @@ def test_neuron_visualization_bad_layer(tiny_cnn):
         synthesis.neuron_visualization(tiny_cnn, layer="conv9", channel=0, settings=TINY)
 
 
+def test_neuron_visualization_refuses_a_missing_channel_before_any_step(tiny_cnn):
+    assert synthesis.layer_channels(tiny_cnn, "conv2") == 8
+    assert synthesis.layer_channels(tiny_cnn, "relu1") == 6
+    steps: list[StepInfo] = []
+    with pytest.raises(ValueError, match=r"'conv2' has 8 channels \(0 to 7\); channels 8, 9 do"):
+        synthesis.neuron_visualization(
+            tiny_cnn, layer="conv2", channel=[7, 8, 9], settings=TINY, on_step=steps.append
+        )
+    assert steps == []  # refused before the first step
+    with pytest.raises(ValueError, match="channel 6 does not exist"):
+        synthesis.neuron_visualization(
+            tiny_cnn, layer="relu1", channel=6, mode="neuron", settings=TINY, on_step=steps.append
+        )
+    assert steps == []
+    with pytest.raises(LayerNotFoundError):
+        synthesis.layer_channels(tiny_cnn, "conv9")
+
+
 def test_feature_inversion_reduces_the_feature_error(tiny_cnn, tiny_input):
     settings = synthesis.InversionSettings(steps=60, lr=0.05, jitter=1)
     result = synthesis.feature_inversion(

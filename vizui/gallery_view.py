@@ -80,8 +80,12 @@ def current_gallery() -> gallery.Gallery:
     return builtin()
 
 
-def gallery_picker(prefix: str) -> gallery.Gallery:
-    """A select box of the available galleries; returns the chosen one."""
+def gallery_picker(prefix: str, *, describe: bool = True) -> gallery.Gallery:
+    """A select box of the available galleries; returns the chosen one.
+
+    ``describe=False`` leaves out the gallery's description (the caller shows it elsewhere, e.g.
+    at full width below a row of narrow columns).
+    """
     options = _options()
     current = st.session_state.get(_SELECTED, BUILTIN)
     if current not in options:
@@ -94,7 +98,8 @@ def gallery_picker(prefix: str) -> gallery.Gallery:
 
     st.selectbox("Gallery", list(options), key=widget, format_func=options.get, on_change=persist)
     g = current_gallery()
-    st.caption(g.description)
+    if describe:
+        st.caption(g.description)
     return g
 
 

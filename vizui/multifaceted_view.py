@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 from torch import nn
 
 from vizcore import features, gallery, render
@@ -66,7 +67,9 @@ def render_multifaceted(ctx: Context) -> None:
         help="Defaults to the model's top-1 class for the current image.",
     )
     with c2:
-        g = gallery_view.gallery_picker(P)
+        g = gallery_view.gallery_picker(P, describe=False)
+    hint = c1.empty()  # under the Class box; replaced once a run has classified the gallery
+    st.caption(g.description)
     c1, c2, c3, c4 = st.columns(4)
     facets = c1.slider("Facets (clusters)", 1, 6, 3, key=f"{P}_facets")
     center_bias = c2.slider(
@@ -95,38 +98,52 @@ def render_multifaceted(ctx: Context) -> None:
         seed = int(c1.number_input("Seed", 0, 10_000, 0, key=f"{P}_seed"))
         compare = c2.toggle("Also run the plain visualization", True, key=f"{P}_plain")
     layer = ctx.spec.preset("embedding")[0] if ctx.spec.preset("embedding") else None
-    if (preds := _stored_predictions(ctx.model_key, g.digest)) is not None:
-        members = mf.class_members(preds, target, top_k=top_k)
-        if len(members):
-            st.caption(
-                f"{len(members)} of {len(g)} gallery images are classified as "
-                f"**{names[target]}** ({'top-1' if top_k == 1 else 'top-5'})."
-            )
-        else:
-            st.warning(
-                f"No gallery image is classified as **{names[target]}** "
-                f"({'top-1' if top_k == 1 else 'top-5'}), so there are no facets: only the "
-                "centre bias applies (one image from the default start). Classes with images in "
-                f"this gallery: {_class_counts(preds, names, top_k)}."
-            )
-    else:
-        st.caption(
-            f"Start first classifies the {len(g)} gallery images (once per model and gallery) "
-            "and reads their features (cached on disk), then optimizes one image per facet."
-        )
+    _members_hint(hint, _stored_predictions(ctx.model_key, g.digest), target, top_k, g, names)
     params = (ctx.model_key, g.digest, int(target), facets, center_bias, top_k, init, settings,
               seed, bool(compare))  # fmt: skip
     if sview.start_stop(P):
         if layer is None:
             st.error("This model has no embedding layer preset; pick another model.")
         else:
-            _run(ctx, g, params, layer=layer)
-    sview.show_interrupted(P)
+            _run(ctx, g, params, layer=layer, hint=hint)
+    sview.show_interrupted(P, context=(ctx.model_key, g.digest))
     if stored := sview.stored_result(P):
         _show(*stored, params=params, g=g)
 
 
-def _run(ctx: Context, g: gallery.Gallery, params: tuple, *, layer: str) -> None:
+def _members_hint(
+    slot: DeltaGenerator,
+    preds: mf.GalleryPredictions | None,
+    target: int,
+    top_k: int,
+    g: gallery.Gallery,
+    names: tuple[str, ...],
+) -> None:
+    """How many gallery images the model puts in the class, or what Start does first."""
+    if preds is None:
+        slot.caption(
+            f"Start first classifies the {len(g)} gallery images (once per model and gallery) "
+            "and reads their features (cached on disk), then optimizes one image per facet."
+        )
+        return
+    members = mf.class_members(preds, target, top_k=top_k)
+    which = "top-1" if top_k == 1 else "top-5"
+    if len(members):
+        slot.caption(
+            f"{len(members)} of {len(g)} gallery images are classified as "
+            f"**{names[target]}** ({which})."
+        )
+    else:
+        slot.warning(
+            f"No gallery image is classified as **{names[target]}** ({which}), so there are no "
+            "facets: only the centre bias applies (one image from the default start). Classes "
+            f"with images in this gallery: {_class_counts(preds, names, top_k)}."
+        )
+
+
+def _run(
+    ctx: Context, g: gallery.Gallery, params: tuple, *, layer: str, hint: DeltaGenerator
+) -> None:
     _, _, target, facets, center_bias, top_k, init, settings, seed, compare = params
     size = ctx.spec.preprocessing.input_size
     bar = st.progress(0.0, text="Reading the gallery features…")
@@ -146,6 +163,7 @@ def _run(ctx: Context, g: gallery.Gallery, params: tuple, *, layer: str) -> None
         )
         st.session_state.setdefault(_KNOWN, {})[(ctx.model_key, g.digest)] = preds
     bar.empty()
+    _members_hint(hint, preds, target, top_k, g, ctx.spec.categories())
     members = mf.class_members(preds, target, top_k=top_k)
     sview.run_with_progress(
         P,

@@ -87,10 +87,21 @@ def run_with_progress(
     slot.empty()
 
 
-def show_interrupted(prefix: str) -> None:
-    """If a run was interrupted by Stop (or another widget), say so and show its last frame."""
+def show_interrupted(prefix: str, *, context: tuple | None = None) -> None:
+    """If a run was interrupted by Stop (or another widget), say so and show its last frame.
+
+    ``context`` is the leading part of the page's params that names the model (and image) now
+    selected; a run made with another one (the model was switched during the run) is dropped
+    with a note instead of being shown as stopped under the new model.
+    """
     partial = st.session_state.pop(f"{prefix}_partial", None)
     if not partial:
+        return
+    if context is not None and tuple(partial["params"][: len(context)]) != tuple(context):
+        st.caption(
+            "A run on another model or image was interrupted by the change; its frames were "
+            "dropped."
+        )
         return
     st.warning(
         f"Stopped at step {partial['step']} of {partial['total']}. Press Start to run again."

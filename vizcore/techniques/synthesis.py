@@ -311,6 +311,46 @@ def _channel_objective(
     return optim.Objective(fn, layers={layer}, name=f"{layer}:{channels}")
 
 
+def layer_channels(model: nn.Module, layer: str) -> int | None:
+    """How many channels ``layer`` outputs (dimension 1), from the model's probe forward pass.
+
+    The probe (:func:`vizcore.models.discovery.facts_for`) runs once per model and is cached,
+    so pages can show the count next to a channel input and refuse a channel before any work.
+
+    Returns:
+        The channel count, or ``None`` when the probe saw no ``(N, C, ...)`` tensor output for
+        ``layer`` (a module that never ran or returns something else).
+
+    Raises:
+        LayerNotFoundError: No such layer (the message lists close names).
+    """
+    from vizcore.models.discovery import facts_for
+
+    get_layer(model, layer)
+    info = facts_for(model).layer(layer)
+    if info is None or len(info.shape) < 2:
+        return None
+    return int(info.shape[1])
+
+
+def check_channels(model: nn.Module, layer: str, channels: Sequence[int]) -> None:
+    """Refuse channels that ``layer`` does not have, before an optimization starts.
+
+    Raises:
+        ValueError: A channel is ``>=`` the layer's channel count; the message gives the count.
+    """
+    count = layer_channels(model, layer)
+    if count is None:
+        return
+    bad = [c for c in channels if c >= count]
+    if bad:
+        raise ValueError(
+            f"Layer {layer!r} has {count} channels (0 to {count - 1}); "
+            f"channel{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} "
+            f"do{'' if len(bad) > 1 else 'es'} not exist."
+        )
+
+
 def neuron_visualization(
     model: nn.Module,
     x: torch.Tensor | None = None,
@@ -337,6 +377,10 @@ def neuron_visualization(
         settings: Optimization settings (:func:`synthesis_preset`).
         seed: Seed of the local random generator.
         on_step: Progress callback; returning ``False`` stops early.
+
+    Raises:
+        ValueError: A bad layer name, a channel the layer does not have (checked before any
+            work, see :func:`layer_channels`), or a bad mode or seed.
     """
     del x
     get_layer(model, layer)  # a clear error for a bad name, before any work
@@ -350,6 +394,7 @@ def neuron_visualization(
         raise ValueError("Choose at least one channel.")
     if mode not in ("channel", "neuron"):
         raise ValueError(f"mode must be 'channel' or 'neuron', got {mode!r}.")
+    check_channels(model, layer, channels)  # before any work, not at the first step
     objective = _channel_objective(layer, channels, mode)
     result = run_with_settings(
         model, objective, settings, batch=len(channels), seed=seed, on_step=on_step
