@@ -8,6 +8,7 @@ import streamlit as st
 from vizcore import render
 from vizcore.techniques import adversarial
 from vizui import adversarial_view as adv_view
+from vizui import how_it_works
 from vizui import synthesis_view as view
 from vizui.frame import frame
 
@@ -123,6 +124,7 @@ for column, title, prediction, side in (
 view.png_download(P, adv_image, name="adversarial")
 if result.on_grid:
     st.caption("The adversarial image lies on the 8-bit grid: the PNG keeps the attack exactly.")
+how_it_works.adversarial_panel(result, names)
 
 st.subheader("What the model looks at, before and after")
 cam_layers = ctx.spec.preset("cam")

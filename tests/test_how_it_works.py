@@ -93,3 +93,18 @@ def test_guided_backprop_panel_shows_this_runs_sanity_check() -> None:
     assert "barely changes when the top layers are randomized" in numbers
     randomization = _panels(at)[f"{PANEL_PREFIX} Sanity check (model randomization)"]
     assert "ρ of Guided backprop" in randomization.markdown[0].value
+
+
+def test_adversarial_panel_shows_the_norm_and_probabilities_of_this_attack() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/5_Adversarial_examples.py").run()
+    at.slider(key="adversarial_steps").set_value(3)
+    at.button(key="adversarial_start").click().run()
+    assert not at.exception
+    panel = _panels(at)[f"{PANEL_PREFIX} PGD / iterative attack"]
+    numbers = panel.markdown[0].value
+    assert "‖x′ − x‖∞ **" in numbers and "/255**" in numbers
+    assert re.search(r"p\(tiger cat\) \*\*0\.\d{3} → 0\.\d{3}\*\*", numbers), numbers
+    assert re.search(r"p\(goldfish\) \*\*0\.\d{3} → 0\.\d{3}\*\*", numbers), numbers
+    assert panel.latex

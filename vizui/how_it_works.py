@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from vizcore import lessons, render
+from vizcore.techniques.adversarial import AdversarialResult
 from vizcore.techniques.attribution import AttributionMap
 from vizcore.techniques.cam_parts import DECOMPOSABLE, CamParts, cam_parts
 from vizcore.techniques.faithfulness import RandomizationCheck
@@ -153,3 +154,31 @@ def attribution_panels(
             if parts is not None:
                 body = _cam_body(parts)
         panel(key, numbers=numbers, body=body)
+
+
+# ------------------------------------------------------------------------- adversarial
+
+
+def adversarial_panel(result: AdversarialResult, class_names: Sequence[str]) -> None:
+    """FGSM/PGD: the perturbation's L∞ norm and the class probabilities before and after."""
+    source = int(result.before.indices[0])
+    numbers = {
+        "ε": f"{result.epsilon * 255:.0f}/255",
+        "‖x′ − x‖∞": f"{result.linf * 255:.0f}/255",
+        f"p({class_names[source]})": (
+            f"{result.probs_before[source]:.3f} → {result.probs_after[source]:.3f}"
+        ),
+    }
+    if result.target is not None and result.target != source:
+        t = int(result.target)
+        numbers[f"p({class_names[t]})"] = (
+            f"{result.probs_before[t]:.3f} → {result.probs_after[t]:.3f}"
+        )
+    numbers["steps"] = f"{result.steps_done}"
+
+    def body() -> None:
+        if len(result.losses) > 1:
+            st.caption("Cross-entropy after each step (to the target, or from the source):")
+            st.line_chart(np.asarray(result.losses, dtype=np.float64), height=160)
+
+    panel(result.method, numbers=numbers, body=body)
