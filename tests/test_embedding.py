@@ -192,3 +192,22 @@ def test_pca_map_place_query_and_errors() -> None:
         embedding.place_query(stopped, points[0])
     with pytest.raises(ValueError, match="method"):
         embedding.fit_map(points, method="umap")
+
+
+def test_neighbours_with_precomputed_gallery_pixels(tiny_cnn: nn.Module) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
+    g = Gallery("t", "upload", images, tuple("x" * 10), tuple(str(i) for i in range(10)))
+    x = torch.from_numpy(images[4]).permute(2, 0, 1)[None].float() / 255.0
+    from vizcore.features import gallery_features
+
+    feats = gallery_features(tiny_cnn, g, layer="relu2", model_key="t", input_size=16,
+                             use_cache=False).features  # fmt: skip
+    plain = embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2")
+    kept = embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2",
+                                gallery_pixels=embedding.pixel_vectors(images))  # fmt: skip
+    np.testing.assert_array_equal(plain.pixel.indices, kept.pixel.indices)
+    np.testing.assert_array_equal(plain.pixel.distances, kept.pixel.distances)
+    with pytest.raises(ValueError, match="gallery_pixels must have shape"):
+        embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2",
+                             gallery_pixels=np.zeros((3, 5), dtype=np.float32))  # fmt: skip

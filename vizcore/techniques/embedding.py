@@ -90,8 +90,9 @@ class FeatureMap:
         explained: Fraction of variance explained by each of the two PCA axes (PCA only).
         params: The settings actually used (perplexity may be lowered for small galleries).
         placement: How the current image was placed.
-        seconds: Wall time.
+        seconds: Wall time (fitting the map plus placing the current image).
         stopped: ``on_step`` stopped the optimization early.
+        placement_seconds: The part of ``seconds`` spent placing the current image.
     """
 
     coords: np.ndarray
@@ -102,6 +103,7 @@ class FeatureMap:
     placement: str = ""
     seconds: float = 0.0
     stopped: bool = False
+    placement_seconds: float = 0.0
 
 
 def _check_metric(metric: str) -> None:
@@ -172,20 +174,31 @@ def neighbours(
     k: int = 8,
     metric: str = "l2",
     cache_key: Hashable | None = None,
+    gallery_pixels: np.ndarray | None = None,
 ) -> NeighbourComparison:
     """Nearest gallery images to ``x`` in ``layer``'s feature space and in raw pixel space.
 
     Pixel space: both images downsampled to 32x32 RGB in [0, 1] (area average) and compared with
     the same metric. Feature space: global-average-pooled ``layer`` features (the gallery's must
     come from the same layer, see :func:`vizcore.features.gallery_features`).
+
+    Args:
+        gallery_pixels: The gallery's :func:`pixel_vectors`, when the caller keeps them (they
+            depend on the gallery only; computing them takes about a second per 300 images).
     """
     if len(gallery_features) != len(gallery):
         raise ValueError("gallery_features must have one row per gallery image.")
+    if gallery_pixels is None:
+        gallery_pixels = pixel_vectors(gallery.images)
+    elif gallery_pixels.shape != (len(gallery), 3 * PIXEL_SIDE * PIXEL_SIDE):
+        raise ValueError(
+            f"gallery_pixels must have shape ({len(gallery)}, {3 * PIXEL_SIDE * PIXEL_SIDE}) "
+            f"(pixel_vectors of the gallery), not {gallery_pixels.shape}."
+        )
     q = query_features(model, x, layer=layer, cache_key=cache_key)
     feature = nearest(q, gallery_features, k=k, metric=metric, space="feature")
     q_pix = F.interpolate(x.detach().float().cpu(), size=(PIXEL_SIDE, PIXEL_SIDE), mode="area")
-    pixel = nearest(q_pix.flatten().numpy(), pixel_vectors(gallery.images), k=k, metric=metric,
-                    space="pixel")  # fmt: skip
+    pixel = nearest(q_pix.flatten().numpy(), gallery_pixels, k=k, metric=metric, space="pixel")
     return NeighbourComparison(feature, pixel, layer)
 
 
@@ -281,7 +294,8 @@ class GalleryMap:
         )
         q = None if query is None else np.asarray(query, dtype=np.float32).reshape(2)
         return FeatureMap(self.coords, q, self.method, self.explained, dict(self.params),
-                          placement, self.seconds + seconds, stopped=self.stopped)  # fmt: skip
+                          placement, self.seconds + seconds, stopped=self.stopped,
+                          placement_seconds=seconds)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
