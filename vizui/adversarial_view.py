@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from torch import nn
 from vizcore import render
 from vizcore.predict import Prediction
 from vizcore.techniques.attribution import grad_cam, saliency
+from vizui import cached
 
 logger = logging.getLogger(__name__)
 
@@ -66,4 +68,42 @@ def attribution_overlay(
         st.warning(f"The attribution map could not be computed: {exc}")
         return None
     heat = np.asarray(result.map, dtype=np.float32)
+    return render.overlay(image01, render.normalize01(heat), alpha=0.5)
+
+
+def image_key(image01: np.ndarray) -> str:
+    """A content digest of an ``(H, W, 3)`` float image (keys the cached maps below)."""
+    data = np.ascontiguousarray(image01, dtype=np.float32)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(data.shape).encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def attribution_heat(
+    model_key: str, label: str, cam_layer: str | None, key: str, _image01: np.ndarray, target: int
+) -> np.ndarray:
+    """The raw map of ``attribution_methods(cam_layer)[label]`` for ``target`` on ``_image01``.
+
+    Cached on (model, method, layer, image digest ``key``, class): the before/after maps are one
+    forward and backward each, and every widget on the page reruns it (the attack settings only
+    change what the next Attack does).
+    """
+    method = attribution_methods(cam_layer)[label]
+    x = torch.from_numpy(np.ascontiguousarray(_image01)).permute(2, 0, 1)[None].float()
+    result = method(cached.model(model_key), x, target)
+    return np.asarray(result.map, dtype=np.float32)
+
+
+def cached_attribution_overlay(
+    model_key: str, label: str, cam_layer: str | None, image01: np.ndarray, target: int
+) -> np.ndarray | None:
+    """:func:`attribution_overlay` through the :func:`attribution_heat` cache."""
+    try:
+        heat = attribution_heat(model_key, label, cam_layer, image_key(image01), image01, target)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        logger.exception("Attribution failed")
+        st.warning(f"The attribution map could not be computed: {exc}")
+        return None
     return render.overlay(image01, render.normalize01(heat), alpha=0.5)
