@@ -39,3 +39,28 @@ def test_adversarial_settings_do_not_recompute_the_before_after_maps(
     # Explaining the original class in both: only the "after" map is new.
     at.radio(key="adversarial_attr_class").set_value("original").run()
     assert not at.exception and len(calls) == 3
+
+
+def test_fast_style_blend_partner_at_zero_blend_does_not_restyle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vizcore.techniques import fast_style
+    from vizui import style_view
+
+    style_view.fast_result.clear()
+    calls = []
+    apply_style = fast_style.apply_style
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("blend_with"))
+        return apply_style(*args, **kwargs)
+
+    monkeypatch.setattr(fast_style, "apply_style", counting)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/6_Texture_and_style.py").run()
+    assert not at.exception and calls == [None]
+    others = at.selectbox(key="fast_style_other").options
+    at.selectbox(key="fast_style_other").set_value(others[-1]).run()
+    assert not at.exception and calls == [None]  # blend 0: the partner has no weight
+    at.slider(key="fast_style_blend").set_value(0.5).run()
+    assert not at.exception and len(calls) == 2 and calls[-1] is not None
