@@ -41,7 +41,7 @@ metric = c1.radio("Distance", embedding.METRICS, horizontal=True, key=f"{P}_metr
 k = c2.slider("Neighbours", 1, 12, 8, key=f"{P}_k")
 comparison = embedding.neighbours(
     ctx.model, ctx.x, gallery=g, gallery_features=feats, layer=layer, k=k, metric=metric,
-    cache_key=(ctx.model_key, ctx.digest),
+    cache_key=(ctx.model_key, ctx.digest), gallery_pixels=inside_view.pixel_vectors(g.digest, g),
 )  # fmt: skip
 left, right = st.columns([1, 6])
 left.image(ctx.image, caption="Current image", width="stretch")
@@ -93,9 +93,10 @@ if fmap.method == "pca":
 else:
     st.caption(
         f"t-SNE (openTSNE, Barnes-Hut, after PCA to {fmap.params['pca_dims']} dims; perplexity "
-        f"{fmap.params['perplexity']:.0f}, seed {fmap.params['seed']}) in {fmap.seconds:.1f} s. "
-        f"The current image (★) is {fmap.placement}. Distances between clusters mean little in "
-        "t-SNE; neighbourhoods do."
+        f"{fmap.params['perplexity']:.0f}, seed {fmap.params['seed']}) fitted in "
+        f"{fmap.seconds - fmap.placement_seconds:.1f} s, once per gallery and settings. The "
+        f"current image (★) is {fmap.placement}, in {fmap.placement_seconds:.1f} s. Distances "
+        "between clusters mean little in t-SNE; neighbourhoods do."
     )
 selected = st.session_state.get(_SELECTED)
 fig = inside_view.scatter(fmap, g, selected=selected, current_label=ctx.image_label)

@@ -149,6 +149,8 @@ if methods:
         (c1, result.original, before_class, "before"),
         (c2, result.adversarial, after_class, "after"),
     ):
-        heat = adv_view.attribution_overlay(methods[chosen], ctx.model, image01, cls)
+        heat = adv_view.cached_attribution_overlay(
+            ctx.model_key, chosen, cam_layers[0] if cam_layers else None, image01, cls
+        )
         if heat is not None:
             column.image(heat, caption=f"{chosen} {label}: {names[cls]}", width="stretch")

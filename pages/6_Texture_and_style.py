@@ -304,7 +304,8 @@ with fast_tab:
         help="Mixes the two styles' instance-norm scales and shifts: 0 is the "
         "first style, 1 the second.",
     )
-    fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other, f_blend)
+    # At blend 0 the other style has no weight (exactly): changing it must not restyle.
+    fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other if f_blend else None, f_blend)
     a, b = st.columns(2)
     h, w = fast.image.shape[:2]
     label = f_style if f_blend == 0 else f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"

@@ -118,3 +118,96 @@ def test_max_perplexity_is_what_tsne_uses_on_small_galleries() -> None:
     for bad in (0, -3, 2.5, True, "10"):
         with pytest.raises(ValueError, match="n_points must be a positive integer"):
             max_perplexity(bad)  # type: ignore[arg-type]
+
+
+def _median_nn_distance(coords: np.ndarray) -> float:
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
+
+
+def test_tsne_star_lands_on_its_own_gallery_point() -> None:
+    # openTSNE's transform re-centres the map before placing: the gallery coordinates must be
+    # in the same frame as the placed query (they were not: off by the bounding-box centre).
+    points, _ = _blobs()
+    result = embedding.embed_points(points, method="tsne", perplexity=15, n_iter=250, seed=3,
+                                    query=points[5], n_jobs=1)  # fmt: skip
+    assert np.linalg.norm(result.query - result.coords[5]) < _median_nn_distance(result.coords)
+
+
+def test_fit_map_is_fitted_once_and_placing_queries_never_changes_it() -> None:
+    points, labels = _blobs()
+    fitted = embedding.fit_map(points, method="tsne", perplexity=15, n_iter=250, seed=3, n_jobs=1)
+    assert fitted.coords.shape == (120, 2) and not fitted.coords.flags.writeable
+    assert fitted.dims == 20 and fitted.nbytes > fitted.coords.nbytes
+    coords = fitted.coords.copy()
+    positions = fitted._tsne.positions.copy()
+    affinities = fitted._tsne.affinities.P.toarray()
+    a = embedding.place_query(fitted, points[5])
+    b = embedding.place_query(fitted, points[100])
+    again = embedding.place_query(fitted, points[5])
+    np.testing.assert_array_equal(a, again)  # deterministic, and nothing moved in between
+    np.testing.assert_array_equal(fitted.coords, coords)
+    np.testing.assert_array_equal(fitted._tsne.positions, positions)
+    np.testing.assert_array_equal(fitted._tsne.affinities.P.toarray(), affinities)
+    scale = _median_nn_distance(coords)
+    assert np.linalg.norm(a - coords[5]) < scale and np.linalg.norm(b - coords[100]) < scale
+    assert labels[np.argsort(np.linalg.norm(coords - b, axis=1))[:5]].tolist() == [2] * 5
+    # embed_points is fit + place: the same gallery coordinates and the same star.
+    whole = embedding.embed_points(points, method="tsne", perplexity=15, n_iter=250, seed=3,
+                                   query=points[5], n_jobs=1)  # fmt: skip
+    np.testing.assert_array_equal(whole.coords, coords)
+    np.testing.assert_array_equal(whole.query, a)
+    shown = fitted.with_query(a)
+    assert shown.coords is fitted.coords and shown.params == fitted.params
+    assert "transform" in shown.placement
+
+
+def test_place_query_is_safe_from_several_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    points, _ = _blobs(n_per=20)
+    fitted = embedding.fit_map(points, method="tsne", perplexity=10, n_iter=100, seed=0, n_jobs=1)
+    serial = [embedding.place_query(fitted, points[i]) for i in range(0, 60, 10)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(lambda i: embedding.place_query(fitted, points[i]),
+                                 range(0, 60, 10)))  # fmt: skip
+    for s, p in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(s, p)
+
+
+def test_pca_map_place_query_and_errors() -> None:
+    points, _ = _blobs()
+    fitted = embedding.fit_map(points, method="pca")
+    np.testing.assert_allclose(embedding.place_query(fitted, points[7]), fitted.coords[7],
+                               atol=1e-3)  # fmt: skip
+    assert not fitted.coords.flags.writeable
+    assert "principal axes" in fitted.with_query(None).placement
+    with pytest.raises(ValueError, match="20-dim"):
+        embedding.place_query(fitted, points[0, :5])
+    stopped = embedding.fit_map(points, method="tsne", n_iter=100, n_jobs=1,
+                                on_step=lambda info: False)  # fmt: skip
+    assert stopped.stopped
+    with pytest.raises(ValueError, match="stopped"):
+        embedding.place_query(stopped, points[0])
+    with pytest.raises(ValueError, match="method"):
+        embedding.fit_map(points, method="umap")
+
+
+def test_neighbours_with_precomputed_gallery_pixels(tiny_cnn: nn.Module) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
+    g = Gallery("t", "upload", images, tuple("x" * 10), tuple(str(i) for i in range(10)))
+    x = torch.from_numpy(images[4]).permute(2, 0, 1)[None].float() / 255.0
+    from vizcore.features import gallery_features
+
+    feats = gallery_features(tiny_cnn, g, layer="relu2", model_key="t", input_size=16,
+                             use_cache=False).features  # fmt: skip
+    plain = embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2")
+    kept = embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2",
+                                gallery_pixels=embedding.pixel_vectors(images))  # fmt: skip
+    np.testing.assert_array_equal(plain.pixel.indices, kept.pixel.indices)
+    np.testing.assert_array_equal(plain.pixel.distances, kept.pixel.distances)
+    with pytest.raises(ValueError, match="gallery_pixels must have shape"):
+        embedding.neighbours(tiny_cnn, x, gallery=g, gallery_features=feats, layer="relu2",
+                             gallery_pixels=np.zeros((3, 5), dtype=np.float32))  # fmt: skip

@@ -140,3 +140,66 @@ def test_feature_space_clears_the_extract_box_and_clamps_perplexity(
     # The slider shows the perplexity really used, and offers nothing t-SNE cannot use.
     assert f"perplexity {slider.value:.0f}," in used, (slider.value, used)
     assert slider.max <= max_perplexity(size) < slider.max + 1, (slider.max, size)
+
+
+def _gallery_points(at: AppTest) -> dict[str, list]:
+    return {trace["name"]: [trace["x"], trace["y"]] for trace in _figure(at)["data"]
+            if trace.get("name") not in ("Current image", "Selected")}  # fmt: skip
+
+
+def _star(at: AppTest) -> list:
+    star = next(t for t in _figure(at)["data"] if t.get("name") == "Current image")
+    return [star["x"], star["y"]]
+
+
+def test_feature_space_new_image_moves_only_the_star(
+    small_cold_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vizcore.techniques import embedding
+    from vizui import inside_view
+
+    inside_view.gallery_map.clear()
+    inside_view.query_point.clear()
+    inside_view.pixel_vectors.clear()
+    calls = {"fit": 0, "place": 0}
+    pixels = []
+    fit, place, pixel_vectors = embedding.fit_map, embedding.place_query, embedding.pixel_vectors
+
+    def counting_fit(*args, **kwargs):
+        calls["fit"] += 1
+        return fit(*args, **kwargs)
+
+    def counting_place(*args, **kwargs):
+        calls["place"] += 1
+        return place(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, "fit_map", counting_fit)
+    monkeypatch.setattr(embedding, "place_query", counting_place)
+    monkeypatch.setattr(embedding, "pixel_vectors", lambda *a, **k: pixels.append(1)
+                        or pixel_vectors(*a, **k))  # fmt: skip
+    at = _app("pages/2_Feature_space.py")
+    _button(at, "fspace_extract").click().run()
+    assert not at.exception and not at.error
+    assert calls == {"fit": 1, "place": 1}
+    points, star = _gallery_points(at), _star(at)
+    assert "Chelsea the cat" in points
+
+    at.sidebar.selectbox(key="frame_image").set_value("coffee").run()
+    assert not at.exception and not at.error
+    assert calls == {"fit": 1, "place": 2}  # the gallery map is not refitted
+    assert _gallery_points(at) == points  # identical gallery coordinates
+    assert _star(at) != star
+    assert any("fitted in" in c.value and "once per gallery" in c.value for c in at.caption)
+
+    # Display-only widgets (neighbour count, distance) neither refit nor re-place.
+    at.slider(key="fspace_k").set_value(3).run()
+    at.radio(key="fspace_metric").set_value("cosine").run()
+    assert not at.exception and calls == {"fit": 1, "place": 2}
+    assert len(pixels) == 1  # the gallery's pixel vectors, once per gallery
+    # Back to the first image: both the map and its star come from the caches.
+    at.sidebar.selectbox(key="frame_image").set_value("chelsea").run()
+    assert calls == {"fit": 1, "place": 2} and _star(at) == star
+    # PCA and back: one PCA fit, and the t-SNE map is still cached.
+    at.radio(key="fspace_method").set_value("pca").run()
+    at.radio(key="fspace_method").set_value("tsne").run()
+    assert not at.exception and calls["fit"] == 2 and _gallery_points(at) == points

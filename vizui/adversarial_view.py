@@ -4,6 +4,7 @@ an attack kept when Stop interrupts it."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from vizcore.predict import Prediction
 from vizcore.progress import OnStep, StepInfo
 from vizcore.techniques import adversarial
 from vizcore.techniques.attribution import grad_cam, saliency
+from vizui import cached
 from vizui import synthesis_view as view
 
 logger = logging.getLogger(__name__)
@@ -190,3 +192,41 @@ def untargeted_note(result: adversarial.AdversarialResult, names: tuple[str, ...
         ". To change what kind of thing the network sees, switch **Targeted** on and choose a "
         "class, or the least likely class (Kurakin et al. 2017)."
     )
+
+
+def image_key(image01: np.ndarray) -> str:
+    """A content digest of an ``(H, W, 3)`` float image (keys the cached maps below)."""
+    data = np.ascontiguousarray(image01, dtype=np.float32)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(data.shape).encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def attribution_heat(
+    model_key: str, label: str, cam_layer: str | None, key: str, _image01: np.ndarray, target: int
+) -> np.ndarray:
+    """The raw map of ``attribution_methods(cam_layer)[label]`` for ``target`` on ``_image01``.
+
+    Cached on (model, method, layer, image digest ``key``, class): the before/after maps are one
+    forward and backward each, and every widget on the page reruns it (the attack settings only
+    change what the next Attack does).
+    """
+    method = attribution_methods(cam_layer)[label]
+    x = torch.from_numpy(np.ascontiguousarray(_image01)).permute(2, 0, 1)[None].float()
+    result = method(cached.model(model_key), x, target)
+    return np.asarray(result.map, dtype=np.float32)
+
+
+def cached_attribution_overlay(
+    model_key: str, label: str, cam_layer: str | None, image01: np.ndarray, target: int
+) -> np.ndarray | None:
+    """:func:`attribution_overlay` through the :func:`attribution_heat` cache."""
+    try:
+        heat = attribution_heat(model_key, label, cam_layer, image_key(image01), image01, target)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        logger.exception("Attribution failed")
+        st.warning(f"The attribution map could not be computed: {exc}")
+        return None
+    return render.overlay(image01, render.normalize01(heat), alpha=0.5)

@@ -7,6 +7,9 @@ the digest next to them.
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -105,24 +108,94 @@ def patches(
     )  # fmt: skip
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=4, show_spinner=False)
+def pixel_vectors(gallery_digest: str, _gallery: Gallery) -> np.ndarray:
+    """The gallery's 32x32 pixel vectors for pixel-space neighbours (once per gallery)."""
+    return embedding.pixel_vectors(_gallery.images)
+
+
+def features_digest(features: np.ndarray) -> str:
+    """A short content digest of a feature matrix (keys the gallery map on what it is fit to)."""
+    data = np.ascontiguousarray(features)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{data.dtype.str}{data.shape}".encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+#: Fitted gallery maps held by the server (shared by sessions; never changed after the fit).
+#: One is about 0.1 MB per 100 gallery images (``GalleryMap.nbytes``).
+GALLERY_MAP_ENTRIES = 8
+
+
+@st.cache_resource(max_entries=GALLERY_MAP_ENTRIES, show_spinner=False)
+def gallery_map(
+    model_key: str,
+    layer: str,
+    features_key: str,
+    _features: np.ndarray,
+    method: str,
+    perplexity: float,
+    seed: int,
+    n_iter: int,
+) -> embedding.GalleryMap:
+    """The gallery's PCA / t-SNE map, fitted once per (model, layer, features, parameters).
+
+    Independent of the current image: a new image is placed on it by :func:`query_point`.
+    Shared read-only by every session (``GalleryMap`` is immutable; placing never writes to it).
+    """
+    del model_key, layer  # part of the cache key only (with the features' own digest)
+    return embedding.fit_map(_features, method=method, perplexity=perplexity, seed=seed,
+                             n_iter=n_iter)  # fmt: skip
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def query_point(
+    model_key: str,
+    layer: str,
+    features_key: str,
+    map_key: tuple[str, float, int, int],
+    _gallery_map: embedding.GalleryMap,
+    image_digest: str,
+    _x: torch.Tensor,
+) -> tuple[np.ndarray, float]:
+    """The current image's position on a fitted map and the seconds placing it took."""
+    del features_key, map_key  # identify ``_gallery_map`` in the cache key
+    t0 = time.perf_counter()
+    q = embedding.query_features(cached.model(model_key), _x, layer=layer,
+                                 cache_key=(model_key, image_digest))  # fmt: skip
+    point = embedding.place_query(_gallery_map, q)
+    return point, time.perf_counter() - t0
+
+
 def feature_map(
     model_key: str,
     layer: str,
     gallery_digest: str,
-    _features: np.ndarray,
+    features: np.ndarray,
     image_digest: str,
-    _x: torch.Tensor,
+    x: torch.Tensor,
     method: str,
     perplexity: float,
     seed: int,
     n_iter: int,
 ) -> embedding.FeatureMap:
-    """PCA / t-SNE map with the current image placed in it (cached per parameters)."""
-    return embedding.feature_map(
-        cached.model(model_key), _x, gallery_features=_features, layer=layer, method=method,
-        perplexity=perplexity, seed=seed, n_iter=n_iter, cache_key=(model_key, image_digest),
-    )  # fmt: skip
+    """PCA / t-SNE map with the current image placed in it.
+
+    The gallery map is cached apart from the current image (:func:`gallery_map`); choosing
+    another image only places the new star (:func:`query_point`). ``gallery_digest`` is kept for
+    callers; the map is keyed on the features' own digest.
+    """
+    del gallery_digest
+    if method == "pca":  # t-SNE's settings do not change a PCA map
+        perplexity, seed, n_iter = 0.0, 0, 0
+    key = features_digest(features)
+    fitted = gallery_map(model_key, layer, key, features, method, perplexity, seed, n_iter)
+    if fitted.stopped:
+        return fitted.with_query(None)
+    point, seconds = query_point(model_key, layer, key, (method, perplexity, seed, n_iter),
+                                 fitted, image_digest, x)  # fmt: skip
+    return fitted.with_query(point, seconds=seconds)
 
 
 def scatter(
