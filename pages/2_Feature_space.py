@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from vizcore.techniques import embedding
-from vizui import gallery_view, inside_view
+from vizui import gallery_view, how_it_works, inside_view
 from vizui.frame import frame
 from vizui.hover_thumbs import data_uri, hover_thumbnails
 
@@ -54,6 +54,18 @@ st.caption(
     "Pixel neighbours share colours and layout; feature neighbours share content. With the "
     "built-in gallery both often find the same photo, because its crops share colours too: "
     "upload a labelled zip to see the difference on real classes."
+)
+how_it_works.panel(
+    "neighbours",
+    numbers={
+        "φ": f"`{layer}`, {feats.shape[1]} numbers per image (averaged over positions)",
+        "nearest in feature space": f"{comparison.feature.distances[0]:.3g} ({metric})",
+        "nearest in pixel space": f"{comparison.pixel.distances[0]:.3g}",
+        f"images in both top-{k} lists": str(
+            len(set(comparison.feature.indices.tolist()) & set(comparison.pixel.indices.tolist()))
+        ),
+        "gallery": f"{len(g)} images",
+    },
 )
 
 # ------------------------------------------------------------------------------------- map
@@ -108,6 +120,16 @@ captions = {str(i): f"{g.labels[i]} · {g.names[i]}" for i in range(len(g))}
 captions["current"] = f"Current image: {ctx.image_label}"
 hover_thumbnails("fspace-map", thumbs, captions=captions)
 st.caption("Hover a point to see its image; click one to select it and see its neighbours.")
+map_numbers = {"points": f"{len(g)} gallery images + the current one", "method": fmap.method}
+if fmap.method == "tsne":
+    map_numbers.update(
+        perplexity=f"{fmap.params['perplexity']:.0f}",
+        iterations=f"{fmap.params['early_exaggeration_iter']} + {fmap.params['n_iter']}",
+        fit=f"{fmap.seconds - fmap.placement_seconds:.1f} s",
+    )
+else:
+    map_numbers["variance explained"] = f"{fmap.explained[0]:.1%} + {fmap.explained[1]:.1%}"
+how_it_works.panel("feature_map", numbers=map_numbers)
 
 points = event.selection.points if event and event.selection else []
 if points:

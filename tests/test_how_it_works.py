@@ -108,3 +108,24 @@ def test_adversarial_panel_shows_the_norm_and_probabilities_of_this_attack() -> 
     assert re.search(r"p\(tiger cat\) \*\*0\.\d{3} → 0\.\d{3}\*\*", numbers), numbers
     assert re.search(r"p\(goldfish\) \*\*0\.\d{3} → 0\.\d{3}\*\*", numbers), numbers
     assert panel.latex
+
+
+def test_feature_space_panels_show_this_gallerys_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIZCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIZCORE_GALLERY_PER_PHOTO", "2")  # a small gallery: a quick extraction
+    from vizui import gallery_view
+
+    gallery_view.builtin.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/2_Feature_space.py").run()
+    next(b for b in at.button if b.key == "fspace_extract").click().run()
+    assert not at.exception
+    panels = _panels(at)
+    neighbours = panels[f"{PANEL_PREFIX} Nearest neighbours"].markdown[0].value
+    assert re.search(r"images in both top-8 lists \*\*\d\*\*", neighbours), neighbours
+    assert "numbers per image" in neighbours
+    tsne = panels[f"{PANEL_PREFIX} t-SNE / PCA map"].markdown[0].value
+    assert "perplexity **" in tsne and "iterations **250 + 500**" in tsne, tsne
