@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -285,6 +285,7 @@ def occlusion(
     fill: Fill = "gray",
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    indices: Sequence[int] | None = None,
 ) -> AttributionMap:
     """Occlusion sensitivity (Zeiler & Fergus, ECCV 2014, section 4.2).
 
@@ -298,8 +299,13 @@ def occlusion(
     Batched: ``batch_size`` occluded copies per forward, input in channels_last. Reports
     progress after each batch; ``on_step`` returning ``False`` stops with a partial map.
 
+    ``indices`` runs only those window positions (raster indices into the ``(rows, cols)``
+    grid, in that order): ``raw`` is then NaN at the others and the map averages the windows
+    that ran. :func:`occlusion_progressive` builds its coarse-to-fine schedule on it.
+
     Raises:
-        ValueError: Window larger than the image, stride 0, unknown fill, bad target.
+        ValueError: Window larger than the image, stride 0, unknown fill, bad target, an index
+            outside the grid or repeated.
     """
     x = _check_input(x, model)
     if fill not in FILLS:
@@ -307,7 +313,8 @@ def occlusion(
     batch_size = _check_positive("batch_size", batch_size)
     height, width = x.shape[-2:]
     rows, cols = occlusion_grid((height, width), window, stride)
-    positions = rows * cols
+    order = _occlusion_order(indices, rows * cols)
+    positions = len(order)
     start = time.perf_counter()
     baseline = fill_image(x, fill, window=window)
     drops = torch.zeros(positions)
@@ -323,7 +330,7 @@ def occlusion(
             batch = torch.empty((n, *x.shape[1:]), memory_format=torch.channels_last)
             batch.copy_(x.expand(n, -1, -1, -1))
             for j in range(n):
-                r, c = divmod(done + j, cols)
+                r, c = divmod(order[done + j], cols)
                 ys, xs = (
                     slice(r * stride, r * stride + window),
                     slice(c * stride, c * stride + window),
@@ -341,7 +348,7 @@ def occlusion(
     total = torch.zeros(height, width)
     counts = torch.zeros(height, width)
     for p in range(done):
-        r, c = divmod(p, cols)
+        r, c = divmod(order[p], cols)
         ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
         total[ys, xs] += drops[p]
         counts[ys, xs] += 1
@@ -350,12 +357,239 @@ def occlusion(
         "occlusion",
         resolved,
         attribution_map,
-        drops.view(rows, cols),
+        _occlusion_raw(drops, order, rows, cols),
         layer=None,
         start=start,
         stopped=stopped,
         info={"positions": positions, "done": done, "reference_probability": float(reference)},
     )
+
+
+def _occlusion_order(indices: Sequence[int] | None, count: int) -> list[int]:
+    """Validated raster indices of the window positions to run (all of them for ``None``)."""
+    if indices is None:
+        return list(range(count))
+    order = [check_int("A window position index", i, minimum=0, maximum=count - 1) for i in indices]
+    if not order:
+        raise ValueError("indices is empty: give at least one window position, or None for all.")
+    if len(set(order)) != len(order):
+        raise ValueError("indices repeats a window position; give each position once.")
+    return order
+
+
+def _occlusion_raw(drops: torch.Tensor, order: list[int], rows: int, cols: int) -> torch.Tensor:
+    """The ``(rows, cols)`` grid of drops: run positions in place, NaN where none was asked."""
+    if len(order) == rows * cols and order == list(range(rows * cols)):
+        return drops.view(rows, cols)
+    grid = torch.full((rows * cols,), float("nan"))
+    grid[torch.tensor(order, dtype=torch.long)] = drops
+    return grid.view(rows, cols)
+
+
+def _coarse_lines(n: int, k: int) -> list[int]:
+    """Every ``k``-th of ``n`` grid lines, and always the last one (the border stays covered)."""
+    return sorted({*range(0, n, k), n - 1})
+
+
+def occlusion_schedule(
+    size: tuple[int, int], *, window: int = 32, stride: int = 8, first_positions: int = 64
+) -> list[list[int]]:
+    """The coarse-to-fine levels of :func:`occlusion_progressive`, as raster indices.
+
+    Level 0 keeps every ``k``-th row and column of the ``stride`` grid (and the last ones),
+    ``k`` the smallest power of 2 that leaves at most ``first_positions`` positions; level
+    ``i`` adds the positions of stride ``k / 2**i * stride``; the last level completes the grid.
+    Every position is in exactly one level, so the levels together are the plain occlusion's.
+
+    Raises:
+        ValueError: Bad window/stride (see :func:`occlusion_grid`) or ``first_positions`` < 1.
+    """
+    rows, cols = occlusion_grid(size, window, stride)
+    first_positions = _check_positive("first_positions", first_positions)
+    k = 1
+
+    def count(k: int) -> int:
+        return len(_coarse_lines(rows, k)) * len(_coarse_lines(cols, k))
+
+    while count(k) > first_positions and k < max(rows, cols):
+        k *= 2
+    levels: list[list[int]] = []
+    seen: set[int] = set()
+    while k >= 1:
+        keep_r, keep_c = _coarse_lines(rows, k), _coarse_lines(cols, k)
+        level = [r * cols + c for r in keep_r for c in keep_c if r * cols + c not in seen]
+        seen.update(level)
+        if level:
+            levels.append(level)
+        k //= 2
+    return levels
+
+
+def _occlusion_aggregate(
+    drops: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    window: int,
+    stride: int,
+    coarse: list[int] | None = None,
+) -> torch.Tensor:
+    """The map of the positions run so far (``drops`` ``(rows, cols)``, NaN where not run).
+
+    The same sum as :func:`occlusion`, in the same (raster) order. With ``coarse`` (level 0's
+    indices), pixels that no finished window covers take the drop of the nearest level-0 window
+    centre (rows and columns apart), so a preview with ``stride > window`` has no holes.
+    """
+    height, width = size
+    cols = drops.shape[1]
+    total = torch.zeros(height, width)
+    counts = torch.zeros(height, width)
+    flat = drops.flatten()
+    for p in torch.nonzero(~torch.isnan(flat)).flatten().tolist():
+        r, c = divmod(p, cols)
+        ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
+        total[ys, xs] += flat[p]
+        counts[ys, xs] += 1
+    out = total / counts.clamp(min=1)
+    holes = counts == 0
+    if coarse is None or not bool(holes.any()):
+        return out
+    keep_r = sorted({p // cols for p in coarse})
+    keep_c = sorted({p % cols for p in coarse})
+
+    def nearest(lines: list[int], extent: int) -> torch.Tensor:
+        centres = torch.tensor([min(i * stride + window / 2, extent) for i in lines])
+        pixels = torch.arange(extent, dtype=torch.float32) + 0.5
+        return (pixels[:, None] - centres[None, :]).abs().argmin(dim=1)
+
+    grid = drops[torch.tensor(keep_r)][:, torch.tensor(keep_c)]
+    filled = grid[nearest(keep_r, height)][:, nearest(keep_c, width)]
+    return torch.where(holes, torch.nan_to_num(filled), out)
+
+
+def occlusion_progressive(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: Target = None,
+    window: int = 32,
+    stride: int = 8,
+    fill: Fill = "gray",
+    batch_size: int = BATCH_SIZE,
+    first_positions: int = 64,
+    on_step: OnStep | None = None,
+) -> Iterator[AttributionMap]:
+    """:func:`occlusion`, coarse to fine: a map after each level of :func:`occlusion_schedule`.
+
+    Yields one :class:`AttributionMap` per level. The first comes after at most
+    ``first_positions`` window positions (a coarse map: every ``k``-th position of the
+    ``stride`` grid); each later level adds the positions of half the previous stride, reusing
+    those already run, and the last map is the plain ``occlusion(model, x, window=window,
+    stride=stride, fill=fill)`` (the same positions and formula; equal up to the float rounding
+    of different batch compositions, bit-equal at ``batch_size=1``). ``info["preview"]`` is
+    1.0 on the maps before the last, whose pixels that no finished window covers show the
+    nearest coarse window's drop (display only); ``info["done"]`` counts positions run.
+
+    Each level is one :func:`occlusion` call (its own model turns per batch, plus one batch-1
+    forward for the reference probability). ``on_step`` sees the progress over all levels;
+    returning ``False`` stops: the generator then yields the map so far with ``stopped=True``
+    and ends. Closing the generator (``break`` in the loop) between levels holds no lock; an
+    exception from ``on_step`` propagates after the usual clean-up.
+
+    Raises:
+        ValueError: As :func:`occlusion`, or ``first_positions`` < 1 (checked on the call, not
+            at the first ``next``).
+    """
+    x = _check_input(x, model)
+    if fill not in FILLS:
+        raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
+    batch_size = _check_positive("batch_size", batch_size)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    levels = occlusion_schedule(size, window=window, stride=stride, first_positions=first_positions)
+    rows, cols = occlusion_grid(size, window, stride)
+    return _occlusion_levels(
+        model,
+        x,
+        levels,
+        (rows, cols),
+        target=target,
+        window=window,
+        stride=stride,
+        fill=fill,
+        batch_size=batch_size,
+        on_step=on_step,
+    )
+
+
+def _occlusion_levels(
+    model: nn.Module,
+    x: torch.Tensor,
+    levels: list[list[int]],
+    grid: tuple[int, int],
+    *,
+    target: Target,
+    window: int,
+    stride: int,
+    fill: Fill,
+    batch_size: int,
+    on_step: OnStep | None,
+) -> Iterator[AttributionMap]:
+    start = time.perf_counter()
+    rows, cols = grid
+    total = rows * cols
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    drops = torch.full((rows, cols), float("nan"))
+    fixed = target
+    before = 0
+    for number, level in enumerate(levels):
+
+        def overall(info: StepInfo, before: int = before) -> bool | None:
+            assert on_step is not None
+            done = before + info.step
+            message = f"{done}/{total} window positions" if info.waited is None else info.message
+            return on_step(StepInfo(done, total, message=message, waited=info.waited))
+
+        part = occlusion(
+            model,
+            x,
+            target=fixed,
+            window=window,
+            stride=stride,
+            fill=fill,
+            batch_size=batch_size,
+            on_step=overall if on_step is not None else None,
+            indices=level,
+        )
+        if fixed is None and part.target is not None:
+            fixed = part.target  # the same class at every level, resolved once
+        ran = torch.from_numpy(~np.isnan(part.raw))
+        drops[ran] = torch.from_numpy(part.raw)[ran]
+        if part.stopped:  # positions after the stop hold 0 in ``raw``: not run
+            undone = torch.tensor(level[int(part.info["done"]) :], dtype=torch.long)
+            drops.view(-1)[undone] = float("nan")
+        before += int(part.info["done"])
+        complete = number == len(levels) - 1 and not part.stopped
+        attribution_map = _occlusion_aggregate(
+            drops, size, window=window, stride=stride, coarse=None if complete else levels[0]
+        )
+        yield _result(
+            "occlusion",
+            ResolvedTarget(part.target, lambda t: t, lambda t: t),
+            attribution_map,
+            drops.clone(),
+            layer=None,
+            start=start,
+            stopped=part.stopped,
+            info={
+                "positions": total,
+                "done": before,
+                "reference_probability": part.info["reference_probability"],
+                "preview": 0.0 if complete else 1.0,
+                "level": number,
+                "levels": len(levels),
+            },
+        )
+        if part.stopped:
+            return
 
 
 # --------------------------------------------------------------------------------------------
