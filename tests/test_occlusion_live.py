@@ -10,12 +10,16 @@ import torch
 
 from tests.conftest import TinyCNN
 from vizcore.hooks import ModelState, count_hooks, model_lock
+from vizcore.techniques import attribution
 from vizcore.techniques.attribution import (
+    Cost,
+    PassTimes,
     occlusion,
     occlusion_grid,
     occlusion_progressive,
     occlusion_schedule,
 )
+from vizcore.techniques.faithfulness import deletion_insertion_cost, randomization_check_cost
 
 
 @pytest.fixture
@@ -140,3 +144,66 @@ def test_progressive_leaves_no_lock_held_when_closed_early(relu_net, tiny_input)
     thread.join(timeout=5)
     assert taken.is_set(), "another thread could not take the model lock"
     assert count_hooks(relu_net) == 0 and ModelState.of(relu_net) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Cost functions
+
+
+def test_every_registered_method_has_a_cost(tiny_cnn):
+    for label, info in attribution.METHODS.items():
+        options = {"layer": "conv2"} if info.uses_layer else {}
+        if label == "Occlusion":
+            options = {"window": 4, "stride": 2}
+        cost = info.cost(tiny_cnn, (16, 16), target=3, **options)
+        assert cost.passes >= 1, label
+    with pytest.raises(ValueError, match="No cost function"):
+        attribution.method_cost(len)
+
+
+def test_costs_scale_with_their_options(tiny_cnn):
+    size = (224, 224)
+    occ = attribution.occlusion_cost(tiny_cnn, size, window=32, stride=8)
+    assert occ == Cost(forwards=1, batched_forwards=625)
+    half = attribution.occlusion_cost(tiny_cnn, size, window=32, stride=16)
+    assert half.batched_forwards == 13 * 13  # about a quarter of the positions
+    sg = attribution.smoothgrad_cost(tiny_cnn, size, samples=10)
+    assert sg == Cost(forwards=1, backwards=10)
+    assert attribution.smoothgrad_cost(tiny_cnn, size, samples=20).backwards == 20
+    ig = attribution.integrated_gradients_cost(tiny_cnn, size, steps=32)
+    assert ig.batched_backwards == 32 and ig.forwards == 2
+    assert attribution.score_cam_cost(tiny_cnn, (16, 16), layer="conv2").batched_forwards == (
+        tiny_cnn.conv2.out_channels
+    )
+    prog = attribution.occlusion_progressive_cost(tiny_cnn, size, window=32, stride=8)
+    assert prog.batched_forwards == 625 and prog.forwards == 3  # a reference forward per level
+    first = attribution.occlusion_progressive_cost(tiny_cnn, size, window=32, stride=8, levels=1)
+    assert first == Cost(forwards=1, batched_forwards=49)
+    assert deletion_insertion_cost(steps=20) == Cost(forwards=1, batched_forwards=42)
+    check = randomization_check_cost(tiny_cnn, size, method=attribution.grad_cam, steps=3)
+    assert check == 4 * attribution.grad_cam_cost(tiny_cnn, size)
+    with pytest.raises(ValueError, match="steps"):
+        deletion_insertion_cost(steps=0)
+    with pytest.raises(ValueError, match="conv9"):
+        attribution.score_cam_cost(tiny_cnn, (16, 16), layer="conv9")
+
+
+def test_cost_seconds_weighs_each_kind_of_pass():
+    times = PassTimes(forward=0.05, batched_forward=0.01, backward=0.15, batched_backward=0.03)
+    cost = Cost(forwards=2, batched_forwards=100, backwards=1, batched_backwards=10)
+    assert cost.seconds(times) == pytest.approx(2 * 0.05 + 100 * 0.01 + 0.15 + 10 * 0.03)
+    assert (cost + cost).seconds(times) == pytest.approx(2 * cost.seconds(times))
+    with pytest.raises(ValueError, match="finite"):
+        PassTimes(forward=-1.0, batched_forward=0.0, backward=0.0, batched_backward=0.0)
+
+
+def test_measure_pass_times(tiny_cnn):
+    before = ModelState.of(tiny_cnn)
+    times = attribution.measure_pass_times(tiny_cnn, size=(16, 16), batch_size=4, repeats=1)
+    assert min(times.forward, times.batched_forward, times.backward) > 0
+    assert times.batched_backward == pytest.approx(
+        times.batched_forward * times.backward / times.forward
+    )
+    assert count_hooks(tiny_cnn) == 0 and ModelState.of(tiny_cnn) == before
+    with pytest.raises(ValueError, match="repeats"):
+        attribution.measure_pass_times(tiny_cnn, size=(16, 16), repeats=0)
