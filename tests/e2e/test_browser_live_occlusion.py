@@ -76,7 +76,8 @@ def tile_column(page: Any, method: str) -> Any:
     title = page.locator('[data-testid="stMarkdown"]').filter(
         has_text=re.compile(rf"^{re.escape(method)}$")
     )
-    return title.locator('xpath=ancestor::div[@data-testid="stColumn"][1]')
+    # .first: the grid's tile (the curves expander below has a column of the same title)
+    return title.locator('xpath=ancestor::div[@data-testid="stColumn"][1]').first
 
 
 def test_occlusion_slider_shows_a_coarse_map_first(page: Any, server: StreamlitServer) -> None:
