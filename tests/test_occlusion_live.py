@@ -159,6 +159,13 @@ def test_every_registered_method_has_a_cost(tiny_cnn):
         assert cost.passes >= 1, label
     with pytest.raises(ValueError, match="No cost function"):
         attribution.method_cost(len)
+    # precision/device/progress options do not change the count of passes
+    occ = attribution.method_cost(occlusion)
+    assert occ(tiny_cnn, (16, 16), window=4, stride=2, exact=True, device="cpu") == occ(
+        tiny_cnn, (16, 16), window=4, stride=2
+    )
+    with pytest.raises(TypeError):
+        occ(tiny_cnn, (16, 16), windw=4)
 
 
 def test_costs_scale_with_their_options(tiny_cnn):
@@ -207,3 +214,8 @@ def test_measure_pass_times(tiny_cnn):
     assert count_hooks(tiny_cnn) == 0 and ModelState.of(tiny_cnn) == before
     with pytest.raises(ValueError, match="repeats"):
         attribution.measure_pass_times(tiny_cnn, size=(16, 16), repeats=0)
+
+
+def test_progressive_passes_other_options_to_occlusion(relu_net, tiny_input):
+    with pytest.raises(TypeError, match="no_such_option"):
+        next(occlusion_progressive(relu_net, tiny_input, window=4, no_such_option=1))

@@ -154,9 +154,9 @@ def live_occlusion_seconds(
     model: torch.nn.Module, size: int, params: MethodParams, times: attribution.PassTimes
 ) -> tuple[float, float]:
     """Estimated seconds to the first (coarse) map and to the full map, coarse to fine."""
-    options = params.kwargs()
-    first = attribution.occlusion_progressive_cost(model, (size, size), levels=1, **options)
-    whole = attribution.occlusion_progressive_cost(model, (size, size), **options)
+    cost = attribution.method_cost(attribution.occlusion_progressive)
+    first = cost(model, (size, size), levels=1, **params.kwargs())
+    whole = cost(model, (size, size), **params.kwargs())
     return first.seconds(times), whole.seconds(times)
 
 

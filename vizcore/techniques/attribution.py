@@ -477,6 +477,7 @@ def occlusion_progressive(
     batch_size: int = BATCH_SIZE,
     first_positions: int = 64,
     on_step: OnStep | None = None,
+    **options: Any,
 ) -> Iterator[AttributionMap]:
     """:func:`occlusion`, coarse to fine: a map after each level of :func:`occlusion_schedule`.
 
@@ -493,7 +494,9 @@ def occlusion_progressive(
     forward for the reference probability). ``on_step`` sees the progress over all levels;
     returning ``False`` stops: the generator then yields the map so far with ``stopped=True``
     and ends. Closing the generator (``break`` in the loop) between levels holds no lock; an
-    exception from ``on_step`` propagates after the usual clean-up.
+    exception from ``on_step`` propagates after the usual clean-up. Any other keyword
+    ``options`` (e.g. a precision or device option of :func:`occlusion`) go to every level's
+    :func:`occlusion` call.
 
     Raises:
         ValueError: As :func:`occlusion`, or ``first_positions`` < 1 (checked on the call, not
@@ -517,6 +520,7 @@ def occlusion_progressive(
         fill=fill,
         batch_size=batch_size,
         on_step=on_step,
+        options=options,
     )
 
 
@@ -532,6 +536,7 @@ def _occlusion_levels(
     fill: Fill,
     batch_size: int,
     on_step: OnStep | None,
+    options: Mapping[str, Any],
 ) -> Iterator[AttributionMap]:
     start = time.perf_counter()
     rows, cols = grid
@@ -558,6 +563,7 @@ def _occlusion_levels(
             batch_size=batch_size,
             on_step=overall if on_step is not None else None,
             indices=level,
+            **options,
         )
         if fixed is None and part.target is not None:
             fixed = part.target  # the same class at every level, resolved once
@@ -1577,19 +1583,35 @@ _COSTS: dict[Callable[..., Any], CostFunction] = {
 }
 
 
+#: Options that change how a pass runs (precision, device, progress), not how many passes:
+#: :func:`method_cost` drops them, so a caller can pass a method's full options.
+PASS_NEUTRAL_OPTIONS: frozenset[str] = frozenset({"target", "exact", "device", "on_step"})
+
+
 def method_cost(method: Callable[..., Any]) -> CostFunction:
     """The cost function of an attribution function: ``cost(model, size, **its options)``.
+
+    Options in :data:`PASS_NEUTRAL_OPTIONS` are accepted and ignored; any other option the
+    cost function does not know raises ``TypeError`` as a call of the method would.
 
     Raises:
         ValueError: ``method`` is not one of this module's attribution functions.
     """
     try:
-        return _COSTS[method]
+        fn = _COSTS[method]
     except (KeyError, TypeError):
         name = getattr(method, "__name__", repr(method))
         raise ValueError(
             f"No cost function for {name}; known: {', '.join(f.__name__ for f in _COSTS)}."
         ) from None
+
+    def cost(model: nn.Module, size: tuple[int, int], **options: Any) -> Cost:
+        kept = {k: v for k, v in options.items() if k not in PASS_NEUTRAL_OPTIONS}
+        return fn(model, size, **kept)
+
+    cost.__name__ = fn.__name__
+    cost.__doc__ = fn.__doc__
+    return cost
 
 
 # --------------------------------------------------------------------------------------------
