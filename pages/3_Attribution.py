@@ -122,7 +122,7 @@ with right:
 
 rows, cols = occlusion_grid((size, size), window, stride)
 positions = rows * cols
-per_image = view.forward_seconds(ctx.model_key, size)
+times = view.pass_times(ctx.model_key, size)  # measured once per model and size
 
 
 def _params(label: str) -> view.MethodParams:
@@ -139,10 +139,19 @@ def _params(label: str) -> view.MethodParams:
     )
 
 
-channels = 0
-if "Score-CAM" in methods:
-    channels = int(view.layer_channels(ctx.model_key, ctx.digest, ctx.x, layer))
+def _seconds(label: str) -> float:
+    """Estimated seconds of one method's map, from its cost function and the measured passes."""
+    try:
+        return view.method_seconds(ctx.model, size, _params(label), times)
+    except ValueError:  # e.g. a layer Score-CAM cannot use: the error shows on its tile
+        return 0.0
+
+
 slow_selected = [m for m in methods if m in view.SLOW]
+occlusion_params = _params("Occlusion")
+first_map_s, live_s = view.live_occlusion_seconds(ctx.model, size, occlusion_params, times)
+#: Short occlusion settings run by themselves, coarse to fine, on every change (no Run).
+live_ok = live_s <= view.live_seconds()
 
 # ---------------------------------------------------------------------------- state
 store_key = (ctx.model_key, ctx.digest)
@@ -156,22 +165,29 @@ curves: dict = st.session_state["attribution_curves"]
 checks: dict = st.session_state["attribution_checks"]
 
 
+def _runs_live(label: str) -> bool:
+    """The map is computed live after the page is drawn (not by Run)."""
+    return label == "Occlusion" and live_ok and _params(label) not in slow_results
+
+
 def _plan() -> list[view.RunTask]:
     """What Run still has to do (what is already computed for these settings is not counted)."""
     planned = [
-        view.RunTask(label, view.forwards_needed(label, positions, channels) * per_image)
+        view.RunTask(label, _seconds(label))
         for label in slow_selected
-        if _params(label) not in slow_results
+        if _params(label) not in slow_results and not _runs_live(label)
     ]
     if score_maps:
         planned += [
-            view.RunTask(f"{label} deletion/insertion", view.CURVE_FORWARDS * per_image)
+            view.RunTask(f"{label} deletion/insertion", view.curves_seconds(times))
             for label in methods
-            if _params(label) not in curves
+            if _params(label) not in curves and not _runs_live(label)
         ]
     if sanity:
         planned += [
-            view.RunTask(f"{label} sanity check", view.SANITY_FORWARDS * per_image)
+            view.RunTask(
+                f"{label} sanity check", view.sanity_seconds(ctx.model, size, _params(label), times)
+            )
             for label in methods
             if label not in view.SLOW and _params(label) not in checks
         ]
@@ -181,8 +197,13 @@ def _plan() -> list[view.RunTask]:
 def _summary(planned: list[view.RunTask]) -> str:
     text = (
         f"Occlusion: {rows}×{cols} = **{positions} window positions**. Measured forward: "
-        f"{per_image * 1000:.0f} ms/image (batch 16). "
+        f"{times.batched_forward * 1000:.0f} ms/image (batch 16). "
     )
+    if "Occlusion" in methods and _runs_live("Occlusion"):
+        text += (
+            f"Occlusion runs live, coarse to fine: first map ≈ "
+            f"{view.format_seconds(first_map_s)}, full ≈ {view.format_seconds(live_s)}. "
+        )
     if not planned:
         return text + "Everything selected is computed: Run has nothing left to do."
     scored_left = sum(t.name.endswith("deletion/insertion") for t in planned)
@@ -206,7 +227,8 @@ estimate_slot.caption(_summary(tasks))
 
 run_col, stop_col, _ = st.columns([1, 1, 4])
 run = run_col.button("Run", type="primary", key="attribution_run", width="stretch")
-if stop_col.button("Stop", key="attribution_stop", width="stretch"):
+stop = stop_col.button("Stop", key="attribution_stop", width="stretch")
+if stop:
     st.info(
         "Stopped. Methods that finished are kept; the one interrupted starts again from the "
         "beginning on the next Run."
@@ -271,6 +293,54 @@ if run:
     estimate_slot.caption(_summary(_plan()))
 
 # ---------------------------------------------------------------------------- the grid
+live_holder = live_status = None
+
+
+def _draw_tile(label: str, result: attribution.AttributionMap) -> None:
+    """One method's tile: the overlay, its time, its AUC and the downloads."""
+    blank = view.blank_message(label, result)
+    if blank is not None:
+        st.warning(blank)
+        return
+    params = _params(label)
+    tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
+    st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
+    scored = curves.get(params)
+    if scored is not None:
+        st.caption(
+            f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. **{scored.insertion_auc:.3f}** ↑",
+            help=f"Deletion AUC {scored.deletion_auc:.3f} (lower is better) and "
+            f"insertion AUC {scored.insertion_auc:.3f} (higher is better), "
+            "Petsiuk et al. 2018; the curves are in the expander below.",
+        )
+    name = f"{result.method}_{int(target)}"
+    with st.popover("Download", icon=":material/download:", width="stretch"):
+        st.download_button(
+            "PNG: overlay, as shown",
+            view.overlay_png(image, result, alpha=alpha, colormap=colormap),
+            file_name=f"{name}_overlay.png",
+            mime="image/png",
+            key=f"attribution_overlay_png_{label}",
+            width="stretch",
+        )
+        st.download_button(
+            "PNG: colour map only",
+            view.map_png(result, colormap),
+            file_name=f"{name}.png",
+            mime="image/png",
+            key=f"attribution_png_{label}",
+            width="stretch",
+        )
+        st.download_button(
+            "npz: raw map and metadata",
+            view.raw_npz(result),
+            file_name=f"{name}.npz",
+            mime="application/octet-stream",
+            key=f"attribution_npz_{label}",
+            width="stretch",
+        )
+
+
 st.subheader(f"Why “{names[int(target)]}”? ({int(target)})")
 if not methods:
     st.info("Pick at least one method above.")
@@ -285,52 +355,15 @@ for start in range(0, len(methods), GRID):
                 st.warning(errors[label])
                 continue
             result = results.get(label)
+            if result is None and _runs_live(label) and not stop:
+                live_holder, live_status = st.empty(), st.empty()
+                live_holder.info(f"Live: first map in ≈ {view.format_seconds(first_map_s)}…")
+                continue
             if result is None:
-                need = view.forwards_needed(label, positions, channels) * per_image
-                st.info(f"Slow: press **Run** (≈ {view.format_seconds(need)}).")
+                need = view.format_seconds(_seconds(label))
+                st.info(f"Slow: press **Run** (≈ {need}).")
                 continue
-            blank = view.blank_message(label, result)
-            if blank is not None:
-                st.warning(blank)
-                continue
-            params = _params(label)
-            tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
-            st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
-            scored = curves.get(params)
-            if scored is not None:
-                st.caption(
-                    f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. "
-                    f"**{scored.insertion_auc:.3f}** ↑",
-                    help=f"Deletion AUC {scored.deletion_auc:.3f} (lower is better) and "
-                    f"insertion AUC {scored.insertion_auc:.3f} (higher is better), "
-                    "Petsiuk et al. 2018; the curves are in the expander below.",
-                )
-            name = f"{result.method}_{int(target)}"
-            with st.popover("Download", icon=":material/download:", width="stretch"):
-                st.download_button(
-                    "PNG: overlay, as shown",
-                    view.overlay_png(image, result, alpha=alpha, colormap=colormap),
-                    file_name=f"{name}_overlay.png",
-                    mime="image/png",
-                    key=f"attribution_overlay_png_{label}",
-                    width="stretch",
-                )
-                st.download_button(
-                    "PNG: colour map only",
-                    view.map_png(result, colormap),
-                    file_name=f"{name}.png",
-                    mime="image/png",
-                    key=f"attribution_png_{label}",
-                    width="stretch",
-                )
-                st.download_button(
-                    "npz: raw map and metadata",
-                    view.raw_npz(result),
-                    file_name=f"{name}.npz",
-                    mime="application/octet-stream",
-                    key=f"attribution_npz_{label}",
-                    width="stretch",
-                )
+            _draw_tile(label, result)
 
 st.markdown("#### How it works")
 st.caption(
@@ -481,3 +514,32 @@ else:
             "mask": f"{segmentation.mask.mean():.0%} of the image",
         },
     )
+
+# ---------------------------------------------------------------------------- live occlusion
+# Last, so the whole page is drawn first; a new slider value interrupts it at its next progress
+# report (between model turns) and the rerun starts over with the new settings.
+if live_holder is not None and live_status is not None:
+    holder, status = live_holder, live_status
+
+    def _show(partial: attribution.AttributionMap) -> None:
+        if partial.info.get("preview"):
+            caption = (
+                f"Preview: {int(partial.info['done'])}/{int(partial.info['positions'])} "
+                f"positions, {partial.seconds:.1f} s"
+            )
+            holder.image(
+                view.overlay_tile(image, partial, alpha=alpha, colormap=colormap),
+                caption=caption,
+                width="stretch",
+            )
+
+    try:
+        final = view.live_occlusion(ctx.model, ctx.x, occlusion_params, show=_show, status=status)
+    except ValueError as exc:
+        holder.warning(str(exc))
+    else:
+        if final is not None:
+            slow_results[occlusion_params] = final
+            with holder.container():
+                _draw_tile("Occlusion", final)
+            estimate_slot.caption(_summary(_plan()))

@@ -16,8 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/3_Attribution.py"
 
 
+#: Pass times so slow that no occlusion setting runs live (the Run-driven tests below).
+SLOW_TIMES = attribution.PassTimes(
+    forward=10.0, batched_forward=10.0, backward=10.0, batched_backward=10.0
+)
+#: Pass times so fast that the default occlusion runs live.
+FAST_TIMES = attribution.PassTimes(
+    forward=0.001, batched_forward=0.001, backward=0.002, batched_backward=0.002
+)
+
+
 @pytest.fixture
-def page() -> AppTest:
+def page(monkeypatch) -> AppTest:
+    # The estimates (and whether occlusion runs live) come from measured pass times: fixed
+    # here, so the page's choices do not depend on how loaded the machine is.
+    monkeypatch.setattr(attribution_view, "pass_times", lambda key, size: SLOW_TIMES)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.switch_page(PAGE).run()
@@ -158,3 +171,61 @@ def test_an_all_zero_map_says_so_instead_of_a_blank_tile(page, monkeypatch):
         assert len(tiles) == 1, _captions(page)
     finally:
         attribution_view.fast_map.clear()
+
+
+def _occlusion_tile_captions(at: AppTest) -> list[str]:
+    return [c for c in _captions(at) if c.endswith(" ms")]
+
+
+def test_estimate_is_the_cost_of_what_will_run(page):
+    """Seconds from the cost functions and the pass times, cached work excluded."""
+    choose_methods(page, ["Occlusion", "Saliency", "Grad-CAM"])
+    page.slider(key="attribution_window").set_value(112)
+    page.slider(key="attribution_stride").set_value(64)
+    page.run()
+    # occlusion: 1 + 9 forwards; each scoring 1 + 2 x 21 forwards; 10 s per pass
+    assert "Run ≈ **23 min 10 s**" in _estimate(page), _estimate(page)
+    page.button(key="attribution_run").click().run()
+    assert "Run has nothing left to do" in _estimate(page)
+    page.slider(key="attribution_stride").set_value(56).run()  # 3 x 3 positions again
+    assert "Run ≈ **8 min 50 s**" in _estimate(page), _estimate(page)
+    page.toggle(key="attribution_sanity").set_value(True).run()
+    # + sanity of Saliency and Grad-CAM: 4 calls x 1 forward+backward each
+    assert "Run ≈ **10 min 10 s**" in _estimate(page), _estimate(page)
+
+
+def test_short_occlusion_runs_live_and_a_new_stride_recomputes_only_it(page, monkeypatch):
+    monkeypatch.setattr(attribution_view, "pass_times", lambda key, size: FAST_TIMES)
+    choose_methods(page, ["Occlusion", "Grad-CAM"])
+    page.toggle(key="attribution_auc").set_value(False)
+    page.run()
+    assert not page.exception
+    assert not any("press **Run**" in info.value for info in page.info)
+    assert len(_occlusion_tile_captions(page)) == 2  # occlusion and Grad-CAM, no Run pressed
+    keys = {button.key for button in page.get("download_button")}
+    assert "attribution_npz_Occlusion" in keys
+    assert "Run has nothing left to do" in _estimate(page)  # refreshed after the live map
+
+    before = attribution_view.COMPUTE_CALLS["map"]
+    page.slider(key="attribution_stride").set_value(16).run()
+    assert attribution_view.COMPUTE_CALLS["map"] == before + 1  # only the occlusion
+    assert any("169 window positions" in c.value for c in page.caption)
+    assert len(_occlusion_tile_captions(page)) == 2
+    page.slider(key="attribution_stride").set_value(8).run()  # computed before: kept
+    assert attribution_view.COMPUTE_CALLS["map"] == before + 1
+    assert len(_occlusion_tile_captions(page)) == 2
+
+
+def test_long_occlusion_still_waits_for_run(page, monkeypatch):
+    # 10 ms per batched image: the default 625 positions run live, 3,025 do not
+    times = attribution.PassTimes(
+        forward=0.05, batched_forward=0.01, backward=0.1, batched_backward=0.02
+    )
+    monkeypatch.setattr(attribution_view, "pass_times", lambda key, size: times)
+    choose_methods(page, ["Occlusion"])
+    page.slider(key="attribution_window").set_value(8)
+    page.slider(key="attribution_stride").set_value(4).run()  # 3,025 positions
+    assert not page.exception
+    estimate = _estimate(page)
+    assert "runs live" not in estimate and "Run ≈ **31 s**" in estimate, estimate
+    assert any("press **Run** (≈ 31 s)" in info.value for info in page.info)

@@ -7,6 +7,7 @@ tests can check that display-only controls never recompute.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import Counter
@@ -19,7 +20,6 @@ import streamlit as st
 import torch
 
 from vizcore import render
-from vizcore.hooks import inference_session
 from vizcore.progress import OnStep
 from vizcore.techniques import attribution, faithfulness
 from vizcore.techniques.attribution import AttributionMap
@@ -83,7 +83,7 @@ def compute_curves(
 ) -> FaithfulnessCurves:
     """Deletion/insertion curves of one map (uncached)."""
     COMPUTE_CALLS["curves"] += 1
-    return faithfulness.deletion_insertion(model, x, result, steps=20, on_step=on_step)
+    return faithfulness.deletion_insertion(model, x, result, steps=CURVE_STEPS, on_step=on_step)
 
 
 def compute_sanity(
@@ -93,38 +93,106 @@ def compute_sanity(
     COMPUTE_CALLS["sanity"] += 1
     info = attribution.METHODS[params.label]
     return faithfulness.randomization_check(
-        model, x, method=info.fn, steps=3, on_step=on_step, **params.kwargs()
+        model, x, method=info.fn, steps=SANITY_STEPS, on_step=on_step, **params.kwargs()
     )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def forward_seconds(model_key: str, size: int) -> float:
-    """Measured seconds per image of a batch-16 channels_last forward (for ETAs)."""
+def pass_times(model_key: str, size: int) -> attribution.PassTimes:
+    """Measured seconds per model pass (batch 1, batch 16, with backward), once per model/size."""
     COMPUTE_CALLS["forward_time"] += 1
-    model = cached.model(model_key)
-    batch = torch.rand(attribution.BATCH_SIZE, 3, size, size).contiguous(
-        memory_format=torch.channels_last
+    return attribution.measure_pass_times(cached.model(model_key), size=(size, size))
+
+
+#: Deletion/insertion steps of the page's scoring (``2 (steps + 1)`` images).
+CURVE_STEPS = 20
+#: Cascading randomization steps of the page's sanity check.
+SANITY_STEPS = 3
+#: Occlusion runs by itself, coarse to fine, when its whole estimate is at most this (seconds).
+LIVE_SECONDS = 15.0
+
+
+def live_seconds() -> float:
+    """:data:`LIVE_SECONDS`, or ``VIZCORE_LIVE_SECONDS`` when set (the browser test sets it, so
+    that its occlusion runs live however loaded the machine is)."""
+    value = os.environ.get("VIZCORE_LIVE_SECONDS", "").strip()
+    try:
+        return float(value) if value else LIVE_SECONDS
+    except ValueError:
+        return LIVE_SECONDS
+
+
+def method_cost(model: torch.nn.Module, size: int, params: MethodParams) -> attribution.Cost:
+    """The passes one method's map takes (:attr:`MethodInfo.cost`, the page's options)."""
+    return attribution.METHODS[params.label].cost(model, (size, size), **params.kwargs())
+
+
+def method_seconds(
+    model: torch.nn.Module, size: int, params: MethodParams, times: attribution.PassTimes
+) -> float:
+    """Estimated seconds of one method's map."""
+    return method_cost(model, size, params).seconds(times)
+
+
+def curves_seconds(times: attribution.PassTimes) -> float:
+    """Estimated seconds of one deletion/insertion scoring."""
+    return faithfulness.deletion_insertion_cost(steps=CURVE_STEPS).seconds(times)
+
+
+def sanity_seconds(
+    model: torch.nn.Module, size: int, params: MethodParams, times: attribution.PassTimes
+) -> float:
+    """Estimated seconds of one method's randomization check."""
+    info = attribution.METHODS[params.label]
+    cost = faithfulness.randomization_check_cost(
+        model, (size, size), method=info.fn, steps=SANITY_STEPS, **params.kwargs()
     )
-    best = float("inf")
-    with inference_session(model), torch.inference_mode():
-        for _ in range(2):
-            start = time.perf_counter()
-            model(batch)
-            best = min(best, time.perf_counter() - start)
-    return best / attribution.BATCH_SIZE
+    return cost.seconds(times)
 
 
-def forwards_needed(label: str, positions: int, channels: int) -> int:
-    """Rough number of forward passes a slow method needs (for the ETA)."""
-    if label == "Occlusion":
-        return positions
-    if label == "Score-CAM":
-        return channels
-    if label == "Integrated gradients":
-        return 50 * 2  # forward + backward per step
-    if label == "SmoothGrad":
-        return 25 * 3
-    return 3
+def live_occlusion_seconds(
+    model: torch.nn.Module, size: int, params: MethodParams, times: attribution.PassTimes
+) -> tuple[float, float]:
+    """Estimated seconds to the first (coarse) map and to the full map, coarse to fine."""
+    cost = attribution.method_cost(attribution.occlusion_progressive)
+    first = cost(model, (size, size), levels=1, **params.kwargs())
+    whole = cost(model, (size, size), **params.kwargs())
+    return first.seconds(times), whole.seconds(times)
+
+
+def live_occlusion(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    params: MethodParams,
+    *,
+    show: Callable[[AttributionMap], None],
+    status: Any,
+) -> AttributionMap | None:
+    """Occlusion coarse to fine, ``show(map)`` after each level; the final map, or ``None``.
+
+    ``status`` (an ``st.empty``) gets the progress after every batch: that Streamlit call is
+    where a rerun (a new slider value) interrupts the run, between model turns, so the model
+    lock is free by then. Returns ``None`` when the run was stopped before the full map.
+    """
+    COMPUTE_CALLS["map"] += 1
+    start = time.monotonic()
+
+    def on_step(info: Any) -> bool:
+        elapsed = time.monotonic() - start
+        left = ""
+        if info.waited is None and info.step > 0 and elapsed > 0.5:
+            left = f" · about {format_seconds(elapsed / info.step * (info.total - info.step))} left"
+        status.caption(f"Refining: {info.step}/{info.total} positions{left}")
+        return True
+
+    final: AttributionMap | None = None
+    for result in attribution.occlusion_progressive(model, x, on_step=on_step, **params.kwargs()):
+        show(result)
+        if result.stopped:
+            return None
+        final = result
+    status.empty()
+    return final
 
 
 def blank_message(label: str, result: AttributionMap) -> str | None:
@@ -155,15 +223,6 @@ def overlay_array(
     """A non-negative part of a map, scaled to its 99.5th percentile, over the image."""
     heat = render.normalize01(np.clip(attribution_map, 0, None), percentile=99.5)
     return render.overlay(image, heat, alpha=alpha, colormap=colormap)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def layer_channels(model_key: str, digest: str, _x: torch.Tensor, layer: str) -> int:
-    """Channels of a layer's output for this image (Score-CAM's number of forwards)."""
-    from vizcore.cache import layer_activations
-
-    acts = layer_activations(cached.model(model_key), _x, layers=[layer])
-    return int(acts[layer].shape[1])
 
 
 def map_png(result: AttributionMap, colormap: str) -> bytes:
@@ -212,12 +271,6 @@ def progress_callback(bar: Any, prefix: str) -> Callable[[Any], bool]:
         return True
 
     return on_step
-
-
-#: Forward passes of one deletion/insertion scoring (20 steps: 21 deletion + 21 insertion images).
-CURVE_FORWARDS = 42
-#: Forward-equivalents of one sanity check (3 cascading steps of a fast method, about 24 each).
-SANITY_FORWARDS = 24
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,11 @@ def url_path(page_path: str) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[StreamlitServer]:
-    with StreamlitServer() as srv:
-        yield srv
+    # Occlusion never runs live here (a fast machine could run 8/4 live): Run and Stop drive it.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIZCORE_LIVE_SECONDS", "0")
+        with StreamlitServer() as srv:
+            yield srv
 
 
 def cpu_seconds(pid: int) -> float:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -285,6 +285,7 @@ def occlusion(
     fill: Fill = "gray",
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    indices: Sequence[int] | None = None,
 ) -> AttributionMap:
     """Occlusion sensitivity (Zeiler & Fergus, ECCV 2014, section 4.2).
 
@@ -298,8 +299,13 @@ def occlusion(
     Batched: ``batch_size`` occluded copies per forward, input in channels_last. Reports
     progress after each batch; ``on_step`` returning ``False`` stops with a partial map.
 
+    ``indices`` runs only those window positions (raster indices into the ``(rows, cols)``
+    grid, in that order): ``raw`` is then NaN at the others and the map averages the windows
+    that ran. :func:`occlusion_progressive` builds its coarse-to-fine schedule on it.
+
     Raises:
-        ValueError: Window larger than the image, stride 0, unknown fill, bad target.
+        ValueError: Window larger than the image, stride 0, unknown fill, bad target, an index
+            outside the grid or repeated.
     """
     x = _check_input(x, model)
     if fill not in FILLS:
@@ -307,7 +313,8 @@ def occlusion(
     batch_size = _check_positive("batch_size", batch_size)
     height, width = x.shape[-2:]
     rows, cols = occlusion_grid((height, width), window, stride)
-    positions = rows * cols
+    order = _occlusion_order(indices, rows * cols)
+    positions = len(order)
     start = time.perf_counter()
     baseline = fill_image(x, fill, window=window)
     drops = torch.zeros(positions)
@@ -323,7 +330,7 @@ def occlusion(
             batch = torch.empty((n, *x.shape[1:]), memory_format=torch.channels_last)
             batch.copy_(x.expand(n, -1, -1, -1))
             for j in range(n):
-                r, c = divmod(done + j, cols)
+                r, c = divmod(order[done + j], cols)
                 ys, xs = (
                     slice(r * stride, r * stride + window),
                     slice(c * stride, c * stride + window),
@@ -341,7 +348,7 @@ def occlusion(
     total = torch.zeros(height, width)
     counts = torch.zeros(height, width)
     for p in range(done):
-        r, c = divmod(p, cols)
+        r, c = divmod(order[p], cols)
         ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
         total[ys, xs] += drops[p]
         counts[ys, xs] += 1
@@ -350,12 +357,245 @@ def occlusion(
         "occlusion",
         resolved,
         attribution_map,
-        drops.view(rows, cols),
+        _occlusion_raw(drops, order, rows, cols),
         layer=None,
         start=start,
         stopped=stopped,
         info={"positions": positions, "done": done, "reference_probability": float(reference)},
     )
+
+
+def _occlusion_order(indices: Sequence[int] | None, count: int) -> list[int]:
+    """Validated raster indices of the window positions to run (all of them for ``None``)."""
+    if indices is None:
+        return list(range(count))
+    order = [check_int("A window position index", i, minimum=0, maximum=count - 1) for i in indices]
+    if not order:
+        raise ValueError("indices is empty: give at least one window position, or None for all.")
+    if len(set(order)) != len(order):
+        raise ValueError("indices repeats a window position; give each position once.")
+    return order
+
+
+def _occlusion_raw(drops: torch.Tensor, order: list[int], rows: int, cols: int) -> torch.Tensor:
+    """The ``(rows, cols)`` grid of drops: run positions in place, NaN where none was asked."""
+    if len(order) == rows * cols and order == list(range(rows * cols)):
+        return drops.view(rows, cols)
+    grid = torch.full((rows * cols,), float("nan"))
+    grid[torch.tensor(order, dtype=torch.long)] = drops
+    return grid.view(rows, cols)
+
+
+def _coarse_lines(n: int, k: int) -> list[int]:
+    """Every ``k``-th of ``n`` grid lines, and always the last one (the border stays covered)."""
+    return sorted({*range(0, n, k), n - 1})
+
+
+def occlusion_schedule(
+    size: tuple[int, int], *, window: int = 32, stride: int = 8, first_positions: int = 64
+) -> list[list[int]]:
+    """The coarse-to-fine levels of :func:`occlusion_progressive`, as raster indices.
+
+    Level 0 keeps every ``k``-th row and column of the ``stride`` grid (and the last ones),
+    ``k`` the smallest power of 2 that leaves at most ``first_positions`` positions; level
+    ``i`` adds the positions of stride ``k / 2**i * stride``; the last level completes the grid.
+    Every position is in exactly one level, so the levels together are the plain occlusion's.
+
+    Raises:
+        ValueError: Bad window/stride (see :func:`occlusion_grid`) or ``first_positions`` < 1.
+    """
+    rows, cols = occlusion_grid(size, window, stride)
+    first_positions = _check_positive("first_positions", first_positions)
+    k = 1
+
+    def count(k: int) -> int:
+        return len(_coarse_lines(rows, k)) * len(_coarse_lines(cols, k))
+
+    while count(k) > first_positions and k < max(rows, cols):
+        k *= 2
+    levels: list[list[int]] = []
+    seen: set[int] = set()
+    while k >= 1:
+        keep_r, keep_c = _coarse_lines(rows, k), _coarse_lines(cols, k)
+        level = [r * cols + c for r in keep_r for c in keep_c if r * cols + c not in seen]
+        seen.update(level)
+        if level:
+            levels.append(level)
+        k //= 2
+    return levels
+
+
+def _occlusion_aggregate(
+    drops: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    window: int,
+    stride: int,
+    coarse: list[int] | None = None,
+) -> torch.Tensor:
+    """The map of the positions run so far (``drops`` ``(rows, cols)``, NaN where not run).
+
+    The same sum as :func:`occlusion`, in the same (raster) order. With ``coarse`` (level 0's
+    indices), pixels that no finished window covers take the drop of the nearest level-0 window
+    centre (rows and columns apart), so a preview with ``stride > window`` has no holes.
+    """
+    height, width = size
+    cols = drops.shape[1]
+    total = torch.zeros(height, width)
+    counts = torch.zeros(height, width)
+    flat = drops.flatten()
+    for p in torch.nonzero(~torch.isnan(flat)).flatten().tolist():
+        r, c = divmod(p, cols)
+        ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
+        total[ys, xs] += flat[p]
+        counts[ys, xs] += 1
+    out = total / counts.clamp(min=1)
+    holes = counts == 0
+    if coarse is None or not bool(holes.any()):
+        return out
+    keep_r = sorted({p // cols for p in coarse})
+    keep_c = sorted({p % cols for p in coarse})
+
+    def nearest(lines: list[int], extent: int) -> torch.Tensor:
+        centres = torch.tensor([min(i * stride + window / 2, extent) for i in lines])
+        pixels = torch.arange(extent, dtype=torch.float32) + 0.5
+        return (pixels[:, None] - centres[None, :]).abs().argmin(dim=1)
+
+    grid = drops[torch.tensor(keep_r)][:, torch.tensor(keep_c)]
+    filled = grid[nearest(keep_r, height)][:, nearest(keep_c, width)]
+    return torch.where(holes, torch.nan_to_num(filled), out)
+
+
+def occlusion_progressive(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    target: Target = None,
+    window: int = 32,
+    stride: int = 8,
+    fill: Fill = "gray",
+    batch_size: int = BATCH_SIZE,
+    first_positions: int = 64,
+    on_step: OnStep | None = None,
+    **options: Any,
+) -> Iterator[AttributionMap]:
+    """:func:`occlusion`, coarse to fine: a map after each level of :func:`occlusion_schedule`.
+
+    Yields one :class:`AttributionMap` per level. The first comes after at most
+    ``first_positions`` window positions (a coarse map: every ``k``-th position of the
+    ``stride`` grid); each later level adds the positions of half the previous stride, reusing
+    those already run, and the last map is the plain ``occlusion(model, x, window=window,
+    stride=stride, fill=fill)`` (the same positions and formula; equal up to the float rounding
+    of different batch compositions, bit-equal at ``batch_size=1``). ``info["preview"]`` is
+    1.0 on the maps before the last, whose pixels that no finished window covers show the
+    nearest coarse window's drop (display only); ``info["done"]`` counts positions run.
+
+    Each level is one :func:`occlusion` call (its own model turns per batch, plus one batch-1
+    forward for the reference probability). ``on_step`` sees the progress over all levels;
+    returning ``False`` stops: the generator then yields the map so far with ``stopped=True``
+    and ends. Closing the generator (``break`` in the loop) between levels holds no lock; an
+    exception from ``on_step`` propagates after the usual clean-up. Any other keyword
+    ``options`` (e.g. a precision or device option of :func:`occlusion`) go to every level's
+    :func:`occlusion` call.
+
+    Raises:
+        ValueError: As :func:`occlusion`, or ``first_positions`` < 1 (checked on the call, not
+            at the first ``next``).
+    """
+    x = _check_input(x, model)
+    if fill not in FILLS:
+        raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
+    batch_size = _check_positive("batch_size", batch_size)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    levels = occlusion_schedule(size, window=window, stride=stride, first_positions=first_positions)
+    rows, cols = occlusion_grid(size, window, stride)
+    return _occlusion_levels(
+        model,
+        x,
+        levels,
+        (rows, cols),
+        target=target,
+        window=window,
+        stride=stride,
+        fill=fill,
+        batch_size=batch_size,
+        on_step=on_step,
+        options=options,
+    )
+
+
+def _occlusion_levels(
+    model: nn.Module,
+    x: torch.Tensor,
+    levels: list[list[int]],
+    grid: tuple[int, int],
+    *,
+    target: Target,
+    window: int,
+    stride: int,
+    fill: Fill,
+    batch_size: int,
+    on_step: OnStep | None,
+    options: Mapping[str, Any],
+) -> Iterator[AttributionMap]:
+    start = time.perf_counter()
+    rows, cols = grid
+    total = rows * cols
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    drops = torch.full((rows, cols), float("nan"))
+    fixed = target
+    before = 0
+    for number, level in enumerate(levels):
+
+        def overall(info: StepInfo, before: int = before) -> bool | None:
+            assert on_step is not None
+            done = before + info.step
+            message = f"{done}/{total} window positions" if info.waited is None else info.message
+            return on_step(StepInfo(done, total, message=message, waited=info.waited))
+
+        part = occlusion(
+            model,
+            x,
+            target=fixed,
+            window=window,
+            stride=stride,
+            fill=fill,
+            batch_size=batch_size,
+            on_step=overall if on_step is not None else None,
+            indices=level,
+            **options,
+        )
+        if fixed is None and part.target is not None:
+            fixed = part.target  # the same class at every level, resolved once
+        ran = torch.from_numpy(~np.isnan(part.raw))
+        drops[ran] = torch.from_numpy(part.raw)[ran]
+        if part.stopped:  # positions after the stop hold 0 in ``raw``: not run
+            undone = torch.tensor(level[int(part.info["done"]) :], dtype=torch.long)
+            drops.view(-1)[undone] = float("nan")
+        before += int(part.info["done"])
+        complete = number == len(levels) - 1 and not part.stopped
+        attribution_map = _occlusion_aggregate(
+            drops, size, window=window, stride=stride, coarse=None if complete else levels[0]
+        )
+        yield _result(
+            "occlusion",
+            ResolvedTarget(part.target, lambda t: t, lambda t: t),
+            attribution_map,
+            drops.clone(),
+            layer=None,
+            start=start,
+            stopped=part.stopped,
+            info={
+                "positions": total,
+                "done": before,
+                "reference_probability": part.info["reference_probability"],
+                "preview": 0.0 if complete else 1.0,
+                "level": number,
+                "levels": len(levels),
+            },
+        )
+        if part.stopped:
+            return
 
 
 # --------------------------------------------------------------------------------------------
@@ -1059,6 +1299,322 @@ def guided_grad_cam(
 
 
 # --------------------------------------------------------------------------------------------
+# Costs: the model passes each method makes, and measured seconds per pass
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Measured seconds per image of each kind of model pass, for one model and input size.
+
+    Attributes:
+        forward: One batch-1 forward.
+        batched_forward: Per image of a ``BATCH_SIZE`` forward (channels_last input).
+        backward: One batch-1 forward + backward to the input.
+        batched_backward: Per image of a batched forward + backward (estimated, see
+            :func:`measure_pass_times`).
+    """
+
+    forward: float
+    batched_forward: float
+    backward: float
+    batched_backward: float
+
+    def __post_init__(self) -> None:
+        for name in ("forward", "batched_forward", "backward", "batched_backward"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"PassTimes.{name} must be finite seconds >= 0, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The model passes one call of a method makes, counted in images.
+
+    ``seconds(times)`` turns it into an estimate; work other than model passes (hooks, masks,
+    the map itself) is not counted, so the estimate is a lower bound that a measured run
+    corrects (the page's time left does).
+    """
+
+    forwards: int = 0
+    batched_forwards: int = 0
+    backwards: int = 0
+    batched_backwards: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return Cost(
+            self.forwards + other.forwards,
+            self.batched_forwards + other.batched_forwards,
+            self.backwards + other.backwards,
+            self.batched_backwards + other.batched_backwards,
+        )
+
+    def __mul__(self, n: int) -> Cost:
+        if not isinstance(n, int) or isinstance(n, bool):
+            return NotImplemented
+        n = check_int("A cost multiplier", n, minimum=0)
+        return Cost(
+            self.forwards * n,
+            self.batched_forwards * n,
+            self.backwards * n,
+            self.batched_backwards * n,
+        )
+
+    __rmul__ = __mul__
+
+    @property
+    def passes(self) -> int:
+        """Images through the model, forward or forward+backward."""
+        return self.forwards + self.batched_forwards + self.backwards + self.batched_backwards
+
+    def seconds(self, times: PassTimes) -> float:
+        """Estimated seconds of model passes at ``times`` (see :func:`measure_pass_times`)."""
+        return (
+            self.forwards * times.forward
+            + self.batched_forwards * times.batched_forward
+            + self.backwards * times.backward
+            + self.batched_backwards * times.batched_backward
+        )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure_pass_times(
+    model: nn.Module,
+    *,
+    size: tuple[int, int] = (224, 224),
+    batch_size: int = BATCH_SIZE,
+    repeats: int = 2,
+) -> PassTimes:
+    """Time the model's passes on random input of ``size`` (best of ``repeats``, after a warm-up).
+
+    Measures a batch-1 forward, a ``batch_size`` forward and a batch-1 forward + backward to
+    the input, on the model's device, in one turn on the model. The batched forward + backward
+    is not run (it would double the cost of measuring): it is estimated as
+    ``batched_forward * backward / forward``. Costs about ``(repeats + 1) * (batch_size + 4)``
+    forward-equivalents; the UI measures once per model and size.
+
+    Raises:
+        ValueError: Bad ``size``, ``batch_size`` or ``repeats``.
+    """
+    height = _check_positive("The image height", int(size[0]))
+    width = _check_positive("The image width", int(size[1]))
+    batch_size = _check_positive("batch_size", batch_size)
+    repeats = _check_positive("repeats", repeats)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    one = _channels_last(torch.rand(1, 3, height, width, generator=generator).to(device))
+    many = _channels_last(torch.rand(batch_size, 3, height, width, generator=generator).to(device))
+
+    def best(run: Callable[[], Any]) -> float:
+        run()  # warm-up: first calls allocate and pick kernels
+        _sync(device)
+        fastest = float("inf")
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            run()
+            _sync(device)
+            fastest = min(fastest, time.perf_counter() - begin)
+        return fastest
+
+    def backward() -> None:
+        xg = one.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(model(xg).float().max(dim=1).values.sum(), xg)
+
+    with inference_session(model):
+        with torch.inference_mode():
+            forward = best(lambda: model(one))
+            batched = best(lambda: model(many)) / batch_size
+        back = best(backward)
+    return PassTimes(
+        forward=forward,
+        batched_forward=batched,
+        backward=back,
+        batched_backward=batched * back / forward if forward > 0 else back,
+    )
+
+
+def occlusion_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    target: Target = None,
+    window: int = 32,
+    stride: int = 8,
+    fill: Fill = "gray",
+    batch_size: int = BATCH_SIZE,
+) -> Cost:
+    """:func:`occlusion`: one forward for the reference, one batched forward per position."""
+    rows, cols = occlusion_grid(size, window, stride)
+    return Cost(forwards=1, batched_forwards=rows * cols)
+
+
+def occlusion_progressive_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    target: Target = None,
+    window: int = 32,
+    stride: int = 8,
+    fill: Fill = "gray",
+    batch_size: int = BATCH_SIZE,
+    first_positions: int = 64,
+    levels: int | None = None,
+) -> Cost:
+    """:func:`occlusion_progressive`: every position once plus one reference forward per level.
+
+    ``levels=1`` gives the cost of the first (coarse) map only, ``None`` of all levels.
+    """
+    schedule = occlusion_schedule(
+        size, window=window, stride=stride, first_positions=first_positions
+    )
+    if levels is not None:
+        schedule = schedule[: check_int("levels", levels, minimum=1)]
+    return Cost(forwards=len(schedule), batched_forwards=sum(len(level) for level in schedule))
+
+
+def saliency_cost(model: nn.Module, size: tuple[int, int], *, target: Target = None) -> Cost:
+    """:func:`saliency`, :func:`guided_backprop`, :func:`deconvnet`: one forward + backward."""
+    return Cost(backwards=1)
+
+
+def smoothgrad_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    method: GradientMethod = saliency,
+    target: Target = None,
+    samples: int = 25,
+    sigma: float = 0.15,
+    seed: int = 0,
+    **options: Any,
+) -> Cost:
+    """:func:`smoothgrad`: one forward for the target, then ``samples`` calls of ``method``."""
+    samples = _check_positive("samples", samples)
+    return Cost(forwards=1) + samples * method_cost(method)(model, size, **options)
+
+
+def integrated_gradients_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    target: Target = None,
+    steps: int = 50,
+    method: str = "gausslegendre",
+    batch_size: int = BATCH_SIZE,
+) -> Cost:
+    """:func:`integrated_gradients`: the two ends (one batch-2 forward), ``steps`` batched
+    forward + backward passes."""
+    steps = _check_positive("steps", steps)
+    return Cost(forwards=2, batched_backwards=steps)
+
+
+def cam_cost(
+    model: nn.Module, size: tuple[int, int], *, target: Target = None, layer: str = ""
+) -> Cost:
+    """:func:`cam`: one forward."""
+    return Cost(forwards=1)
+
+
+def grad_cam_cost(
+    model: nn.Module, size: tuple[int, int], *, target: Target = None, layer: str = ""
+) -> Cost:
+    """:func:`grad_cam`, :func:`grad_cam_plus_plus`: one forward + a backward to ``layer``
+    (counted as a whole backward: an upper bound for deep layers)."""
+    return Cost(backwards=1)
+
+
+def score_cam_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    target: Target = None,
+    layer: str,
+    batch_size: int = BATCH_SIZE,
+) -> Cost:
+    """:func:`score_cam`: one forward, then one batched forward per channel of ``layer``.
+
+    The channel count comes from the model's probe (:func:`vizcore.models.discovery.facts_for`),
+    so no forward runs here.
+
+    Raises:
+        ValueError: ``layer`` is not a module with a (N, C, ...) output in the probe.
+    """
+    info = facts_for(model, input_size=size).layer(layer)
+    if info is None or len(info.shape) < 2:
+        get_layer(model, layer)  # an unknown name gets the usual message listing valid ones
+        raise ValueError(
+            f"Layer {layer!r} has no (N, C, H, W) output in the model's probe forward; "
+            "Score-CAM needs a feature map."
+        )
+    return Cost(forwards=1, batched_forwards=int(info.shape[1]))
+
+
+def guided_grad_cam_cost(
+    model: nn.Module, size: tuple[int, int], *, target: Target = None, layer: str = ""
+) -> Cost:
+    """:func:`guided_grad_cam`: guided backprop and Grad-CAM, one forward + backward each."""
+    return Cost(backwards=2)
+
+
+CostFunction = Callable[..., Cost]
+
+_COSTS: dict[Callable[..., Any], CostFunction] = {
+    occlusion: occlusion_cost,
+    occlusion_progressive: occlusion_progressive_cost,
+    saliency: saliency_cost,
+    smoothgrad: smoothgrad_cost,
+    deconvnet: saliency_cost,
+    guided_backprop: saliency_cost,
+    integrated_gradients: integrated_gradients_cost,
+    cam: cam_cost,
+    grad_cam: grad_cam_cost,
+    grad_cam_plus_plus: grad_cam_cost,
+    score_cam: score_cam_cost,
+    guided_grad_cam: guided_grad_cam_cost,
+}
+
+
+#: Options that change how a pass runs (precision, device, progress), not how many passes:
+#: :func:`method_cost` drops them, so a caller can pass a method's full options.
+PASS_NEUTRAL_OPTIONS: frozenset[str] = frozenset({"target", "exact", "device", "on_step"})
+
+
+def method_cost(method: Callable[..., Any]) -> CostFunction:
+    """The cost function of an attribution function: ``cost(model, size, **its options)``.
+
+    Options in :data:`PASS_NEUTRAL_OPTIONS` are accepted and ignored; any other option the
+    cost function does not know raises ``TypeError`` as a call of the method would.
+
+    Raises:
+        ValueError: ``method`` is not one of this module's attribution functions.
+    """
+    try:
+        fn = _COSTS[method]
+    except (KeyError, TypeError):
+        name = getattr(method, "__name__", repr(method))
+        raise ValueError(
+            f"No cost function for {name}; known: {', '.join(f.__name__ for f in _COSTS)}."
+        ) from None
+
+    def cost(model: nn.Module, size: tuple[int, int], **options: Any) -> Cost:
+        kept = {k: v for k, v in options.items() if k not in PASS_NEUTRAL_OPTIONS}
+        return fn(model, size, **kept)
+
+    cost.__name__ = fn.__name__
+    cost.__doc__ = fn.__doc__
+    return cost
+
+
+# --------------------------------------------------------------------------------------------
 # Registry for the UI
 
 
@@ -1071,6 +1627,11 @@ class MethodInfo:
     uses_layer: bool
     slow: bool
     citation: str
+
+    @property
+    def cost(self) -> CostFunction:
+        """``cost(model, size, **options) -> Cost``: the passes one call makes."""
+        return method_cost(self.fn)
 
 
 METHODS: Mapping[str, MethodInfo] = MappingProxyType(

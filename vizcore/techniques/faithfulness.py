@@ -28,8 +28,10 @@ from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.techniques.attribution import (
     BATCH_SIZE,
     AttributionMap,
+    Cost,
     Target,
     fill_image,
+    method_cost,
     resolve_target,
 )
 
@@ -299,3 +301,37 @@ def randomization_check(
         seconds=time.perf_counter() - start,
         stopped=stopped,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Costs (see vizcore.techniques.attribution.Cost)
+
+
+def deletion_insertion_cost(*, steps: int = 25, batch_size: int = BATCH_SIZE) -> Cost:
+    """:func:`deletion_insertion`: one forward for the target, ``2 (steps + 1)`` batched ones.
+
+    Raises:
+        ValueError: ``steps`` < 1.
+    """
+    steps = check_int("steps", steps, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    return Cost(forwards=1, batched_forwards=2 * (steps + 1))
+
+
+def randomization_check_cost(
+    model: nn.Module,
+    size: tuple[int, int],
+    *,
+    method: Callable[..., AttributionMap],
+    steps: int = 4,
+    **options: Any,
+) -> Cost:
+    """:func:`randomization_check`: ``method`` on the original copy and after each of ``steps``
+    randomizations (``steps + 1`` calls). The model copy and re-initializations are not counted.
+
+    Raises:
+        ValueError: ``steps`` < 1, or ``method`` has no cost function.
+    """
+    steps = check_int("steps", steps, minimum=1)
+    options.pop("target", None)
+    return (steps + 1) * method_cost(method)(model, size, **options)
