@@ -11,9 +11,9 @@ from vizcore.layers import list_layers
 from vizcore.techniques import attribution
 from vizcore.techniques.attribution import occlusion_grid
 from vizui import attribution_view as view
-from vizui import cached, how_it_works
+from vizui import cached, how_it_works, view_link
 from vizui.frame import frame
-from vizui.keep import keep_choice
+from vizui.keep import keep_choice, remember_choice
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ with left:
         p = prediction.probabilities[top.index(index)]
         return f"{names[index]} ({p:.1%})"
 
+    linked = view_link.take("target", view_link.int_in(range(len(names))))
+    if linked is not None:  # a shared link's class: a top-5 button, or the search box
+        st.session_state["attribution_target_choice"] = linked if linked in top else -1
+        if linked not in top:
+            st.session_state["attribution_target_search"] = linked
     choice = st.radio(
         "Explain the class",
         options,
@@ -53,7 +58,7 @@ with left:
         target = st.selectbox(
             "Search an ImageNet class",
             list(range(len(names))),
-            index=top[0],
+            index=view_link.unless_set("attribution_target_search", top[0]) or 0,
             format_func=lambda i: f"{names[i]} ({i})",
             key="attribution_target_search",
         )
@@ -68,6 +73,13 @@ with right:
         help="; ".join(f"{k}: {v.citation}" for k, v in attribution.METHODS.items()),
     )
     labels = list(attribution.METHODS)
+    method_ids = {attribution.METHODS[label].key: label for label in labels}
+    linked_methods = view_link.take("methods", view_link.subset_of(list(method_ids)))
+    if linked_methods is not None:
+        for label in labels:
+            st.session_state[view.method_key(label)] = attribution.METHODS[label].key in set(
+                linked_methods
+            )
     per_column = -(-len(labels) // 3)
     method_columns = st.columns(3)
     methods = [
@@ -75,7 +87,9 @@ with right:
         for i, label in enumerate(labels)
         if method_columns[i // per_column].checkbox(
             label,
-            value=label in attribution.DEFAULT_METHODS,
+            value=bool(
+                view_link.unless_set(view.method_key(label), label in attribution.DEFAULT_METHODS)
+            ),
             key=view.method_key(label),
         )
     ]
@@ -84,6 +98,8 @@ with right:
     layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]
     layer_options = list(dict.fromkeys(layer_options))
     layer_key = f"attribution_layer_{ctx.model_key}"
+    if (linked_layer := view_link.take("layer", view_link.one_of(layer_options))) is not None:
+        remember_choice(layer_key, ctx.model_key, linked_layer)
     layer = st.selectbox(
         "Layer for Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM",
         layer_options,
@@ -99,9 +115,34 @@ with right:
         f"CAM always uses the layer feeding the classifier's global average pool: `{cam_layer}`."
     )
     c1, c2, c3 = st.columns(3)
-    window = c1.slider("Occlusion window (px)", 8, min(112, size), 32, 8, key="attribution_window")
-    stride = c2.slider("Occlusion stride (px)", 4, 64, 8, 4, key="attribution_stride")
-    fill = c3.selectbox("Occlusion fill", attribution.FILLS, index=1, key="attribution_fill")
+    for param, key, parse in (
+        ("window", "attribution_window", view_link.int_in(range(8, min(112, size) + 1, 8))),
+        ("stride", "attribution_stride", view_link.int_in(range(4, 65, 4))),
+        ("fill", "attribution_fill", view_link.one_of(attribution.FILLS)),
+    ):
+        if (linked_value := view_link.take(param, parse)) is not None:
+            st.session_state[key] = linked_value
+    window = c1.slider(
+        "Occlusion window (px)", 8, min(112, size), view_link.unless_set("attribution_window", 32),
+        8, key="attribution_window",
+    )  # fmt: skip
+    stride = c2.slider(
+        "Occlusion stride (px)", 4, 64, view_link.unless_set("attribution_stride", 8), 4,
+        key="attribution_stride",
+    )  # fmt: skip
+    fill = c3.selectbox(
+        "Occlusion fill", attribution.FILLS,
+        index=view_link.unless_set("attribution_fill", 1) or 0, key="attribution_fill",
+    )  # fmt: skip
+    view_link.publish("target", None if int(target) == top[0] else str(int(target)))
+    chosen_ids = [attribution.METHODS[label].key for label in methods]
+    default_ids = [attribution.METHODS[label].key for label in attribution.DEFAULT_METHODS]
+    same = set(chosen_ids) == set(default_ids)
+    view_link.publish("methods", None if same else ",".join(chosen_ids))
+    view_link.publish("layer", None if layer == layer_options[0] else layer)
+    view_link.publish("window", None if window == 32 else str(window))
+    view_link.publish("stride", None if stride == 8 else str(stride))
+    view_link.publish("fill", None if fill == attribution.FILLS[1] else fill)
     d1, d2 = st.columns(2)
     alpha = d1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="attribution_alpha")
     colormap = d2.selectbox("Colormap", list(render.COLORMAPS), key="attribution_colormap")

@@ -45,3 +45,49 @@ def test_an_unavailable_model_in_a_link_falls_back() -> None:
     if at.selectbox(key="frame_model").value == "resnet50":
         return  # the weights are there after all: nothing to fall back from
     assert any("is not available here" in i.value for i in at.sidebar.info)
+
+
+def _attribution(**params: str) -> AppTest:
+    at = _app(**params)
+    at.switch_page("pages/3_Attribution.py").run()
+    assert not at.exception
+    return at
+
+
+def test_the_attribution_page_writes_its_view_and_a_link_restores_it() -> None:
+    from vizui import attribution_view as view
+
+    at = _attribution()
+    for label, on in (("Occlusion", False), ("Deconvnet", False), ("Score-CAM", True)):
+        at.checkbox(key=view.method_key(label)).set_value(on)
+    at.radio(key="attribution_target_choice").set_value(-1).run()
+    at.selectbox(key="attribution_target_search").set_value(1).run()  # goldfish
+    layer_key = "attribution_layer_efficientnet_lite0"
+    other_layer = at.selectbox(key=layer_key).options[3]
+    at.selectbox(key=layer_key).set_value(other_layer).run()
+    at.slider(key="attribution_window").set_value(48).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    params = {k: at.query_params[k] for k in at.query_params}
+    flat = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
+    assert flat["target"] == "1" and flat["layer"] == other_layer and flat["window"] == "48"
+    assert "score_cam" in flat["methods"] and "occlusion" not in flat["methods"]
+
+    fresh = _attribution(**flat)  # a new session opened from the link
+    assert fresh.selectbox(key="attribution_target_search").value == 1
+    assert fresh.selectbox(key=layer_key).value == other_layer
+    assert fresh.slider(key="attribution_window").value == 48
+    assert fresh.checkbox(key=view.method_key("Score-CAM")).value
+    assert not fresh.checkbox(key=view.method_key("Occlusion")).value
+    assert not fresh.warning, [w.value for w in fresh.warning]
+
+
+def test_bad_page_parameters_fall_back_with_a_notice() -> None:
+    from vizui import attribution_view as view
+
+    at = _attribution(layer="no.such.layer", target="5000", methods="grad_cam,nope", window="7")
+    assert at.selectbox(key="attribution_layer_efficientnet_lite0").value == "head.act"
+    assert at.slider(key="attribution_window").value == 32
+    assert at.checkbox(key=view.method_key("Occlusion")).value  # the defaults
+    notices = " ".join(i.value for i in at.info)
+    for param in ("layer", "target", "methods", "window"):
+        assert f"The link's {param} “" in notices, notices

@@ -67,3 +67,10 @@ def keep_choice(
         store[slot] = st.session_state[widget_key]
 
     return remember
+
+
+def remember_choice(widget_key: str, context: Hashable, value: Any) -> None:
+    """Record ``value`` as the user's choice for ``context`` (a shared link's choice)."""
+    store: dict[tuple[str, Hashable], Any] = st.session_state.setdefault(_STORE, {})
+    store[(widget_key, context)] = value
+    st.session_state.pop(_marker(widget_key), None)  # the next keep_choice() applies it

@@ -10,6 +10,7 @@ travel in a URL) and written back on every run, so navigating between pages keep
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import streamlit as st
@@ -18,6 +19,11 @@ MODEL_PARAM = "model"
 IMAGE_PARAM = "image"
 _SEEN = "vz_url_seen"
 _NOTICES = "vz_url_notices"
+_SLOT = "vz_link_slot"
+_UPLOAD_SHOWN = "vz_link_upload"
+_USER_MODEL = "vz_link_user_model"
+
+T = TypeVar("T")
 
 
 def adopt(
@@ -44,13 +50,41 @@ def adopt(
     st.session_state[store_key] = value
 
 
-def publish(param: str, value: str | None) -> None:
-    """Write the current choice to the URL (``None`` removes it: it cannot travel)."""
+def take(param: str, parse: Callable[[str], T | None]) -> T | None:
+    """A page control's value from the link, once per session; ``None`` when absent or bad.
+
+    ``parse`` turns the text into the control's value, or returns ``None`` when it is not valid
+    here (an unknown layer, a class out of range): then a short notice says the default is shown.
+    Call it before drawing the control, and set the control's state from the result.
+    """
+    seen = st.session_state.setdefault(_SEEN, set())
+    if param in seen:
+        return None
+    seen.add(param)
+    raw = st.query_params.get(param)
+    if raw is None:
+        return None
+    value = parse(raw)
     if value is None:
-        if param in st.query_params:
-            del st.query_params[param]
-    elif st.query_params.get(param) != value:
+        st.info(f"The link's {param} “{raw}” does not fit here; the default is shown instead.")
+    return value
+
+
+def publish(param: str, value: str | None) -> None:
+    """Write the current choice to the URL (``None`` removes it: default, or cannot travel).
+
+    The sidebar's "Link to this view" is redrawn when the URL changes, so it always shows the
+    view as it is now, even when a page control changed late in the run.
+    """
+    if value is None:
+        if param not in st.query_params:
+            return
+        del st.query_params[param]
+    elif st.query_params.get(param) == value:
+        return
+    else:
         st.query_params[param] = value
+    _draw_link()
 
 
 def notices() -> None:
@@ -70,7 +104,19 @@ def current_link() -> str | None:
 
 def link_popover(*, upload_shown: bool, user_model: bool) -> None:
     """The sidebar's "Link to this view": the URL in a code box (its button copies it)."""
-    with st.sidebar.popover("Link to this view", icon=":material/link:", width="stretch"):
+    st.session_state[_SLOT] = st.sidebar.empty()
+    st.session_state[_UPLOAD_SHOWN] = upload_shown
+    st.session_state[_USER_MODEL] = user_model
+    _draw_link()
+
+
+def _draw_link() -> None:
+    slot = st.session_state.get(_SLOT)
+    if slot is None:
+        return
+    upload_shown = bool(st.session_state.get(_UPLOAD_SHOWN))
+    user_model = bool(st.session_state.get(_USER_MODEL))
+    with slot.container(), st.popover("Link to this view", icon=":material/link:", width="stretch"):
         link = current_link()
         if link is None:
             st.caption("The link is available in a browser.")
@@ -91,3 +137,44 @@ def link_popover(*, upload_shown: bool, user_model: bool) -> None:
                 else ""
             )
         )
+
+
+# ------------------------------------------------------------- parsers for take()
+
+
+def int_in(valid: range) -> Callable[[str], int | None]:
+    """Parse a whole number that lies in ``valid``."""
+
+    def parse(raw: str) -> int | None:
+        text = raw.strip()
+        if not text.lstrip("-").isdigit():
+            return None
+        value = int(text)
+        return value if value in valid else None
+
+    return parse
+
+
+def one_of(options: Sequence[T]) -> Callable[[str], T | None]:
+    """Parse one of ``options`` (compared as text)."""
+    by_text = {str(option): option for option in options}
+    return by_text.get
+
+
+def subset_of(ids: Sequence[str]) -> Callable[[str], tuple[str, ...] | None]:
+    """Parse a comma-separated list of ``ids`` (empty, or any unknown id: invalid)."""
+
+    def parse(raw: str) -> tuple[str, ...] | None:
+        chosen = tuple(part for part in raw.split(",") if part)
+        return chosen if chosen and all(c in ids for c in chosen) else None
+
+    return parse
+
+
+def unless_set(widget_key: str, default: T) -> T | None:
+    """``default`` for a widget, or ``None`` when its state was set (e.g. from a link).
+
+    A widget given both a default and a state set through ``st.session_state`` makes Streamlit
+    print a warning; the state wins either way.
+    """
+    return None if widget_key in st.session_state else default
