@@ -77,6 +77,11 @@ def _sample() -> torch.Tensor:
 
 
 @functools.cache
+def _content() -> torch.Tensor:
+    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+@functools.cache
 def _preset() -> fast_style.StylePreset:
     torch.manual_seed(0)
     net = fast_style.TransformNet(3, width=4, blocks=1).eval()
@@ -132,22 +137,34 @@ TECHNIQUES: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
         m, x, layer="conv2", settings=synthesis.DreamSettings(octaves=2, steps_per_octave=2)
     ),
     "texture_synthesis": lambda m, x: style.texture_synthesis(
-        m, _sample(), layers=["relu1", "relu2"], size=(16, 16), steps=2, seed=0
+        m, _sample(), layers=["relu1", "relu2"], size=(32, 32), steps=2, seed=0
     ),
     "style_transfer_adam": lambda m, x: style.style_transfer(
-        m, x, style=_sample(), style_layers=["relu1", "relu2"], content_layer="conv2",
-        optimizer="adam", steps=2,
-    ),  # fmt: skip
-    "style_transfer_lbfgs": lambda m, x: style.style_transfer(
-        m, x, style=_sample(), style_layers=["relu1"], content_layer="conv2", steps=2
+        m,
+        _content(),
+        style=_sample(),
+        style_layers=["relu1", "relu2"],
+        content_layer="conv2",
+        optimizer="adam",
+        steps=2,
     ),
-    "fast_style": lambda m, x: fast_style.apply_style(_preset(), x, style="b", blend_with="c",
-                                                      blend=0.5),  # fmt: skip
+    "style_transfer_lbfgs": lambda m, x: style.style_transfer(
+        m, _content(), style=_sample(), style_layers=["relu1"], content_layer="conv2", steps=2
+    ),
+    "fast_style": lambda m, x: fast_style.apply_style(
+        _preset(), x, style="b", blend_with="c", blend=0.5
+    ),
     "gallery_features": lambda m, x: _feats(m),
     "channel_maxima": lambda m, x: filters.max_activating_patches(
-        m, _gallery(), layer="relu2", channel=1, model_key="t", input_size=16, top_k=2,
+        m,
+        _gallery(),
+        layer="relu2",
+        channel=1,
+        model_key="t",
+        input_size=16,
+        top_k=2,
         patch_size=8,
-    ),  # fmt: skip
+    ),
     "activation_maps": lambda m, x: filters.activation_maps(m, x, layer="relu2"),
     "first_layer_filters": lambda m, x: filters.first_layer_filters(m),
     "neighbours_and_map": lambda m, x: embedding.feature_map(
@@ -157,15 +174,25 @@ TECHNIQUES: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
         m, _gallery(), input_size=16, top_k=2
     ),
     "multifaceted": lambda m, x: multifaceted.multifaceted_class_visualization(
-        m, target=1, gallery_images=_gallery(9, 24).images,
+        m,
+        target=1,
+        gallery_images=_gallery(9, 24).images,
         gallery_features=np.random.default_rng(0).random((9, 12)).astype(np.float32),
-        facets=2, settings=dataclasses.replace(TINY, size=24, rotate=0.0, pad=0),
-        categories=CATEGORIES, compare_plain=True, init="mean", mean_of=3,
-    ),  # fmt: skip
+        facets=2,
+        settings=dataclasses.replace(TINY, size=24, rotate=0.0, pad=0),
+        categories=CATEGORIES,
+        compare_plain=True,
+        init="mean",
+        mean_of=3,
+    ),
     "fourier_param": lambda m, x: optim.optimize(
-        m, optim.class_logit(1), param=optim.fourier_image((1, 3, 16, 16), device=x.device),
-        steps=2, lr=0.1, transforms=optim.compose(optim.jitter(1), optim.random_affine()),
-    ),  # fmt: skip
+        m,
+        optim.class_logit(1),
+        param=optim.fourier_image((1, 3, 16, 16), device=x.device),
+        steps=2,
+        lr=0.1,
+        transforms=optim.compose(optim.jitter(1), optim.random_affine()),
+    ),
 }
 
 
@@ -173,7 +200,7 @@ TECHNIQUES: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
 def test_every_technique_keeps_its_tensors_on_the_models_device(
     name: str, tiny_cnn: nn.Module, tiny_input: torch.Tensor
 ) -> None:
-    _sample(), _preset()  # inputs made on the CPU, before the check
+    _sample(), _content(), _preset()  # inputs made on the CPU, before the check
     with meta_default():
         TECHNIQUES[name](tiny_cnn, tiny_input)
 

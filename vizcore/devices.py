@@ -20,6 +20,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -163,3 +164,43 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+#: On an accelerator, a per-step loss is read back (a device sync) only every this many steps.
+READ_EVERY = 10
+
+
+class LossLog:
+    """Per-step losses of an iterative method, read back without a device sync per step.
+
+    On the CPU every loss is read at once (exactly as a plain ``float(loss)``); on a GPU or MPS
+    the losses stay on the device and only every :data:`READ_EVERY`-th step (and the last) is
+    read, for the progress report; :meth:`array` copies them all back in one go at the end.
+    """
+
+    def __init__(self, device: torch.device, *, every: int = READ_EVERY) -> None:
+        self._eager = device.type == "cpu"
+        self._every = max(1, int(every))
+        self._floats: list[float] = []
+        self._tensors: list[torch.Tensor] = []
+        self.last = float("nan")
+
+    def add(self, loss: torch.Tensor, *, step: int, total: int) -> float:
+        """Record one step's scalar loss; return the latest value read (this one when read)."""
+        if self._eager:
+            self.last = float(loss)
+            self._floats.append(self.last)
+        else:
+            self._tensors.append(loss.detach().reshape(()))
+            if step % self._every == 0 or step == total:
+                self.last = float(self._tensors[-1])
+        return self.last
+
+    def __len__(self) -> int:
+        return len(self._floats) + len(self._tensors)
+
+    def array(self) -> np.ndarray:
+        """Every recorded loss, float32."""
+        if self._tensors:
+            return torch.stack(self._tensors).float().cpu().numpy().astype(np.float32)
+        return np.asarray(self._floats, dtype=np.float32)

@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore.checks import check_class_index, check_float, check_image_batch, check_int
+from vizcore.devices import LossLog, model_device
 from vizcore.hooks import inference_session
 from vizcore.predict import Prediction, predict
 from vizcore.progress import OnStep, StepInfo, report, waiting
@@ -106,7 +107,7 @@ def _loss_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xg = x.detach().clone().requires_grad_(True)
     logits = model(xg)
-    loss = F.cross_entropy(logits.float(), torch.tensor([label]))
+    loss = F.cross_entropy(logits.float(), torch.tensor([label], device=logits.device))
     (grad,) = torch.autograd.grad(loss, xg)
     return loss.detach(), grad
 
@@ -221,7 +222,8 @@ def _attack(
         )
         seed = check_int("seed", seed)
     top_k = min(5, num_classes)
-    x0 = _snap(x.detach().float().clamp(0, 1))
+    device = model_device(model)
+    x0 = _snap(x.detach().float().to(device).clamp(0, 1))
     before = predict(model, x0, top_k=top_k, categories=categories)
     source = int(before.indices[0])
     on_grid = _multiple_of_grid(epsilon) and _multiple_of_grid(step_size)
@@ -231,34 +233,35 @@ def _attack(
         generator = torch.Generator().manual_seed(int(seed))
         if on_grid:
             k = round(epsilon * _GRID)
-            noise = torch.randint(-k, k + 1, x0.shape, generator=generator) / _GRID
+            noise = torch.randint(-k, k + 1, x0.shape, generator=generator, device="cpu") / _GRID
         else:
-            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon
+            noise = (torch.rand(x0.shape, generator=generator, device="cpu") * 2 - 1) * epsilon
+        noise = noise.to(device)  # drawn on the CPU: the same start on every device
         adv = torch.minimum(torch.maximum(x0 + noise, low), high)
     label = source if target is None else int(target)
     sign = 1.0 if target is None else -1.0
-    losses: list[float] = []
+    losses = LossLog(device)  # CPU: every step read; GPU: every few steps (no sync per step)
     stopped = False
     for step in range(1, steps + 1):
         # One turn per step (forward and backward), so other sessions are not blocked.
         with inference_session(model, on_wait=waiting(on_step, step - 1, steps)):
             loss, grad = _loss_and_grad(model, adv, label)
-        losses.append(float(loss))
+        loss_value = losses.add(loss, step=step, total=steps)
         adv = adv + sign * step_size * grad.sign()
         adv = torch.minimum(torch.maximum(adv, low), high)
         if on_grid:
             adv = _snap(adv)
-        info = StepInfo(step=step, total=steps, loss=float(loss), message=f"step {step}")
+        info = StepInfo(step=step, total=steps, loss=loss_value, message=f"step {step}")
         if not report(on_step, info):
             stopped = step < steps
             break
     after = predict(model, adv, top_k=top_k, categories=categories)
     top1 = int(after.indices[0])
     success = top1 == target if target is not None else top1 != source
-    perturbation = (adv - x0)[0].permute(1, 2, 0).numpy()
+    perturbation = (adv - x0)[0].permute(1, 2, 0).cpu().numpy()
     return AdversarialResult(
-        original=x0[0].permute(1, 2, 0).numpy().astype(np.float32),
-        adversarial=adv[0].permute(1, 2, 0).numpy().astype(np.float32),
+        original=x0[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
+        adversarial=adv[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
         perturbation=perturbation.astype(np.float32),
         epsilon=float(epsilon),
         method=method,
@@ -269,7 +272,7 @@ def _attack(
         success=bool(success),
         linf=float(np.abs(perturbation).max()),
         on_grid=bool(on_grid),
-        losses=np.asarray(losses, dtype=np.float32),
+        losses=losses.array(),
         stopped=stopped,
         seconds=time.perf_counter() - start,
         steps_done=len(losses),

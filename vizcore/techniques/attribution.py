@@ -42,8 +42,8 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from vizcore.devices import model_device
 from vizcore.checks import check_float, check_image_batch, check_int, relaxed_range
+from vizcore.devices import model_device
 from vizcore.hooks import (
     capture_activations,
     forward_output_hooks,

@@ -21,8 +21,8 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore import optim
-from vizcore.devices import model_device
 from vizcore.checks import check_class_index, check_image_batch, check_int
+from vizcore.devices import model_device
 from vizcore.hooks import inference_session
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
@@ -109,9 +109,7 @@ class SynthesisSettings:
         """A fresh image parameterization for ``batch`` images on ``device`` (CPU: ``None``)."""
         shape = (batch, 3, self.size, self.size)
         if self.parameterization == "fourier":
-            return optim.fourier_image(
-                shape, decay=self.decay, generator=generator, device=device
-            )
+            return optim.fourier_image(shape, decay=self.decay, generator=generator, device=device)
         return optim.pixel_image(shape, init=self.init, generator=generator, device=device)
 
     @property
