@@ -280,3 +280,35 @@ def test_load_model_builds_one_model_per_device(monkeypatch) -> None:
     assert registry.load_model("tiny_test", device="cpu") is cpu
     assert not any(p.requires_grad for p in meta.parameters()) and not meta.training
     registry._load_cached.cache_clear()
+
+
+# --- the app's sidebar -------------------------------------------------------------------------
+
+
+def _home():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    return AppTest.from_file(app, default_timeout=120)
+
+
+def test_the_sidebar_says_which_device_runs_the_models(monkeypatch) -> None:
+    monkeypatch.setattr(devices, "available_devices", lambda: ("cpu",))
+    at = _home().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value == "Device: **CPU**" for c in at.sidebar.caption)
+    assert not [s for s in at.sidebar.selectbox if s.label == "Device"]
+
+
+def test_the_sidebar_offers_a_choice_when_there_are_several_devices(monkeypatch) -> None:
+    # A second device that is never selected (this machine has no GPU): the choice is offered,
+    # the default is the process's device, and the page runs on it.
+    monkeypatch.setattr(devices, "available_devices", lambda: ("cuda:0", "cpu"))
+    at = _home().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (picker,) = [s for s in at.sidebar.selectbox if s.label == "Device"]
+    assert len(picker.options) == 2 and picker.options[1] == "CPU"
+    assert picker.value == str(devices.default_device())
+    assert at.session_state["vz_device"] == picker.value

@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vizcore import render
+from vizcore import devices, render
 from vizcore.hooks import inference_session
 from vizcore.progress import OnStep
 from vizcore.techniques import attribution, faithfulness
@@ -102,7 +102,8 @@ def forward_seconds(model_key: str, size: int) -> float:
     """Measured seconds per image of a batch-16 channels_last forward (for ETAs)."""
     COMPUTE_CALLS["forward_time"] += 1
     model = cached.model(model_key)
-    batch = torch.rand(attribution.BATCH_SIZE, 3, size, size).contiguous(
+    where = devices.model_device(model)
+    batch = torch.rand(attribution.BATCH_SIZE, 3, size, size, device=where).contiguous(
         memory_format=torch.channels_last
     )
     best = float("inf")
@@ -110,6 +111,7 @@ def forward_seconds(model_key: str, size: int) -> float:
         for _ in range(2):
             start = time.perf_counter()
             model(batch)
+            devices.synchronize(where)
             best = min(best, time.perf_counter() - start)
     return best / attribution.BATCH_SIZE
 
