@@ -29,7 +29,7 @@ import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -406,6 +406,7 @@ def fourier_image(
     spectrum = torch.randn(spectrum_shape, generator=generator, device=drawn_on) * sd
     spectrum = spectrum.to(device or "cpu").contiguous().requires_grad_(True)
     color = _COLOR_CORRELATION.to(spectrum.device)
+    basis = replace(basis, scale=basis.scale.to(spectrum.device))  # copied once, not per step
 
     def image_fn() -> torch.Tensor:
         image = basis.to_image(spectrum) / 4.0
