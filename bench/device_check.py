@@ -7,10 +7,10 @@ Run from the repository root::
     python bench/device_check.py --device cpu --quick   # the plumbing, CPU against itself
 
 Each method runs on the same inputs (the bundled ``chelsea`` photo, the built-in gallery) with
-the model loaded once per device (``load_model(key, device=...)``). The device side runs twice
-and the second run is timed (the first pays CUDA's lazy start and cuDNN's algorithm search); the
-reference side runs once. The exit status is 1 when any comparison fails, 2 when the asked
-device is not present (no silent fallback here).
+the model loaded once per device (``load_model(key, device=...)``). On a GPU the device side runs
+twice and the second run is timed (the first pays CUDA's lazy start and cuDNN's algorithm
+search); the reference side, and a CPU device side, run once. The exit status is 1 when any
+comparison fails, 2 when the asked device is not present (no silent fallback here).
 
 What is compared, and the tolerances (float32 on both sides; TF32 is switched off for the
 comparison unless ``--tf32``, because cuDNN convolutions use TF32 by default on Ampere and
@@ -413,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and check.name not in args.only:
                 continue
             try:
-                check.run(model_dev, x)  # warm-up (lazy CUDA start, cuDNN algorithm search)
+                if dev.type != "cpu":  # warm-up: lazy CUDA start, cuDNN algorithm search
+                    check.run(model_dev, x)
                 got, t_dev = _timed(lambda c=check, m=model_dev, i=x: c.run(m, i), dev)
                 want, t_ref = _timed(lambda c=check, m=model_ref, i=x: c.run(m, i), ref)
                 verdicts = check.compare(got, want)
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdicts = [Verdict(f"error: {type(exc).__name__}: {exc}"[:90], 0.0, "", False)]
                 t_dev = t_ref = float("nan")
             failed += not all(v.ok for v in verdicts)
-            rows.append((spec.label, check.name, t_ref, t_dev, verdicts))
+            rows.append((key, check.name, t_ref, t_dev, verdicts))
             _print_row(rows[-1])
         if key == keys[0]:
             style_preset = _fast_style(dev, ref)
@@ -440,14 +441,15 @@ def _fast_style(dev: torch.device, ref: torch.device) -> tuple:
     preset_ref = fast_style.load_preset(device=ref)
     styles = preset_dev.styles
     try:
-        fast_style.apply_style(preset_dev, x, style=styles[0])
+        if dev.type != "cpu":
+            fast_style.apply_style(preset_dev, x, style=styles[0])  # warm-up
         got, t_dev = _timed(lambda: fast_style.apply_style(preset_dev, x, style=styles[0]), dev)
         want, t_ref = _timed(lambda: fast_style.apply_style(preset_ref, x, style=styles[0]), ref)
         verdicts = compare_style(got, want)
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         verdicts = [Verdict(f"error: {type(exc).__name__}: {exc}"[:90], 0.0, "", False)]
         t_dev = t_ref = float("nan")
-    return ("fast style preset", "fast style", t_ref, t_dev, verdicts)
+    return ("fast_style preset", "fast style", t_ref, t_dev, verdicts)
 
 
 def _print_row(row: tuple) -> None:
