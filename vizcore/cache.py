@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from vizcore.checks import check_image_batch
+from vizcore.devices import to_model_device
 from vizcore.hooks import capture_activations, forward_until, inference_session
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -184,7 +185,7 @@ def layer_activations(
             torch.inference_mode(),
             capture_activations(model, missing, detach=True, stop_early=True) as acts,
         ):
-            forward_until(model, x)
+            forward_until(model, to_model_device(model, x))
             for name in missing:
                 array = acts[name].float().cpu().numpy().copy()
                 array.setflags(write=False)

@@ -90,6 +90,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help=f"a registry model: {', '.join(registry.MODELS)} (default: {registry.DEFAULT_MODEL})",
     )
     g.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help="cpu, cuda, cuda:N, mps or auto (default: $VIZCORE_DEVICE, else the best available)",
+    )
+    g.add_argument(
         "--source",
         choices=("torchvision", "timm", "export"),
         default=None,
@@ -183,12 +189,18 @@ def _load_model(args: argparse.Namespace) -> _Loaded:
     from vizcore.models import registry, sources
 
     user_options = [f"--{n}" for n in ("arch", "weights", "classes") if getattr(args, n)]
+    from vizcore.devices import as_device
+
+    try:
+        device = as_device(args.device)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
     if args.source is None:
         if user_options:
             raise _UsageError(f"{', '.join(user_options)} need --source (your own model).")
         key = args.model or registry.DEFAULT_MODEL
         try:
-            model = registry.load_model(key)
+            model = registry.load_model(key, device=device)
         except RuntimeError as exc:
             raise _InputError(str(exc)) from None
         return _Loaded(registry.get_spec(key), model)
@@ -210,6 +222,7 @@ def _load_model(args: argparse.Namespace) -> _Loaded:
             arch=args.arch,
             weights=None if args.weights is None else os.fspath(args.weights),
             class_names=names,
+            device=device,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise _InputError(f"{args.weights or args.arch}: {exc}") from None

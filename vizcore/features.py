@@ -35,6 +35,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore import diskcache
+from vizcore.devices import model_device
 from vizcore.gallery import Gallery
 from vizcore.hooks import capture_activations, forward_until, inference_session
 from vizcore.layers import get_layer
@@ -117,12 +118,20 @@ def gallery_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     indices: list[int] | None = None,
     channels_last: bool = True,
+    device: torch.device | str | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield ``(B, 3, S, S)`` float inputs in [0, 1], resized (antialiased bilinear) to ``S``."""
+    """Yield ``(B, 3, S, S)`` float inputs in [0, 1], resized (antialiased bilinear) to ``S``.
+
+    ``device``: where the batches are made (the model's device; ``None``: the CPU). The uint8
+    pixels are copied there first, so the conversion and the resize run on that device too.
+    """
     order = list(range(len(gallery))) if indices is None else indices
     for start in range(0, len(order), batch_size):
         chunk = gallery.images[order[start : start + batch_size]]
-        x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float().div_(255.0)
+        pixels = torch.from_numpy(np.ascontiguousarray(chunk))
+        if device is not None:
+            pixels = pixels.to(device)
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-1] != input_size:
             x = F.interpolate(
                 x, size=(input_size, input_size), mode="bilinear", antialias=True,
@@ -185,7 +194,8 @@ def _run(
     get_layer(model, layer)  # a bad name fails before any image is loaded
     with torch.inference_mode():
         for x in gallery_batches(gallery, input_size, batch_size=batch_size,
-                                 channels_last=channels_last):  # fmt: skip
+                                 channels_last=channels_last,
+                                 device=model_device(model)):  # fmt: skip
             # One turn per batch, hooks inside it: other sessions wait at most one batch.
             with (
                 inference_session(model, on_wait=waiting(on_step, done, len(gallery))),

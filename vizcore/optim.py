@@ -29,7 +29,7 @@ import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore.checks import check_float, check_image_batch, check_int, check_positive
+from vizcore.devices import model_device
 from vizcore.hooks import (
     Activations,
     capture_activations,
@@ -267,6 +268,7 @@ def pixel_image(
     init: torch.Tensor | Literal["zeros", "noise"] | None = None,
     generator: torch.Generator | None = None,
     noise: float = 0.1,
+    device: torch.device | str | None = None,
 ) -> Param:
     """Optimize the pixels directly.
 
@@ -277,6 +279,9 @@ def pixel_image(
             DeepDream).
         generator: Local generator for the noise.
         noise: Noise amplitude in pixel units.
+        device: Where the pixels live (the model's device); ``None``: the CPU, or ``init``'s
+            device for a tensor ``init``. The noise is drawn on the generator's device and
+            moved, so a CPU generator gives the same image on every device.
     """
     _check_shape(shape)
     noise = check_float("noise", noise, minimum=0.0)
@@ -285,10 +290,14 @@ def pixel_image(
         if tuple(init.shape) != tuple(shape):
             raise ValueError(f"init has shape {tuple(init.shape)}, expected {tuple(shape)}.")
         pixels = init.detach().float().clamp(0, 1) - 0.5
+        if device is not None:
+            pixels = pixels.to(device)
     elif init in (None, "zeros"):
-        pixels = torch.zeros(shape)
+        pixels = torch.zeros(shape, device=device or "cpu")
     elif init == "noise":
-        pixels = (torch.rand(shape, generator=generator) * 2 - 1) * noise
+        drawn_on = generator.device if generator is not None else "cpu"
+        noise_draw = torch.rand(shape, generator=generator, device=drawn_on)
+        pixels = ((noise_draw * 2 - 1) * noise).to(device or "cpu")
     else:
         raise ValueError(f"init must be None, 'zeros', 'noise' or a tensor, got {init!r}.")
     pixels = pixels.contiguous().requires_grad_(True)
@@ -303,8 +312,8 @@ _COLOR_CORRELATION = _COLOR_CORRELATION_SVD_SQRT / _COLOR_CORRELATION_SVD_SQRT.n
 
 
 def _rfft2d_freqs(height: int, width: int) -> torch.Tensor:
-    fy = torch.fft.fftfreq(height)[:, None]
-    fx = torch.fft.rfftfreq(width)[None, :]
+    fy = torch.fft.fftfreq(height, device="cpu")[:, None]
+    fx = torch.fft.rfftfreq(width, device="cpu")[None, :]
     return torch.sqrt(fx * fx + fy * fy)
 
 
@@ -354,7 +363,7 @@ class FourierBasis:
     def to_image(self, spectrum: torch.Tensor) -> torch.Tensor:
         """``irfft2(scale * spectrum)`` on the FFT grid, cropped to the image (no colour, no
         sigmoid): ``spectrum`` is a real view ``(N, C, fft_height, fft_width // 2 + 1, 2)``."""
-        complex_spectrum = torch.view_as_complex(self.scale * spectrum)
+        complex_spectrum = torch.view_as_complex(self.scale.to(spectrum.device) * spectrum)
         grid = torch.fft.irfft2(complex_spectrum, s=(self.fft_height, self.fft_width), norm="ortho")
         return grid[..., : self.height, : self.width]
 
@@ -363,7 +372,7 @@ class FourierBasis:
         edge-padded to the FFT grid, so the crop gives it back (up to float error)."""
         pad = (0, self.fft_width - self.width, 0, self.fft_height - self.height)
         grid = F.pad(image, pad, mode="replicate") if any(pad) else image
-        return torch.view_as_real(torch.fft.rfft2(grid, norm="ortho")) / self.scale
+        return torch.view_as_real(torch.fft.rfft2(grid, norm="ortho")) / self.scale.to(grid.device)
 
 
 def fourier_image(
@@ -372,6 +381,7 @@ def fourier_image(
     decay: float = 1.0,
     generator: torch.Generator | None = None,
     sd: float = 0.01,
+    device: torch.device | str | None = None,
 ) -> Param:
     """Lucid's parameterization: a 1/f^decay-scaled spectrum, decorrelated colour, sigmoid.
 
@@ -382,6 +392,9 @@ def fourier_image(
 
     Deviation: the spectrum lives on the next FFT-friendly grid (:func:`fft_size`) and the image
     is its top-left crop (Lucid uses the image size itself; 259 px costs 4x more than 264 px).
+
+    ``device`` is where the spectrum lives (the model's device; ``None``: the CPU); it is drawn
+    on the generator's device and moved, so a CPU generator gives the same image everywhere.
     """
     _check_shape(shape)
     decay = check_float("decay", decay, minimum=0.0)
@@ -389,9 +402,11 @@ def fourier_image(
     n, channels, height, width = shape
     basis = FourierBasis.of(height, width, decay)
     spectrum_shape = (n, channels, basis.fft_height, basis.fft_width // 2 + 1, 2)
-    spectrum = torch.randn(spectrum_shape, generator=generator) * sd
-    spectrum = spectrum.contiguous().requires_grad_(True)
-    color = _COLOR_CORRELATION
+    drawn_on = generator.device if generator is not None else "cpu"
+    spectrum = torch.randn(spectrum_shape, generator=generator, device=drawn_on) * sd
+    spectrum = spectrum.to(device or "cpu").contiguous().requires_grad_(True)
+    color = _COLOR_CORRELATION.to(spectrum.device)
+    basis = replace(basis, scale=basis.scale.to(spectrum.device))  # copied once, not per step
 
     def image_fn() -> torch.Tensor:
         image = basis.to_image(spectrum) / 4.0
@@ -424,7 +439,9 @@ def jitter(pixels: int) -> Transform:
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if pixels == 0:
             return x
-        dy, dx = torch.randint(-pixels, pixels + 1, (2,), generator=generator).tolist()
+        dy, dx = torch.randint(
+            -pixels, pixels + 1, (2,), generator=generator, device=generator.device
+        ).tolist()
         return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
     return transform
@@ -443,6 +460,12 @@ def pad(pixels: int, *, mode: str = "reflect") -> Transform:
     return transform
 
 
+def _draw(shape: int | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Uniform draws on the generator's own device (the runner's is on the CPU: the transform
+    parameters never wait for the GPU)."""
+    return torch.rand(shape, generator=generator, device=generator.device)
+
+
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid_ = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid_, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -456,8 +479,8 @@ def random_scale(low: float, high: float) -> Transform:
         raise ValueError(f"Scale range must satisfy 0 < low <= high, got ({low}, {high}).")
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        s = low + (high - low) * float(torch.rand((), generator=generator))
-        theta = torch.tensor([[1 / s, 0.0, 0.0], [0.0, 1 / s, 0.0]], dtype=x.dtype)
+        s = low + (high - low) * float(_draw((), generator))
+        theta = torch.tensor([[1 / s, 0.0, 0.0], [0.0, 1 / s, 0.0]], dtype=x.dtype, device=x.device)
         return _affine(x, theta[None])
 
     return transform
@@ -468,9 +491,9 @@ def random_rotate(degrees: float) -> Transform:
     degrees = check_float("Rotation (degrees)", degrees, minimum=0.0)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        angle = math.radians(degrees * (2 * float(torch.rand((), generator=generator)) - 1))
+        angle = math.radians(degrees * (2 * float(_draw((), generator)) - 1))
         c, s = math.cos(angle), math.sin(angle)
-        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype)
+        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
         return _affine(x, theta[None])
 
     return transform
@@ -492,10 +515,10 @@ def random_affine(
     translate = check_int("translate (pixels)", translate, minimum=0)
 
     def transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        s = low + (high - low) * float(torch.rand((), generator=generator))
-        angle = math.radians(degrees * (2 * float(torch.rand((), generator=generator)) - 1))
+        s = low + (high - low) * float(_draw((), generator))
+        angle = math.radians(degrees * (2 * float(_draw((), generator)) - 1))
         height, width = x.shape[-2:]
-        ty, tx = (torch.rand(2, generator=generator) * 2 - 1).tolist()
+        ty, tx = (_draw(2, generator) * 2 - 1).tolist()
         c, si = math.cos(angle) / s, math.sin(angle) / s
         theta = torch.tensor(
             [
@@ -503,6 +526,7 @@ def random_affine(
                 [si, c, 2 * translate * ty / height],
             ],
             dtype=x.dtype,
+            device=x.device,
         )
         return _affine(x, theta[None])
 
@@ -541,7 +565,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = min(radius, min(x.shape[-2:]) - 1) if min(x.shape[-2:]) > 1 else 0
     if radius == 0:
         return x
-    coords = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-(coords**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     channels = x.shape[1]
@@ -717,6 +741,12 @@ def _reference_activations(
     Jitter by a few pixels produces only a few distinct shifted references, so after a few
     steps the extra forward pass per step disappears.
     """
+    if ref.device.type != "cpu":
+        # The key would copy the reference to the CPU (a device sync) every step; on a GPU the
+        # reference's forward pass costs less than that wait.
+        with torch.no_grad():
+            _model_outputs(model, ref.contiguous(), acts, objective)
+        return {reference_key(n): acts[n].detach() for n in sorted(objective.layers)}
     key = (tuple(ref.shape), hash(ref.detach().cpu().numpy().tobytes()))
     hit = cache.get(key)
     if hit is not None:
@@ -777,16 +807,25 @@ def optimize(
         frame_every: Send a frame to ``on_step`` (and keep it) every this many steps.
         on_step: Progress callback; returning ``False`` stops early.
 
+    The run happens on the device of ``param``'s tensors (they should be on the model's
+    device). On the CPU the loss is read every step, as it always was; on a GPU or MPS it is
+    read only on the steps that make a frame (every ``frame_every`` steps and the last), the
+    steps between report the last value read: no step waits for the device just to print a
+    number. The per-step losses and objective values come back in one copy at the end.
+
     Returns:
         An :class:`OptimizationResult`.
     """
     params, image_fn = param
-    tv = torch.as_tensor(tv_weight, dtype=torch.float32).flatten()
+    tv = torch.as_tensor(tv_weight, dtype=torch.float32, device="cpu").flatten()
     if not bool(torch.isfinite(tv).all()):
         raise ValueError(f"tv_weight must be finite, got {tv_weight!r}.")
     seed = check_int("seed", seed)
     _validate(steps, lr, optimizer, float(tv.min()), l2_weight, frame_every, schedule)
     use_tv = bool((tv != 0).any())
+    device = params[0].device if params else model_device(model)
+    tv = tv.to(device)
+    read_every_step = device.type == "cpu"
     pixels = image_fn.pixels if isinstance(image_fn, PixelImage) else None
     if regularizers is not None and regularizers.active and pixels is None:
         raise ValueError(
@@ -803,6 +842,9 @@ def optimize(
     start = time.perf_counter()
     losses: list[float] = []
     values: list[np.ndarray] = []
+    loss_tensors: list[torch.Tensor] = []  # accelerators: read once at the end
+    value_tensors: list[torch.Tensor] = []
+    last_loss, last_value = float("nan"), float("nan")
     frames: list[np.ndarray] = []
     stopped = False
     step = 0
@@ -869,8 +911,12 @@ def optimize(
         grads = torch.autograd.grad(total, params)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        state["loss"] = float(loss.detach().mean())
-        state["value"] = value.detach().cpu().numpy()
+        if read_every_step:
+            state["loss"] = float(loss.detach().mean())
+            state["value"] = value.detach().cpu().numpy()
+        else:
+            state["loss"] = loss.detach().mean()
+            state["value"] = value.detach()
         return total.detach()
 
     try:
@@ -891,19 +937,28 @@ def optimize(
                     if regularizers is not None and regularizers.active:
                         new = regularizers.apply(pixels, pixels.grad, step)
                     pixels.copy_(new.clamp(-0.5, 0.5))
-            losses.append(float(state["loss"]))
-            values.append(np.asarray(state["value"]))
+            frame_step = step % frame_every == 0 or step == steps
+            if read_every_step:
+                losses.append(float(state["loss"]))
+                values.append(np.asarray(state["value"]))
+                last_loss, last_value = losses[-1], float(values[-1].mean())
+            else:
+                loss_tensors.append(state["loss"])  # type: ignore[arg-type]
+                value_tensors.append(state["value"])  # type: ignore[arg-type]
+                if frame_step:
+                    last_loss = float(loss_tensors[-1])
+                    last_value = float(value_tensors[-1].float().mean())
             frame = None
-            if step % frame_every == 0 or step == steps:
+            if frame_step:
                 with torch.no_grad():
                     frame = _frame(image_fn())
                 frames.append(frame)
             info = StepInfo(
                 step=step,
                 total=steps,
-                loss=losses[-1],
+                loss=last_loss,
                 frame=frame,
-                message=f"step {step}/{steps}, objective {float(values[-1].mean()):.4g}",
+                message=f"step {step}/{steps}, objective {last_value:.4g}",
             )
             if not report(on_step, info):
                 stopped = step < steps
@@ -911,6 +966,9 @@ def optimize(
     finally:
         for p in params:
             p.grad = None
+    if loss_tensors:
+        losses = torch.stack(loss_tensors).float().cpu().tolist()
+        values = list(torch.stack(value_tensors).float().cpu().numpy())
     with torch.no_grad():
         final = image_fn().detach().clamp(0, 1)
     if not frames or stopped:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vizcore.checks import check_image_batch, check_int
+from vizcore.devices import to_model_device
 from vizcore.hooks import inference_session
 
 
@@ -50,7 +51,7 @@ def predict(
     check_image_batch(x, model=model)
     top_k = check_int("top_k", top_k, minimum=1)
     with inference_session(model), torch.inference_mode():
-        probs = torch.softmax(model(x).float(), dim=1)[0]
+        probs = torch.softmax(model(to_model_device(model, x)).float(), dim=1)[0].cpu()
     if not 1 <= top_k <= probs.numel():
         raise ValueError(f"top_k must be between 1 and {probs.numel()}, got {top_k}.")
     if categories is None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 
-from vizcore import images
+from vizcore import devices, images
 from vizcore.hooks import inference_session
 from vizcore.models import registry
 from vizcore.techniques import gram
@@ -80,7 +80,7 @@ def random_batch(
         img = pool[int(torch.randint(len(pool), (1,), generator=generator))]
         h, w = img.shape[-2:]
         short = min(h, w)
-        scale = float(torch.empty(1).uniform_(size / short, 1.0, generator=generator))
+        scale = float(torch.empty(1, device="cpu").uniform_(size / short, 1.0, generator=generator))
         side = max(size, round(short * scale))
         top = int(torch.randint(h - side + 1, (1,), generator=generator))
         left = int(torch.randint(w - side + 1, (1,), generator=generator))
@@ -124,11 +124,13 @@ def train(
     log_every: int = 20,
 ) -> dict:
     """Train and save the preset at ``out`` (plus ``out.json``); return the training summary."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = devices.default_device()  # VIZCORE_DEVICE, else CUDA, MPS, CPU
+    eager = device.type == "cpu"  # accelerators: losses read at the log steps only
     spec = registry.get_spec(config.loss_model)
     style_layers = config.style_layers or spec.preset("style")
     content_layer = config.content_layer or spec.preset("content")[0]
-    loss_net = registry.load_model(config.loss_model)
+    # Loaded on the device (its own copy there): the shared model is never moved in place.
+    loss_net = registry.load_model(config.loss_model, device=device)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # weight initialization of the fresh network only
 
@@ -166,7 +168,6 @@ def train(
         logger.info("Resumed from %s at step %d", ckpt_path, start_step)
 
     with inference_session(loss_net):
-        loss_net.to(device)
         targets = [
             gram.gram_targets(
                 loss_net,
@@ -195,15 +196,17 @@ def train(
                 + config.content_weight * l_content
                 + config.tv_weight * l_tv
             )
-            if not math.isfinite(loss.item()):
+            if eager and not math.isfinite(loss.item()):
                 raise FloatingPointError(f"Loss became {loss.item()} at step {step}.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running["style"] += l_style.item()
-            running["content"] += l_content.item()
-            running["tv"] += l_tv.item()
+            for key, part in (("style", l_style), ("content", l_content), ("tv", l_tv)):
+                running[key] += part.item() if eager else part.detach()  # type: ignore[assignment]
             if step % log_every == 0 or step == config.steps:
+                running = {k: float(v) for k, v in running.items()}
+                if not all(math.isfinite(v) for v in running.values()):
+                    raise FloatingPointError(f"The loss became non-finite by step {step}.")
                 n = log_every if step % log_every == 0 else step % log_every
                 seconds = time.perf_counter() - started
                 done = step - start_step
@@ -235,7 +238,6 @@ def train(
                     },
                     ckpt_path,
                 )
-        loss_net.to("cpu")
     total_seconds = elapsed_before + time.perf_counter() - started
     summary = {
         "loss_model": config.loss_model,

@@ -1,9 +1,11 @@
 """Streamlit cache wrappers around vizcore (the only place the app caches).
 
-Models are cached with ``st.cache_resource`` (bounded) and shared by every session; results with
-``st.cache_data`` keyed on hashable arguments (model key, image digest, parameters). Arguments whose
-names start with ``_`` are not hashed by Streamlit: their content is identified by the digest
-argument next to them.
+Models are cached with ``st.cache_resource`` (bounded) and shared by every session, one per
+(model key, device): a session that switches device gets another copy, never a shared model moved
+in place. Results are cached with ``st.cache_data`` keyed on hashable arguments (model key, image
+digest, parameters; not the device: results agree across devices within float error). Arguments
+whose names start with ``_`` are not hashed by Streamlit: their content is identified by the
+digest argument next to them.
 """
 
 from __future__ import annotations
@@ -13,27 +15,47 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizcore import images
+from vizcore import devices, images
 from vizcore.cache import DecodedImageCache
 from vizcore.models import registry
 from vizcore.predict import Prediction, predict
 
+#: Session-state key of the device chosen in the sidebar (a string such as ``"cuda:0"``).
+DEVICE_KEY = "vz_device"
+
+
+def device() -> torch.device:
+    """The session's device: its sidebar choice, else ``VIZCORE_DEVICE`` / the best available
+    (the CPU when ``VIZCORE_DEVICE`` is not a device name; the sidebar shows why)."""
+    try:
+        chosen = st.session_state.get(DEVICE_KEY)
+    except Exception:  # noqa: BLE001 - no session (a bare script): use the process default
+        chosen = None
+    if chosen in devices.available_devices():
+        return torch.device(chosen)
+    try:
+        return devices.default_device()
+    except ValueError:
+        return torch.device("cpu")
+
 
 def model(key: str) -> nn.Module:
-    """The model for ``key`` (never change it).
+    """The model for ``key`` on the session's :func:`device` (never change it).
 
-    Bundled and zoo models are shared by every session (a bounded resource cache); a user model
-    is held by the session that loaded it (see :mod:`vizui.model_upload`) and looked up weakly,
-    so it is never cached here and never outlives its session.
+    Bundled and zoo models are shared by every session (a bounded resource cache keyed on the
+    model and the device); a user model is held by the session that loaded it (see
+    :mod:`vizui.model_upload`) and looked up weakly, so it is never cached here and never
+    outlives its session.
     """
+    where = device()
     if registry.is_user_key(key):
-        return registry.load_model(key)
-    return _shared_model(key)
+        return registry.load_model(key, device=where)
+    return _shared_model(key, str(where))
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def _shared_model(key: str) -> nn.Module:
-    return registry.load_model(key)
+def _shared_model(key: str, device: str) -> nn.Module:
+    return registry.load_model(key, device=device)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

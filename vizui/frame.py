@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizcore import images
+from vizcore import devices, images
 from vizcore.models import registry, torchvision_zoo
 from vizui import cached, model_upload, view_link
 
@@ -175,6 +175,42 @@ def _model_picker() -> str:
     return key
 
 
+def _device_label(name: str) -> str:
+    if name.startswith("cuda"):
+        try:
+            return f"{name} · {torch.cuda.get_device_name(torch.device(name))}"
+        except (RuntimeError, AssertionError):  # pragma: no cover - a driver problem
+            return name
+    return {"cpu": "CPU", "mps": "Apple MPS"}.get(name, name)
+
+
+def _device_picker() -> None:
+    """One line saying which device runs the models; a choice when there is more than one."""
+    options = list(devices.available_devices())
+    try:
+        choice = devices.default_choice()
+    except ValueError as exc:  # VIZCORE_DEVICE is not a device name
+        st.sidebar.error(f"{exc} Running on the CPU.")
+        choice = devices.DeviceChoice(torch.device("cpu"), "invalid")
+    if len(options) == 1:
+        st.sidebar.caption(f"Device: **{_device_label(options[0])}**")
+        st.session_state[cached.DEVICE_KEY] = options[0]
+    else:
+        _restore("frame_device", cached.DEVICE_KEY, choice.name, options)
+        st.sidebar.selectbox(
+            "Device",
+            options,
+            key="frame_device",
+            format_func=_device_label,
+            on_change=_persist,
+            args=("frame_device", cached.DEVICE_KEY),
+            help="Where the models run. Each device holds its own copy of a model; results "
+            "agree across devices to float precision.",
+        )
+    if choice.fallback:
+        st.sidebar.caption(choice.fallback)
+
+
 def _download(spec: registry.ModelSpec) -> None:
     bar = st.sidebar.progress(0.0, text=f"Downloading {spec.label}…")
 
@@ -304,6 +340,7 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
     st.sidebar.markdown(f"### 🔬 {APP_NAME}")
     _navigation()
     model_key = _model_picker()
+    _device_picker()
     model_upload.section(_MODEL_KEY)
     image_name = _image_picker()
     _share(model_key, image_name)

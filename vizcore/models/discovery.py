@@ -354,7 +354,11 @@ class GapHead:
         weight = _parameter(module, "weight").detach().float()
         bias = getattr(module, "bias", None)
         row = weight[index].reshape(-1)
-        b = bias[index].detach().float() if isinstance(bias, torch.Tensor) else torch.zeros(())
+        b = (
+            bias[index].detach().float()
+            if isinstance(bias, torch.Tensor)
+            else torch.zeros((), device=weight.device)
+        )
         return row.clone(), b.clone()
 
 
@@ -424,12 +428,13 @@ class _Probe:
 def _probe_input(input_size: int | tuple[int, int]) -> torch.Tensor:
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     generator = torch.Generator().manual_seed(0)
-    return (0.5 + 0.2 * torch.randn(1, 3, height, width, generator=generator)).clamp(0, 1)
+    noise = torch.randn(1, 3, height, width, generator=generator, device="cpu")
+    return (0.5 + 0.2 * noise).clamp(0, 1)
 
 
 def _run_probe(model: nn.Module, x: torch.Tensor) -> _Probe:
     names = {id(m): n for n, m in model.named_modules() if n}
-    probe = _Probe({}, {}, {}, torch.empty(0))
+    probe = _Probe({}, {}, {}, torch.empty(0, device=x.device))
     counter = iter(range(1 << 30))
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
@@ -662,7 +667,9 @@ def describe_model(model: nn.Module, *, input_size: int | tuple[int, int] = 224)
         cached = _FACTS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    probe = _run_probe(model, _probe_input(input_size))
+    from vizcore.devices import to_model_device
+
+    probe = _run_probe(model, to_model_device(model, _probe_input(input_size)))
     infos = _layer_infos(model, probe)
     head = _find_head(model, probe, infos)
     reason = (

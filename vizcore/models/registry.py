@@ -18,6 +18,7 @@ and it is freed when they let go.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import weakref
@@ -491,31 +492,65 @@ _LOAD_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=3)
-def _load_cached(key: str) -> nn.Module:
-    model = get_spec(key).loader()
+def _load_cached(key: str, device: str) -> nn.Module:
+    # Keyed on the device too: a model is built once per device, so asking for another device
+    # builds another copy and never moves (mutates) one that someone else holds.
+    model = get_spec(key).loader().to(device)
     # The shared model is read-only: eval mode, and parameters frozen before anyone sees it, so
     # no backward pass (from any session) can accumulate weight gradients on it.
     model.eval().requires_grad_(False)
     return model
 
 
-def load_model(key: str) -> nn.Module:
-    """Load (once, then from a bounded cache) the model ``key``: eval mode, parameters frozen.
+#: Per-device copies of user models, alive exactly as long as the user's own module.
+_USER_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
 
-    The returned module is shared: never change it; use :func:`vizcore.hooks.inference_session`.
+
+def _user_model_on(model: nn.Module, device: torch.device) -> nn.Module:
+    from vizcore.devices import model_device
+
+    if model_device(model) == device:
+        return model
+    with _USER_GUARD:
+        copies = _USER_COPIES.setdefault(model, {})
+        found = copies.get(str(device))
+        if found is None:
+            found = copy.deepcopy(model).to(device)
+            found.eval().requires_grad_(False)
+            copies[str(device)] = found
+        return found
+
+
+def load_model(key: str, *, device: str | torch.device | None = None) -> nn.Module:
+    """Load (once per device, then from a bounded cache) the model ``key``: eval mode,
+    parameters frozen, on ``device``.
+
+    The returned module is shared: never change it (``.to()`` included); use
+    :func:`vizcore.hooks.inference_session`.
+
+    Args:
+        key: The model key.
+        device: Where the model lives; ``None`` is :func:`vizcore.devices.default_device`
+            (``VIZCORE_DEVICE``, else CUDA, MPS, CPU). A user model on another device is copied
+            there once (the copy lives as long as the user's model).
 
     Raises:
-        ValueError: Unknown key.
+        ValueError: Unknown key or device name.
         RuntimeError: The model is unavailable; the message says why and how to get it.
     """
+    from vizcore.devices import as_device
+
     spec = get_spec(key)
+    where = as_device(device)
     if spec.user:
-        return spec.loader()
+        return _user_model_on(spec.loader(), where)
     status = spec.availability()
     if not status.available:
         raise RuntimeError(f"{spec.label} is unavailable: {status.reason} {status.how_to_get}")
     with _LOAD_LOCK:
-        return _load_cached(key)
+        return _load_cached(key, str(where))
 
 
 @functools.lru_cache(maxsize=1)

@@ -690,6 +690,7 @@ def load_user_model(
     class_names: Sequence[str] | None = None,
     input_config: InputConfig | None = None,
     label: str | None = None,
+    device: str | torch.device | None = None,
 ) -> UserModel:
     """Load a user model from one of the three sources and describe it.
 
@@ -707,6 +708,8 @@ def load_user_model(
             ``pretrained_cfg``, the exported graph's input size, or torchvision's 224 px with
             ImageNet mean/std.
         label: Shown in the model picker.
+        device: Where the model lives (``None``: :func:`vizcore.devices.default_device`). It is
+            probed on the CPU first, then moved once, before anyone else sees it.
 
     Raises:
         ModelFileError (and its subclasses): unreadable, unsafe or mismatched files, a wrong
@@ -750,6 +753,9 @@ def load_user_model(
     model.min_input_side = _smallest_side(model, config.input_size)  # read by vizcore.checks
     names = _class_names(class_names, facts.num_classes, notes)
     digest = _digest(kind, arch, weights, config, names)
+    from vizcore.devices import as_device
+
+    model.to(as_device(device))  # not shared yet: the registry sees it only below
     spec = registry.user_spec(
         key=f"user:{digest}",
         label=label or f"{name or arch_label} (yours)",

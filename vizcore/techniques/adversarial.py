@@ -22,6 +22,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
 from vizcore.checks import check_class_index, check_float, check_image_batch, check_int
+from vizcore.devices import LossLog, model_device
 from vizcore.hooks import inference_session
 from vizcore.predict import Prediction
 from vizcore.progress import OnStep, StepInfo, report, waiting
@@ -140,7 +141,7 @@ def _loss_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xg = x.detach().clone().requires_grad_(True)
     logits = model(xg)
-    loss = F.cross_entropy(logits.float(), torch.tensor([label]))
+    loss = F.cross_entropy(logits.float(), torch.tensor([label], device=logits.device))
     (grad,) = torch.autograd.grad(loss, xg)
     return loss.detach(), grad
 
@@ -258,7 +259,8 @@ def _attack(
             "The step size", step_size, minimum=0.0, maximum=1.0, min_inclusive=False
         )
         seed = check_int("seed", seed)
-    x0 = _snap(x.detach().float().clamp(0, 1))
+    device = model_device(model)
+    x0 = _snap(x.detach().float().to(device).clamp(0, 1))
     probs_before = _probabilities(model, x0, categories)
     source = int(np.argmax(probs_before))
     least_likely = target == LEAST_LIKELY
@@ -271,25 +273,27 @@ def _attack(
         generator = torch.Generator().manual_seed(int(seed))
         if on_grid:
             k = round(epsilon * _GRID)
-            noise = torch.randint(-k, k + 1, x0.shape, generator=generator) / _GRID
+            noise = torch.randint(-k, k + 1, x0.shape, generator=generator, device="cpu") / _GRID
         else:
-            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon
+            noise = (torch.rand(x0.shape, generator=generator, device="cpu") * 2 - 1) * epsilon
+        noise = noise.to(device)  # drawn on the CPU: the same start on every device
         adv = torch.minimum(torch.maximum(x0 + noise, low), high)
     label = source if target is None else int(target)
     sign = 1.0 if target is None else -1.0
-    losses: list[float] = []
+    losses = LossLog(device)  # CPU: every step read; GPU: every few steps (no sync per step)
     stopped = False
     for step in range(1, steps + 1):
         # One turn per step (forward and backward), so other sessions are not blocked.
         with inference_session(model, on_wait=waiting(on_step, step - 1, steps)):
             loss, grad = _loss_and_grad(model, adv, label)
-        losses.append(float(loss))
+        loss_value = losses.add(loss, step=step, total=steps)
         adv = adv + sign * step_size * grad.sign()
         adv = torch.minimum(torch.maximum(adv, low), high)
         if on_grid:
             adv = _snap(adv)
+        # The frame (the attack so far, kept when Stop interrupts) is one small copy per step.
         info = StepInfo(
-            step=step, total=steps, loss=float(loss), frame=_uint8(adv), message=f"step {step}"
+            step=step, total=steps, loss=loss_value, frame=_uint8(adv), message=f"step {step}"
         )
         if not report(on_step, info):
             stopped = step < steps
@@ -303,7 +307,7 @@ def _attack(
 
 def _uint8(adv: torch.Tensor) -> np.ndarray:
     """The batch-1 image as uint8 ``(H, W, 3)`` (exact for an image on the 1/255 grid)."""
-    return (adv[0].permute(1, 2, 0).clamp(0, 1) * _GRID + 0.5).to(torch.uint8).numpy()
+    return (adv[0].permute(1, 2, 0).clamp(0, 1) * _GRID + 0.5).to(torch.uint8).cpu().numpy()
 
 
 def _probabilities(
@@ -311,7 +315,7 @@ def _probabilities(
 ) -> np.ndarray:
     """Softmax over every class for one image, ``(classes,)`` float32."""
     with inference_session(model), torch.inference_mode():
-        probs = torch.softmax(model(x).float(), dim=1)[0].numpy().astype(np.float32)
+        probs = torch.softmax(model(x).float(), dim=1)[0].cpu().numpy().astype(np.float32)
     if categories is not None and len(categories) != len(probs):
         raise ValueError(f"{len(categories)} class names for a model with {len(probs)} outputs.")
     return probs
@@ -344,7 +348,7 @@ def _result(
     least_likely: bool,
     on_grid: bool,
     categories: Sequence[str] | None,
-    losses: Sequence[float],
+    losses: Sequence[float] | LossLog,
     stopped: bool,
     seconds: float,
 ) -> AdversarialResult:
@@ -354,10 +358,10 @@ def _result(
     source = int(np.argmax(probs_before))
     top1 = int(np.argmax(probs_after))
     success = top1 == target if target is not None else top1 != source
-    perturbation = (adv - x0)[0].permute(1, 2, 0).numpy()
+    perturbation = (adv - x0)[0].permute(1, 2, 0).cpu().numpy()
     return AdversarialResult(
-        original=x0[0].permute(1, 2, 0).numpy().astype(np.float32),
-        adversarial=adv[0].permute(1, 2, 0).numpy().astype(np.float32),
+        original=x0[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
+        adversarial=adv[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
         perturbation=perturbation.astype(np.float32),
         epsilon=float(epsilon),
         method=method,
@@ -368,7 +372,7 @@ def _result(
         success=bool(success),
         linf=float(np.abs(perturbation).max()),
         on_grid=bool(on_grid),
-        losses=np.asarray(losses, dtype=np.float32),
+        losses=losses.array() if isinstance(losses, LossLog) else np.asarray(losses, np.float32),
         stopped=stopped,
         seconds=float(seconds),
         steps_done=len(losses),
@@ -420,7 +424,8 @@ def evaluate(
         raise ValueError(f"method must be 'fgsm' or 'pgd', got {method!r}.")
     num_classes = len(categories) if categories is not None else 1000
     epsilon, target = _validate(model, x, epsilon, target, num_classes)
-    x0 = _snap(x.detach().float().clamp(0, 1))
+    device = model_device(model)
+    x0 = _snap(x.detach().float().to(device).clamp(0, 1))
     if isinstance(adversarial, np.ndarray):
         array = np.asarray(adversarial)
         if array.ndim != 3 or array.shape[-1] != 3:
@@ -430,6 +435,7 @@ def evaluate(
     else:
         adv = adversarial.detach().float()
     check_image_batch(adv, model=model)
+    adv = adv.to(device)
     if tuple(adv.shape) != tuple(x0.shape):
         raise ValueError(
             f"adversarial has shape {tuple(adv.shape)}; the original has {tuple(x0.shape)}."

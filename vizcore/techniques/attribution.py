@@ -43,6 +43,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from vizcore.checks import check_float, check_image_batch, check_int, relaxed_range
+from vizcore.devices import model_device
 from vizcore.hooks import (
     capture_activations,
     forward_output_hooks,
@@ -180,7 +181,8 @@ def resolve_target(logits: torch.Tensor, target: Target) -> ResolvedTarget:
 
 def _check_input(x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
     check_image_batch(x, model=model)
-    return x.detach().float()
+    x = x.detach().float()
+    return x if model is None else x.to(model_device(model))
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -243,7 +245,7 @@ def fill_image(x: torch.Tensor, fill: str, *, window: int = 32) -> torch.Tensor:
     if fill == "blur":
         sigma = max(window / 4.0, 1.0)
         radius = min(int(3 * sigma), min(x.shape[-2:]) - 1)
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
         kernel = torch.exp(-0.5 * (t / sigma) ** 2)
         kernel = kernel / kernel.sum()
         c = x.shape[1]
@@ -317,7 +319,7 @@ def occlusion(
     positions = len(order)
     start = time.perf_counter()
     baseline = fill_image(x, fill, window=window)
-    drops = torch.zeros(positions)
+    drops = torch.zeros(positions, device=x.device)
     done = 0
     stopped = False
     with torch.inference_mode():
@@ -327,7 +329,9 @@ def occlusion(
         reference = resolved.probability(logits)[0]
         while done < positions:
             n = min(batch_size, positions - done)
-            batch = torch.empty((n, *x.shape[1:]), memory_format=torch.channels_last)
+            batch = torch.empty(
+                (n, *x.shape[1:]), memory_format=torch.channels_last, device=x.device
+            )
             batch.copy_(x.expand(n, -1, -1, -1))
             for j in range(n):
                 r, c = divmod(order[done + j], cols)
@@ -345,8 +349,9 @@ def occlusion(
             if not report(on_step, info):
                 stopped = done < positions
                 break
-    total = torch.zeros(height, width)
-    counts = torch.zeros(height, width)
+    drops, reference = drops.cpu(), reference.cpu()  # the one copy back: the map adds on the CPU
+    total = torch.zeros(height, width, device="cpu")
+    counts = torch.zeros(height, width, device="cpu")
     for p in range(done):
         r, c = divmod(order[p], cols)
         ys, xs = slice(r * stride, r * stride + window), slice(c * stride, c * stride + window)
@@ -871,7 +876,8 @@ def smoothgrad(
     done = 0
     stopped = False
     for i in range(samples):
-        noisy = x + scale * torch.randn(x.shape, generator=generator)
+        noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        noisy = x + scale * noise
         # The noisy copies leave [0, 1] on purpose (not clipped); ``method`` takes its own
         # turn(s), and waits for them are reported as this run's.
         with relaxed_range(), wait_notice(waiting(on_step, i, samples)):
@@ -942,8 +948,8 @@ def integrated_gradients(
     resolved = resolve_target(ends[1:], target)
     while done < steps:
         n = min(batch_size, steps - done)
-        a = torch.tensor(alphas[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
-        w = torch.tensor(weights[done : done + n], dtype=x.dtype).view(-1, 1, 1, 1)
+        a = torch.tensor(alphas[done : done + n], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        w = torch.tensor(weights[done : done + n], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
         path = _channels_last(baseline + a * (x - baseline)).requires_grad_(True)
         # One turn per batch (forward and backward), so other sessions are not blocked.
         with inference_session(model, on_wait=waiting(on_step, done, steps)), torch.enable_grad():
@@ -1185,7 +1191,7 @@ def cam(model: nn.Module, x: torch.Tensor, *, target: Target = None, layer: str)
     c = resolved.index
     bias: torch.Tensor | float = 0.0
     if layer in head.class_map_layers:
-        weights = F.one_hot(torch.tensor(c), logits.shape[1]).float()
+        weights = F.one_hot(torch.tensor(c, device=acts.device), logits.shape[1]).float()
     else:
         weights, head_bias = head.class_weights(model, c)
         if head.kind == "conv1x1":
@@ -1236,7 +1242,7 @@ def score_cam(
         resolved = resolve_target(logits, target)
         acts = captured[0].float()
         channels = acts.shape[1]
-        scores = torch.full((channels,), float("-inf"))
+        scores = torch.full((channels,), float("-inf"), device=acts.device)
         done = 0
         while done < channels:
             n = min(batch_size, channels - done)
@@ -1274,7 +1280,9 @@ def _score_cam_batch(x: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     low, high = torch.aminmax(masks.flatten(1), dim=1)  # one pass for both
     low, high = low.view(-1, 1, 1), high.view(-1, 1, 1)
     masks = (masks - low).div_(high - low + 1e-8)
-    batch = torch.empty((masks.shape[0], *x.shape[1:]), memory_format=torch.channels_last)
+    batch = torch.empty(
+        (masks.shape[0], *x.shape[1:]), memory_format=torch.channels_last, device=x.device
+    )
     return torch.mul(x, masks[:, None], out=batch)
 
 

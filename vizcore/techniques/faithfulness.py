@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vizcore.checks import check_finite_array, check_image_batch, check_int
+from vizcore.devices import model_device
 from vizcore.hooks import inference_session, model_lock
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report, waiting
@@ -96,7 +97,7 @@ def deletion_insertion(
             target = attribution.target
         attribution = attribution.map
     check_image_batch(x, model=model)
-    x = x.detach().float()
+    x = x.detach().float().to(model_device(model))
     height, width = x.shape[-2:]
     saliency = np.asarray(attribution, dtype=np.float64)
     if saliency.shape != (height, width):
@@ -111,12 +112,13 @@ def deletion_insertion(
     order = np.argsort(-np.nan_to_num(saliency, nan=-np.inf).ravel(), kind="stable")
     rank = np.empty(order.size, dtype=np.int64)
     rank[order] = np.arange(order.size)
-    rank_t = torch.from_numpy(rank).view(1, 1, height, width)
+    rank_t = torch.from_numpy(rank).view(1, 1, height, width).to(x.device)
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.round(fractions * order.size).astype(np.int64)
     blurred = fill_image(x, "blur", window=32)
     jobs = [("deletion", int(n)) for n in counts] + [("insertion", int(n)) for n in counts]
-    probs = np.full(len(jobs), np.nan)
+    # Kept on the device and read back once at the end (not one copy per batch).
+    probs_t = torch.full((len(jobs),), float("nan"), device=x.device)
     stopped = False
     with torch.inference_mode():
         with inference_session(model, on_wait=waiting(on_step, 0, len(jobs))):
@@ -124,7 +126,9 @@ def deletion_insertion(
         resolved = resolve_target(logits, target)
         for begin in range(0, len(jobs), batch_size):
             chunk = jobs[begin : begin + batch_size]
-            batch = torch.empty((len(chunk), 3, height, width), memory_format=torch.channels_last)
+            batch = torch.empty(
+                (len(chunk), 3, height, width), memory_format=torch.channels_last, device=x.device
+            )
             for j, (kind, n) in enumerate(chunk):
                 changed = (rank_t < n).float()
                 if kind == "deletion":
@@ -134,11 +138,12 @@ def deletion_insertion(
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, begin, len(jobs))):
                 out = model(batch)
-            probs[begin : begin + len(chunk)] = resolved.probability(out).numpy()
+            probs_t[begin : begin + len(chunk)] = resolved.probability(out).float()
             done = begin + len(chunk)
             if not report(on_step, StepInfo(done, len(jobs), message=f"{done}/{len(jobs)} images")):
                 stopped = done < len(jobs)
                 break
+    probs = probs_t.cpu().numpy().astype(np.float64)
     deletion, insertion = probs[: steps + 1], probs[steps + 1 :]
     return FaithfulnessCurves(
         fractions=fractions,
@@ -197,7 +202,12 @@ def _reinitialize(module: nn.Module, generator: torch.Generator) -> None:
         if isinstance(sub, nn.Conv2d | nn.Linear):
             with torch.no_grad():
                 fan_in = sub.weight[0].numel()
-                sub.weight.normal_(0.0, float(np.sqrt(2.0 / fan_in)), generator=generator)
+                std = float(np.sqrt(2.0 / fan_in))
+                if sub.weight.device == generator.device:
+                    sub.weight.normal_(0.0, std, generator=generator)
+                else:  # drawn where the generator lives: the same weights on every device
+                    drawn = torch.empty(sub.weight.shape, device=generator.device)
+                    sub.weight.copy_(drawn.normal_(0.0, std, generator=generator))
                 if sub.bias is not None:
                     sub.bias.zero_()
 

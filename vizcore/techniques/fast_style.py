@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from vizcore.checks import check_image_batch
+from vizcore.devices import to_model_device
 from vizcore.resources import data_dir
 
 __all__ = [
@@ -188,7 +189,7 @@ def style_vector(num_styles: int, a: int, b: int | None = None, blend: float = 0
     for index in (a, b):
         if index is not None and not 0 <= index < num_styles:
             raise ValueError(f"Style index {index} out of range 0..{num_styles - 1}.")
-    weights = torch.zeros(num_styles)
+    weights = torch.zeros(num_styles, device="cpu")
     weights[a] += 1.0 - (blend if b is not None else 0.0)
     if b is not None:
         weights[b] += blend
@@ -239,8 +240,19 @@ def save_preset(net: TransformNet, path: Path, styles: Sequence[str], info: dict
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def load_preset(name: str = DEFAULT_PRESET, *, directory: Path = PRESETS_DIR) -> StylePreset:
-    """Load a preset with ``torch.load(..., weights_only=True)`` (no pickled code is run)."""
+def load_preset(
+    name: str = DEFAULT_PRESET,
+    *,
+    directory: Path = PRESETS_DIR,
+    device: str | torch.device | None = None,
+) -> StylePreset:
+    """Load a preset with ``torch.load(..., weights_only=True)`` (no pickled code is run).
+
+    The network goes to ``device`` (``None``: :func:`vizcore.devices.default_device`);
+    :func:`apply_style` runs where the network is.
+    """
+    from vizcore.devices import as_device
+
     path = directory / f"{name}.pt"
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
@@ -250,7 +262,7 @@ def load_preset(name: str = DEFAULT_PRESET, *, directory: Path = PRESETS_DIR) ->
     styles = tuple(meta["styles"])
     net = TransformNet(len(styles), width=int(meta["width"]), blocks=int(meta["blocks"]))
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.eval()
+    net.to(as_device(device)).eval()
     for param in net.parameters():
         param.requires_grad_(False)
     return StylePreset(name=name, styles=styles, net=net, info=meta)
@@ -291,7 +303,8 @@ def apply_style(
     weights = style_vector(preset.net.num_styles, a, b, blend)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = preset.net(x.float(), weights)
+        # Read back inside the timing, so a GPU's queued work is counted.
+        out = preset.net(to_model_device(preset.net, x.float()), weights).cpu()
     seconds = time.perf_counter() - start
     image = (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
     return FastStyleResult(image=image, weights=tuple(weights.tolist()), seconds=seconds)

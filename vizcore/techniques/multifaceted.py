@@ -32,6 +32,7 @@ from torch import nn
 
 from vizcore import optim
 from vizcore.checks import check_class_index, check_int
+from vizcore.devices import model_device, to_model_device
 from vizcore.gallery import Gallery
 from vizcore.hooks import forward_output_hooks, inference_session
 from vizcore.layers import get_layer
@@ -122,7 +123,8 @@ def gallery_predictions(
             (logits_of(slice(i, i + batch_size)) for i in range(0, len(gallery), batch_size))
             if logits_of is not None
             else (forward(x) for x in gallery_batches(gallery, input_size,
-                                                      batch_size=batch_size))
+                                                      batch_size=batch_size,
+                                                      device=model_device(model)))
         )  # fmt: skip
         for logits in batches:
             p = torch.softmax(logits, dim=1)
@@ -135,8 +137,8 @@ def gallery_predictions(
                 stopped = done < len(gallery)
                 break
     return GalleryPredictions(
-        indices=torch.cat(indices).numpy().astype(np.int64),
-        probabilities=torch.cat(probs).numpy().astype(np.float32),
+        indices=torch.cat(indices).cpu().numpy().astype(np.int64),
+        probabilities=torch.cat(probs).cpu().numpy().astype(np.float32),
         gallery_digest=gallery.digest,
         stopped=stopped,
     )
@@ -157,13 +159,13 @@ def _logits_from_features(
     if cmap.kind != "linear" or cmap.weight is None or cmap.weight.shape[1] != features.shape[1]:
         return None
     weight, bias = cmap.weight, cmap.bias
-    table = torch.from_numpy(np.array(features, dtype=np.float32))
+    table = torch.from_numpy(np.array(features, dtype=np.float32)).to(weight.device)
 
     def logits_of(rows: slice) -> torch.Tensor:
         out = table[rows] @ weight.T
         return out if bias is None else out + bias
 
-    first = next(gallery_batches(gallery, input_size, batch_size=1))
+    first = next(gallery_batches(gallery, input_size, batch_size=1, device=model_device(model)))
     with inference_session(model), torch.inference_mode():
         expected = model(first).float()
     return logits_of if _close(logits_of(slice(0, 1)), expected, rtol=1e-3) else None
@@ -323,13 +325,16 @@ def find_class_map(model: nn.Module, *, size: int = 64) -> ClassMap:
     )
 
 
-def centre_weights(height: int, width: int, sigma: float) -> torch.Tensor:
+def centre_weights(
+    height: int, width: int, sigma: float, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Gaussian weights ``g(y, x) = exp(−r²/2σ²)`` over a map, ``r`` in units of the half-side.
 
-    ``r`` is 0 at the centre and 1 at the middle of each edge.
+    ``r`` is 0 at the centre and 1 at the middle of each edge. Made on ``device`` (CPU: ``None``).
     """
-    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
+    device = device or "cpu"
+    ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width * 2 - 1
     r2 = ys[:, None] ** 2 + xs[None, :] ** 2
     return torch.exp(-r2 / (2 * sigma**2))
 
@@ -339,7 +344,7 @@ def _centre_bias_objective(
 ) -> optim.Objective:
     def fn(acts: optim.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
         evidence = cmap.evidence(acts[cmap.layer], target)
-        g = centre_weights(*evidence.shape[-2:], sigma).to(evidence.dtype)
+        g = centre_weights(*evidence.shape[-2:], sigma, device=evidence.device).to(evidence.dtype)
         border = 1.0 - g
         centre = (evidence * g).flatten(1).sum(1) / g.sum()
         outside = (F.relu(evidence) * border).flatten(1).sum(1) / border.sum().clamp_min(1e-6)
@@ -359,6 +364,7 @@ def centre_fraction(
     even spread gives the mean of ``g`` over the map.
     """
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().contiguous()
+    x = to_model_device(model, x)
     module = dict(model.named_modules())[cmap.layer]
     captured: list[torch.Tensor] = []
 
@@ -369,10 +375,11 @@ def centre_fraction(
     with inference_session(model), torch.no_grad(), forward_output_hooks([module], hook):
         model(x)
     evidence = F.relu(cmap.evidence(captured[-1].float(), target))
-    g = centre_weights(*evidence.shape[-2:], sigma)
+    g = centre_weights(*evidence.shape[-2:], sigma, device=evidence.device)
     total = evidence.flatten(1).sum(1)
     inside = (evidence * g).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total)).numpy()
+    fraction = torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+    return fraction.cpu().numpy()
 
 
 # ------------------------------------------------------------------------ initial images
@@ -382,14 +389,17 @@ def fourier_image_from(init: torch.Tensor, *, decay: float = 1.0) -> optim.Param
     """:func:`vizcore.optim.fourier_image` whose starting image is ``init`` (not noise).
 
     The parameterization is ``sigmoid(C · irfft2(s ⊙ S) / 4)``; its exact inverse is applied to
-    ``init`` (clamped to [0.02, 0.98] so the sigmoid's inverse stays finite).
+    ``init`` (clamped to [0.02, 0.98] so the sigmoid's inverse stays finite). The spectrum
+    lives on ``init``'s device.
     """
     height, width = init.shape[-2:]
     # The generator only fills the spectrum that is overwritten below (no global RNG use).
     generator = torch.Generator().manual_seed(0)
-    params, image_fn = optim.fourier_image(tuple(init.shape), decay=decay, generator=generator)
+    params, image_fn = optim.fourier_image(
+        tuple(init.shape), decay=decay, generator=generator, device=init.device
+    )
     basis = optim.FourierBasis.of(height, width, decay)  # the same basis as the runner
-    colour_inverse = torch.linalg.inv(optim._COLOR_CORRELATION)
+    colour_inverse = torch.linalg.inv(optim._COLOR_CORRELATION).to(init.device)
     z = torch.logit(init.detach().float().clamp(0.02, 0.98)) * 4.0
     y = torch.einsum("ndhw,cd->nchw", z, colour_inverse)
     with torch.no_grad():
@@ -502,7 +512,7 @@ def _validate(
 
 def _logits(model: nn.Module, x: torch.Tensor, target: int) -> tuple[np.ndarray, np.ndarray]:
     with inference_session(model), torch.inference_mode():
-        out = model(x.contiguous()).float()
+        out = model(to_model_device(model, x).contiguous()).float().cpu()
     return out[:, target].numpy(), torch.softmax(out, 1)[:, target].numpy()
 
 
@@ -608,6 +618,7 @@ def multifaceted_class_visualization(
         cmap = None  # without a centre bias it only measures the centre fractions
 
     m = len(gallery_images)
+    device = model_device(model)
     generator = torch.Generator().manual_seed(int(seed))
     labels = np.zeros(m, dtype=np.int64)
     if m == 0:
@@ -615,7 +626,7 @@ def multifaceted_class_visualization(
         cluster_sizes = np.zeros(1, dtype=np.int64)
         init_indices = np.full(1, -1, dtype=np.int64)
         init_counts = np.zeros(1, dtype=np.int64)
-        param = settings.param(1, generator)
+        param = settings.param(1, generator, device=device)
         note = (
             "No gallery image is predicted as this class, so there are no facets to find: one "
             "image was optimized from the default start with the centre bias only."
@@ -637,7 +648,7 @@ def multifaceted_class_visualization(
             chosen = ranked[:1] if init == "nearest" else ranked[:mean_of]
             init_counts[j] = len(chosen)
             starts.append(resized[chosen].mean(0))
-        init_batch = torch.stack(starts)
+        init_batch = torch.stack(starts).to(device)
         param = (
             fourier_image_from(init_batch, decay=settings.decay)
             if settings.parameterization == "fourier"
@@ -689,7 +700,7 @@ def multifaceted_class_visualization(
         target=target,
         title=names[target],
         images=images,
-        init_images=init_images.permute(0, 2, 3, 1).numpy().astype(np.float32),
+        init_images=init_images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32),
         cluster_sizes=cluster_sizes,
         init_indices=init_indices,
         init_counts=init_counts,

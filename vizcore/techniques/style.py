@@ -29,6 +29,7 @@ from torch import nn
 
 from vizcore import optim
 from vizcore.checks import check_image_batch
+from vizcore.devices import model_device, to_model_device
 from vizcore.hooks import inference_session
 from vizcore.progress import OnStep
 from vizcore.render import to_uint8
@@ -156,9 +157,13 @@ def texture_synthesis(
     """
     _check_image(x, "texture sample")
     height, width = size
-    _check_image(torch.zeros(1, 3, height, width), "output")
+    _check_image(torch.zeros(1, 3, height, width, device="cpu"), "output")
+    device = model_device(model)
+    x = x.to(device)
     generator = torch.Generator().manual_seed(int(seed))
-    param = optim.pixel_image((1, 3, height, width), init="noise", generator=generator, noise=0.25)
+    param = optim.pixel_image(
+        (1, 3, height, width), init="noise", generator=generator, noise=0.25, device=device
+    )
     with inference_session(model):
         targets = gram.gram_targets(model, x, layers, weights=weights)
         start = _style_distance(model, param[1]().detach(), targets)
@@ -209,6 +214,7 @@ def style_transfer(
     _check_image(style, "style image")
     if style_weight < 0 or content_weight < 0 or style_weight + content_weight == 0:
         raise ValueError("Style and content weights must be >= 0 and not both 0.")
+    x, style = to_model_device(model, x), to_model_device(model, style)
     with inference_session(model):
         targets = gram.gram_targets(model, style, style_layers)
         with torch.no_grad():
@@ -281,7 +287,7 @@ def _finish(
     start: float,
     settings: dict,
 ) -> StyleResult:
-    image = torch.from_numpy(result.image).permute(0, 3, 1, 2)
+    image = to_model_device(model, torch.from_numpy(result.image).permute(0, 3, 1, 2))
     with inference_session(model):
         end = _style_distance(model, image, targets)
     return StyleResult(

@@ -22,6 +22,7 @@ from torch import nn
 
 from vizcore import optim
 from vizcore.checks import check_class_index, check_image_batch, check_int
+from vizcore.devices import model_device
 from vizcore.hooks import inference_session
 from vizcore.layers import get_layer
 from vizcore.progress import OnStep, StepInfo, report
@@ -102,12 +103,14 @@ class SynthesisSettings:
             out.append(optim.random_affine(self.scale, self.rotate))
         return out
 
-    def param(self, batch: int, generator: torch.Generator) -> optim.Param:
-        """A fresh image parameterization for ``batch`` images."""
+    def param(
+        self, batch: int, generator: torch.Generator, *, device: torch.device | None = None
+    ) -> optim.Param:
+        """A fresh image parameterization for ``batch`` images on ``device`` (CPU: ``None``)."""
         shape = (batch, 3, self.size, self.size)
         if self.parameterization == "fourier":
-            return optim.fourier_image(shape, decay=self.decay, generator=generator)
-        return optim.pixel_image(shape, init=self.init, generator=generator)
+            return optim.fourier_image(shape, decay=self.decay, generator=generator, device=device)
+        return optim.pixel_image(shape, init=self.init, generator=generator, device=device)
 
     @property
     def optimizer(self) -> optim.OptimizerName:
@@ -201,7 +204,9 @@ def run_with_settings(
     return optim.optimize(
         model,
         objective,
-        param=param if param is not None else settings.param(batch, generator),
+        param=param
+        if param is not None
+        else settings.param(batch, generator, device=model_device(model)),
         steps=settings.steps,
         lr=settings.lr,
         optimizer=settings.optimizer,
@@ -217,10 +222,10 @@ def run_with_settings(
 
 
 def _class_probabilities(model: nn.Module, images: np.ndarray, classes: list[int]) -> np.ndarray:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(model_device(model))
     with inference_session(model), torch.inference_mode():
-        probs = torch.softmax(model(x).float(), dim=1)
-    return probs[torch.arange(len(classes)), torch.tensor(classes)].numpy()
+        probs = torch.softmax(model(x).float(), dim=1).cpu()
+    return probs[torch.arange(len(classes), device="cpu"), list(classes)].numpy()
 
 
 def class_visualization(
@@ -552,10 +557,11 @@ def feature_inversion(
         w if w is not None else depth_tv_weight(model, n)
         for w, n in zip(weights, layers, strict=True)
     ]
-    photo = x.detach().float()
+    device = model_device(model)
+    photo = x.detach().float().to(device)
     generator = torch.Generator().manual_seed(int(seed))
     shape = (len(layers), 3, *photo.shape[-2:])
-    param = optim.pixel_image(shape, init="noise", generator=generator, noise=0.05)
+    param = optim.pixel_image(shape, init="noise", generator=generator, noise=0.05, device=device)
     result = optim.optimize(
         model,
         _stacked_feature_match(layers),
@@ -564,7 +570,7 @@ def feature_inversion(
         lr=settings.lr,
         optimizer="adam",
         transforms=optim.jitter(settings.jitter) if settings.jitter else None,
-        tv_weight=torch.tensor(weights),
+        tv_weight=torch.tensor(weights, device="cpu"),
         relu6_passthrough=settings.relu6_passthrough,
         reference=photo,
         schedule="cosine",
@@ -574,7 +580,7 @@ def feature_inversion(
     )
     errors = _relative_errors(model, photo, result.image, layers)
     return InversionResult(
-        original=photo[0].permute(1, 2, 0).numpy().astype(np.float32),
+        original=photo[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
         images=result.image,
         layers=tuple(layers),
         tv_weights=tuple(float(w) for w in weights),
@@ -592,7 +598,7 @@ def _relative_errors(
 ) -> np.ndarray:
     from vizcore.hooks import capture_activations
 
-    batch = torch.cat([photo, torch.from_numpy(images).permute(0, 3, 1, 2)])
+    batch = torch.cat([photo, torch.from_numpy(images).permute(0, 3, 1, 2).to(photo.device)])
     with (
         inference_session(model),
         torch.inference_mode(),
@@ -602,8 +608,8 @@ def _relative_errors(
         errors = []
         for i, layer in enumerate(layers):
             goal, act = acts[layer][0], acts[layer][i + 1]
-            errors.append(float((act - goal).pow(2).sum() / goal.pow(2).sum().clamp_min(1e-12)))
-    return np.asarray(errors, dtype=np.float32)
+            errors.append((act - goal).pow(2).sum() / goal.pow(2).sum().clamp_min(1e-12))
+    return torch.stack(errors).cpu().numpy().astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- DeepDream
@@ -709,14 +715,15 @@ def deep_dream(
     height, width = x.shape[-2:]
     factor = settings.max_size / max(height, width)
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    base = _resize(x.detach().float(), size).clamp(0, 1)
+    device = model_device(model)
+    base = _resize(x.detach().float().to(device), size).clamp(0, 1)
     sizes = [
         tuple(max(16, round(s / settings.octave_scale**k)) for s in size)
         for k in range(settings.octaves - 1, -1, -1)
     ]
     total = settings.octaves * settings.steps_per_octave
     objective = optim.layer_l2(layer)
-    detail = torch.zeros(1, 3, *sizes[0])
+    detail = torch.zeros(1, 3, *sizes[0], device=device)
     losses: list[np.ndarray] = []
     frames: list[np.ndarray] = []
     stopped = False
@@ -763,15 +770,15 @@ def deep_dream(
         seconds += result.seconds
         losses.append(result.losses)
         frames.extend(_frame_at(f, size) for f in result.frames)
-        image = torch.from_numpy(result.image).permute(0, 3, 1, 2)
+        image = torch.from_numpy(result.image).permute(0, 3, 1, 2).to(device)  # once per octave
         detail = image - octave_base
         if result.stopped or not forward["go"]:
             stopped = True
             image = _resize(image, size)
             break
     return DreamResult(
-        original=base[0].permute(1, 2, 0).numpy().astype(np.float32),
-        image=image[0].permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float32),
+        original=base[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
+        image=image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy().astype(np.float32),
         layer=layer,
         losses=np.concatenate(losses).astype(np.float32),
         frames=tuple(frames),
