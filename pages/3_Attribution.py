@@ -14,6 +14,7 @@ from vizui import attribution_view as view
 from vizui import cached
 from vizui.frame import frame
 from vizui.keep import keep_choice
+from vizui.precision_view import exact_toggle
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ with right:
         help="On Run, randomize the top layers and see whether each fast map changes "
         "(Adebayo et al. 2018).",
     )
+    exact = exact_toggle("attribution", container=d1)
 
 rows, cols = occlusion_grid((size, size), window, stride)
 positions = rows * cols
@@ -136,7 +138,13 @@ def _params(label: str) -> view.MethodParams:
         window=window if occluding else 0,
         stride=stride if occluding else 0,
         fill=fill if occluding else "",
+        exact=exact if label in view.PRECISION_METHODS else True,
     )
+
+
+def _curve_key(label: str) -> tuple[view.MethodParams, bool]:
+    # The curves' own forwards follow the toggle too, whatever the method.
+    return _params(label), exact
 
 
 channels = 0
@@ -167,7 +175,7 @@ def _plan() -> list[view.RunTask]:
         planned += [
             view.RunTask(f"{label} deletion/insertion", view.CURVE_FORWARDS * per_image)
             for label in methods
-            if _params(label) not in curves
+            if _curve_key(label) not in curves
         ]
     if sanity:
         planned += [
@@ -249,11 +257,11 @@ if run:
             results[label] = result
         if score_maps:
             for label, result in results.items():
-                params = _params(label)
+                curve_key = _curve_key(label)
                 name = f"{label} deletion/insertion"
-                if params not in curves and name in planned:
-                    curves[params] = view.compute_curves(
-                        ctx.model, ctx.x, result, tracker.callback(name)
+                if curve_key not in curves and name in planned:
+                    curves[curve_key] = view.compute_curves(
+                        ctx.model, ctx.x, result, tracker.callback(name), exact=exact
                     )
                 tracker.finish(name)
         if sanity:
@@ -296,7 +304,7 @@ for start in range(0, len(methods), GRID):
             params = _params(label)
             tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
             st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
-            scored = curves.get(params)
+            scored = curves.get(_curve_key(label))
             if scored is not None:
                 st.caption(
                     f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. "
@@ -340,12 +348,12 @@ if score_maps and curves:
             "should rise fast (high AUC)."
         )
         curve_cols = st.columns(4)
-        shown = [label for label in methods if _params(label) in curves]
+        shown = [label for label in methods if _curve_key(label) in curves]
         for i, label in enumerate(shown):
             with curve_cols[i % 4]:
                 st.markdown(f"**{label}**")
                 st.plotly_chart(
-                    view.curves_chart(curves[_params(label)]),
+                    view.curves_chart(curves[_curve_key(label)]),
                     key=f"attribution_curve_{label}",
                     width="stretch",
                 )

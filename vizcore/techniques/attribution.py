@@ -52,6 +52,7 @@ from vizcore.hooks import (
 )
 from vizcore.layers import get_layer
 from vizcore.models.discovery import facts_for, functional_rectifiers, is_rectifier
+from vizcore.precision import forward_float, use_bf16
 from vizcore.progress import OnStep, StepInfo, report, waiting
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -285,6 +286,7 @@ def occlusion(
     fill: Fill = "gray",
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    exact: bool = False,
 ) -> AttributionMap:
     """Occlusion sensitivity (Zeiler & Fergus, ECCV 2014, section 4.2).
 
@@ -297,6 +299,11 @@ def occlusion(
 
     Batched: ``batch_size`` occluded copies per forward, input in channels_last. Reports
     progress after each batch; ``on_step`` returning ``False`` stops with a partial map.
+
+    Precision (:mod:`vizcore.precision`): with ``exact=False`` the occluded forwards run under
+    bf16 autocast where bf16 is fast here, and so does the reference probability they are
+    subtracted from; the target class comes from a float32 forward. ``exact=True`` is float32
+    throughout. ``info["bf16"]`` is 1.0 when bf16 was used.
 
     Raises:
         ValueError: Window larger than the image, stride 0, unknown fill, bad target.
@@ -316,8 +323,11 @@ def occlusion(
     with torch.inference_mode():
         with inference_session(model, on_wait=waiting(on_step, 0, positions)):
             logits = model(_channels_last(x))
+            bf16 = use_bf16(exact=exact, device=logits.device)
+            # The reference in the precision of the occluded forwards.
+            same = forward_float(model, _channels_last(x), exact=exact) if bf16 else logits
         resolved = resolve_target(logits, target)
-        reference = resolved.probability(logits)[0]
+        reference = resolved.probability(same)[0]
         while done < positions:
             n = min(batch_size, positions - done)
             batch = torch.empty((n, *x.shape[1:]), memory_format=torch.channels_last)
@@ -331,7 +341,7 @@ def occlusion(
                 batch[j, :, ys, xs] = baseline[0, :, ys, xs]
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, done, positions)):
-                out = model(batch)
+                out = forward_float(model, batch, exact=exact)
             drops[done : done + n] = reference - resolved.probability(out).float()
             done += n
             info = StepInfo(done, positions, message=f"{done}/{positions} window positions")
@@ -354,7 +364,12 @@ def occlusion(
         layer=None,
         start=start,
         stopped=stopped,
-        info={"positions": positions, "done": done, "reference_probability": float(reference)},
+        info={
+            "positions": positions,
+            "done": done,
+            "reference_probability": float(reference),
+            "bf16": float(bf16),
+        },
     )
 
 
@@ -964,6 +979,7 @@ def score_cam(
     layer: str,
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    exact: bool = False,
 ) -> AttributionMap:
     """Score-CAM (Wang et al., CVPR workshops 2020).
 
@@ -975,6 +991,11 @@ def score_cam(
     the masked images are softmax-normalized across channels. Masks are upsampled with
     ``align_corners=True`` like pytorch-grad-cam. Costs one forward per channel, in batches;
     progress after each batch, ``on_step`` returning ``False`` stops (partial weights).
+
+    Precision (:mod:`vizcore.precision`): with ``exact=False`` the masked forwards run under
+    bf16 autocast where bf16 is fast here; the activations, the target and the channel softmax
+    stay float32. ``exact=True`` is float32 throughout. ``info["bf16"]`` is 1.0 when bf16 was
+    used.
     """
     x = _check_input(x, model)
     batch_size = _check_positive("batch_size", batch_size)
@@ -1003,7 +1024,7 @@ def score_cam(
             batch = _score_cam_batch(x, acts[:, done : done + n])
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, done, channels)):
-                out = model(batch)
+                out = forward_float(model, batch, exact=exact)
             scores[done : done + n] = resolved.score(out).float()
             done += n
             if not report(on_step, StepInfo(done, channels, message=f"{done}/{channels} maps")):
@@ -1019,7 +1040,11 @@ def score_cam(
         layer=layer,
         start=start,
         stopped=stopped,
-        info={"channels": channels, "done": done},
+        info={
+            "channels": channels,
+            "done": done,
+            "bf16": float(use_bf16(exact=exact, device=logits.device)),
+        },
     )
 
 
