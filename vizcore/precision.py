@@ -111,7 +111,8 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_exact(exact: bool) -> bool:
+def check_exact(exact: bool) -> bool:
+    """``exact`` itself, or a ValueError when it is not a bool."""
     if not isinstance(exact, bool):
         raise ValueError(f"exact must be True (float32) or False (bf16 where fast), not {exact!r}.")
     return exact
@@ -125,7 +126,7 @@ def use_bf16(*, exact: bool, device: torch.device | str = "cpu") -> bool:
     Raises:
         ValueError: ``exact`` is not a bool.
     """
-    if _check_exact(exact) or env_exact():
+    if check_exact(exact) or env_exact():
         return False
     dev = torch.device(device)
     if env_force_bf16() and dev.type in ("cpu", "cuda"):

@@ -52,7 +52,7 @@ from vizcore.hooks import (
 )
 from vizcore.layers import get_layer
 from vizcore.models.discovery import facts_for, functional_rectifiers, is_rectifier
-from vizcore.precision import forward_float, use_bf16
+from vizcore.precision import check_exact, forward_float, use_bf16
 from vizcore.progress import OnStep, StepInfo, report, waiting
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -309,6 +309,7 @@ def occlusion(
         ValueError: Window larger than the image, stride 0, unknown fill, bad target.
     """
     x = _check_input(x, model)
+    check_exact(exact)
     if fill not in FILLS:
         raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
     batch_size = _check_positive("batch_size", batch_size)
@@ -998,6 +999,7 @@ def score_cam(
     used.
     """
     x = _check_input(x, model)
+    check_exact(exact)
     batch_size = _check_positive("batch_size", batch_size)
     start = time.perf_counter()
     module = get_layer(model, layer)

@@ -24,7 +24,7 @@ from torch import nn
 from vizcore.checks import check_finite_array, check_image_batch, check_int
 from vizcore.hooks import inference_session, model_lock
 from vizcore.layers import get_layer
-from vizcore.precision import forward_float
+from vizcore.precision import check_exact, forward_float
 from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.techniques.attribution import (
     BATCH_SIZE,
@@ -111,6 +111,7 @@ def deletion_insertion(
     check_finite_array("The attribution map", saliency)
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_exact(exact)
     start = time.perf_counter()
     order = np.argsort(-np.nan_to_num(saliency, nan=-np.inf).ravel(), kind="stable")
     rank = np.empty(order.size, dtype=np.int64)
