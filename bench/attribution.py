@@ -18,6 +18,13 @@ Limits are plain passes of exactly the work a method cannot avoid, on the same i
   batches 16, 16, 16, 2;
 * Score-CAM (320 channels): one forward + 20 batch-16 forwards.
 
+The rows above run in float32 (``exact=True``). The precision section then times occlusion 32/8
+and Score-CAM with ``exact=True`` and ``exact=False`` (bf16 autocast, :mod:`vizcore.precision`)
+interleaved with the float32 batched-forward limit and the same forwards under bf16 autocast,
+and gives each bf16 map's Pearson correlation to the float32 map. Where bf16 is not fast on this
+CPU (no AMX / AVX-512 BF16) ``exact=False`` *is* float32, so the section says so and is skipped
+unless ``--force-bf16`` (real autocast, emulated by torch: very slow there).
+
 Peers (captum, pytorch-grad-cam) run on a deep copy of the model as loaded (parameters require
 grad: pytorch-grad-cam needs that), with the same channels_last input.
 """
@@ -43,6 +50,7 @@ os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
 from _timing import interleaved
 
+from vizcore import precision
 from vizcore.images import load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
 from vizcore.techniques import attribution as attr
@@ -129,7 +137,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100, help="rounds for the fast methods")
     parser.add_argument("--slow-rounds", type=int, default=5, help="rounds for the slow ones")
     parser.add_argument("--quick", action="store_true", help="skip the slow peer calls")
+    parser.add_argument(
+        "--precision-only", action="store_true", help="only the fp32 / bf16 precision section"
+    )
+    parser.add_argument(
+        "--force-bf16", action="store_true", help="run bf16 even where it is not fast here"
+    )
     args = parser.parse_args()
+    if args.force_bf16:
+        os.environ[precision.ENV_BF16] = "force"
     warnings.filterwarnings("ignore", message="Setting backward hooks", module="captum")
     torch.set_num_threads(2)
     model = load_model("efficientnet_lite0")
@@ -140,6 +156,9 @@ def main() -> None:
     fast, slow = args.rounds, args.slow_rounds
     rows: list[Row] = []
     layer = "head.bn"
+    if args.precision_only:
+        precision_section(model, x, limits, slow)
+        return
 
     from captum.attr import (
         GuidedBackprop,
@@ -278,7 +297,7 @@ def main() -> None:
     timed(
         rows,
         f"occlusion 32/8 ({positions} positions)",
-        lambda: attr.occlusion(model, x, target=TARGET, window=32, stride=8),
+        lambda: attr.occlusion(model, x, target=TARGET, window=32, stride=8, exact=True),
         limits.forward([1, *Limits.batches(positions)]),
         f"fwd b1 + {math.ceil(positions / BATCH)} fwd b16",
         slow,
@@ -292,7 +311,7 @@ def main() -> None:
         timed(
             rows,
             f"Score-CAM ({sc_layer}, 320 ch)",
-            lambda: attr.score_cam(model, x, target=TARGET, layer=sc_layer),
+            lambda: attr.score_cam(model, x, target=TARGET, layer=sc_layer, exact=True),
             limits.forward([1, *Limits.batches(320)]),
             "fwd b1 + 20 fwd b16",
             slow,
@@ -302,6 +321,63 @@ def main() -> None:
         )
 
     print_table(rows, fast, slow)
+    precision_section(model, x, limits, slow)
+
+
+def _corr(a: object, b: object) -> float:
+    import numpy as np
+
+    return float(np.corrcoef(np.ravel(a.map), np.ravel(b.map))[0, 1])  # type: ignore[attr-defined]
+
+
+def precision_section(model: torch.nn.Module, x: torch.Tensor, limits: Limits, rounds: int) -> None:
+    """Occlusion 32/8 and Score-CAM in fp32 and bf16, interleaved with both limits."""
+    print(
+        f"\n## fp32 vs bf16 (bf16 fast here: {precision.bf16_fast('cpu')}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; load {os.getloadavg()[0]:.1f})"
+    )
+    if not precision.use_bf16(exact=False, device="cpu"):
+        print(
+            "skipped: exact=False runs float32 on this CPU (no AMX / AVX-512 BF16; torch would "
+            "emulate bf16, 34x slower than fp32 for a Lite0 batch-16 forward when measured). "
+            "--force-bf16 runs it anyway."
+        )
+        return
+    rows_, cols_ = attr.occlusion_grid((224, 224), 32, 8)
+    positions = rows_ * cols_
+    cases = [
+        (
+            f"occlusion 32/8 ({positions} positions)",
+            lambda exact: attr.occlusion(model, x, target=TARGET, window=32, stride=8, exact=exact),
+            [1, *Limits.batches(positions)],
+        ),
+        (
+            "Score-CAM (blocks.15, 320 ch)",
+            lambda exact: attr.score_cam(model, x, target=TARGET, layer="blocks.15", exact=exact),
+            [1, *Limits.batches(320)],
+        ),
+    ]
+    fp32_limit_name = "fp32 limit"
+    print(
+        f"{'method':34s} {'fp32 s':>8s} {'bf16 s':>8s} {fp32_limit_name:>10s} {'bf16 lim':>8s} "
+        f"{'bf16/fp32':>9s} {'bf16/fp32 limit':>15s} {'map r':>7s} same top-1"
+    )
+    for name, fn, sizes in cases:
+        fp32_limit = limits.forward(sizes)
+
+        def bf16_limit(plain: Callable[[], None] = fp32_limit) -> None:
+            with precision.fast_forward(exact=False):
+                plain()
+
+        t32, t16, l32, l16 = interleaved(
+            [lambda fn=fn: fn(True), lambda fn=fn: fn(False), fp32_limit, bf16_limit], rounds
+        )
+        a, b = fn(True), fn(False)
+        print(
+            f"{name:34s} {t32:8.3f} {t16:8.3f} {l32:10.3f} {l16:8.3f} {t16 / t32:9.2f} "
+            f"{t16 / l32:15.2f} {_corr(a, b):7.4f} {a.target == b.target}",
+            flush=True,
+        )
 
 
 def print_table(rows: list[Row], fast: int, slow: int) -> None:

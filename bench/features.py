@@ -11,6 +11,10 @@ run (the machine is shared and noisy: compare ratios, not absolute seconds acros
    at 96 px, extracted once and cached under ``bench/out``): ``vizcore``'s openTSNE Barnes-Hut after
    PCA-50 (what the page runs) against scikit-learn's ``TSNE`` (Barnes-Hut, PCA init) on the same
    PCA-50 input; trustworthiness (k=10) on the PCA-50 input.
+3. Precision: ``gallery_features`` with ``exact=True`` (float32) and ``exact=False`` (bf16
+   autocast where fast, :mod:`vizcore.precision`), interleaved, in images/s, with the cosine
+   similarity of the two feature sets and whether each image keeps its nearest neighbour.
+   Skipped where bf16 is not fast on this CPU unless ``--force-bf16``.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def bench_extraction(repeats: int, n_images: int) -> None:
 
     def extract(cl: bool) -> None:
         features.gallery_features(model, g, layer="pool", model_key="efficientnet_lite0",
-                                  input_size=224, use_cache=False, channels_last=cl)  # fmt: skip
+                                  input_size=224, use_cache=False, channels_last=cl,
+                                  exact=True)  # fmt: skip
 
     pure(batches[:1])  # warm-up
     rows = []
@@ -77,6 +82,55 @@ def bench_extraction(repeats: int, n_images: int) -> None:
     print("|---|---|---|---|---|")
     for name, lo, med in rows:
         print(f"| {name} | {lo:.2f} | {med:.2f} | {n / lo:.1f} | {best_pure / lo:.2f} |")
+
+
+def bench_precision(rounds: int, n_images: int) -> None:
+    from _timing import interleaved
+
+    from vizcore import features, precision
+    from vizcore.gallery import builtin_gallery
+    from vizcore.models.registry import load_model
+
+    print(
+        f"\n## Extraction precision: fp32 vs bf16 (bf16 fast here: {precision.bf16_fast('cpu')}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, load "
+        f"{os.getloadavg()[0]:.1f})"
+    )
+    if not precision.use_bf16(exact=False, device="cpu"):
+        print(
+            "skipped: exact=False runs float32 on this CPU (no AMX / AVX-512 BF16; torch would "
+            "emulate bf16, 34x slower than fp32 for a Lite0 batch-16 forward when measured). "
+            "--force-bf16 runs it anyway."
+        )
+        return
+    model = load_model("efficientnet_lite0")
+    g = builtin_gallery()
+    g = g.subset(np.linspace(0, len(g) - 1, min(n_images, len(g))).astype(int).tolist())
+    n = len(g)
+
+    def extract(exact: bool) -> np.ndarray:
+        return features.gallery_features(model, g, layer="pool", model_key="efficientnet_lite0",
+                                         input_size=224, use_cache=False,
+                                         exact=exact).features  # fmt: skip
+
+    t32, t16 = interleaved([lambda: extract(True), lambda: extract(False)], rounds)
+    a, b = extract(True), extract(False)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    def nearest(f: np.ndarray) -> np.ndarray:
+        sq = (f * f).sum(1)
+        d = sq[:, None] + sq[None] - 2.0 * f @ f.T
+        np.fill_diagonal(d, np.inf)
+        return d.argmin(1)
+
+    same = float((nearest(a) == nearest(b)).mean())
+    print(f"Lite0 `pool`, {n} images at 224 px, batch 16, min of {rounds} interleaved rounds")
+    print("| precision | s | images/s | x fp32 throughput |")
+    print("|---|---|---|---|")
+    print(f"| fp32 (exact=True) | {t32:.2f} | {n / t32:.1f} | 1.00 |")
+    print(f"| bf16 (exact=False) | {t16:.2f} | {n / t16:.1f} | {t32 / t16:.2f} |")
+    print(f"cosine fp32/bf16: min {cos.min():.5f}, mean {cos.mean():.5f}; "
+          f"same nearest neighbour: {same:.3f}")  # fmt: skip
 
 
 def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +158,7 @@ def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
     t0 = time.perf_counter()
     feats = features.gallery_features(load_model("efficientnet_lite0"), sub, layer="pool",
                                       model_key="efficientnet_lite0", input_size=TSNE_INPUT,
-                                      use_cache=False).features  # fmt: skip
+                                      use_cache=False, exact=True).features  # fmt: skip
     print(f"(extracted {n} features at {TSNE_INPUT} px in {time.perf_counter() - t0:.1f} s)")
     OUT.mkdir(parents=True, exist_ok=True)
     label_ids = np.unique(labels, return_inverse=True)[1]
@@ -155,13 +209,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=324, help="images for the extraction test")
     parser.add_argument("--skip-extraction", action="store_true")
+    parser.add_argument("--precision-only", action="store_true", help="only section 3")
+    parser.add_argument("--force-bf16", action="store_true", help="bf16 even where it is slow")
     args = parser.parse_args()
+    if args.force_bf16:
+        os.environ["VIZCORE_BF16"] = "force"
+    if args.precision_only:
+        bench_precision(1 if args.quick else args.repeats, args.images)
+        return
     torch.set_num_threads(2)
     os.environ.setdefault("VIZCORE_CACHE_DIR", str(OUT / "cache"))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} (2 cores)")  # fmt: skip
     if not args.skip_extraction:
         bench_extraction(1 if args.quick else args.repeats, args.images)
+        bench_precision(1 if args.quick else args.repeats, args.images)
     bench_tsne([1000] if args.quick else [1000, 2000, 5000])
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 

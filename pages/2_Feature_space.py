@@ -9,6 +9,7 @@ from vizcore.techniques import embedding
 from vizui import gallery_view, how_it_works, inside_view
 from vizui.frame import frame
 from vizui.hover_thumbs import data_uri, hover_thumbnails
+from vizui.precision_view import exact_toggle
 
 ctx = frame(
     "Feature space",
@@ -25,7 +26,8 @@ layer = st.selectbox(
     help="The first entry is the model's last feature layer (what its classifier reads). Conv maps "
     "are global-average pooled to one vector per image.",
 )  # fmt: skip
-result = gallery_view.gallery_features(ctx, g, layer, key=P)
+exact = exact_toggle(P)
+result = gallery_view.gallery_features(ctx, g, layer, key=P, exact=exact)
 if result is None:
     st.stop()
 feats = result.features

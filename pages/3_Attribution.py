@@ -14,6 +14,7 @@ from vizui import attribution_view as view
 from vizui import cached, how_it_works, view_link
 from vizui.frame import frame
 from vizui.keep import keep_choice, remember_choice
+from vizui.precision_view import exact_toggle
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ with right:
         help="On Run, randomize the top layers and see whether each fast map changes "
         "(Adebayo et al. 2018).",
     )
+    exact = exact_toggle("attribution", container=d1)
 
 rows, cols = occlusion_grid((size, size), window, stride)
 positions = rows * cols
@@ -177,6 +179,7 @@ def _params(label: str) -> view.MethodParams:
         window=window if occluding else 0,
         stride=stride if occluding else 0,
         fill=fill if occluding else "",
+        exact=exact if label in view.PRECISION_METHODS else True,
     )
 
 
@@ -186,6 +189,11 @@ def _seconds(label: str) -> float:
         return view.method_seconds(ctx.model, size, _params(label), times)
     except ValueError:  # e.g. a layer Score-CAM cannot use: the error shows on its tile
         return 0.0
+
+
+def _curve_key(label: str) -> tuple[view.MethodParams, bool]:
+    # The curves' own forwards follow the toggle too, whatever the method.
+    return _params(label), exact
 
 
 slow_selected = [m for m in methods if m in view.SLOW]
@@ -222,7 +230,7 @@ def _plan() -> list[view.RunTask]:
         planned += [
             view.RunTask(f"{label} deletion/insertion", view.curves_seconds(times))
             for label in methods
-            if _params(label) not in curves and not _runs_live(label)
+            if _curve_key(label) not in curves and not _runs_live(label)
         ]
     if sanity:
         planned += [
@@ -312,11 +320,11 @@ if run:
             results[label] = result
         if score_maps:
             for label, result in results.items():
-                params = _params(label)
+                curve_key = _curve_key(label)
                 name = f"{label} deletion/insertion"
-                if params not in curves and name in planned:
-                    curves[params] = view.compute_curves(
-                        ctx.model, ctx.x, result, tracker.callback(name)
+                if curve_key not in curves and name in planned:
+                    curves[curve_key] = view.compute_curves(
+                        ctx.model, ctx.x, result, tracker.callback(name), exact=exact
                     )
                 tracker.finish(name)
         if sanity:
@@ -343,10 +351,9 @@ def _draw_tile(label: str, result: attribution.AttributionMap) -> None:
     if blank is not None:
         st.warning(blank)
         return
-    params = _params(label)
     tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
     st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
-    scored = curves.get(params)
+    scored = curves.get(_curve_key(label))
     if scored is not None:
         st.caption(
             f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. **{scored.insertion_auc:.3f}** ↑",
@@ -429,22 +436,22 @@ if score_maps and curves:
             "should rise fast (high AUC)."
         )
         curve_cols = st.columns(4)
-        shown = [label for label in methods if _params(label) in curves]
+        shown = [label for label in methods if _curve_key(label) in curves]
         for i, label in enumerate(shown):
             with curve_cols[i % 4]:
                 st.markdown(f"**{label}**")
                 st.plotly_chart(
-                    view.curves_chart(curves[_params(label)]),
+                    view.curves_chart(curves[_curve_key(label)]),
                     key=f"attribution_curve_{label}",
                     width="stretch",
                 )
     how_it_works.panel(
         "deletion_insertion",
         numbers={
-            label: f"del. {curves[_params(label)].deletion_auc:.3f} · "
-            f"ins. {curves[_params(label)].insertion_auc:.3f}"
+            label: f"del. {curves[_curve_key(label)].deletion_auc:.3f} · "
+            f"ins. {curves[_curve_key(label)].insertion_auc:.3f}"
             for label in methods
-            if _params(label) in curves
+            if _curve_key(label) in curves
         },
     )
 

@@ -39,6 +39,7 @@ from vizcore.devices import model_device
 from vizcore.gallery import Gallery
 from vizcore.hooks import capture_activations, forward_until, inference_session
 from vizcore.layers import get_layer
+from vizcore.precision import Precision, fast_forward, precision_of
 from vizcore.progress import OnStep, StepInfo, report, waiting
 
 logger = logging.getLogger(__name__)
@@ -141,8 +142,18 @@ def gallery_batches(
         yield x.contiguous(memory_format=layout)
 
 
-def _cache_path(kind: str, model_key: str, layer: str, gallery: Gallery, input_size: int) -> Path:
-    key = json.dumps([kind, model_key, layer, gallery.digest, input_size, _VERSION])
+def _cache_path(
+    kind: str,
+    model_key: str,
+    layer: str,
+    gallery: Gallery,
+    input_size: int,
+    precision: Precision = "fp32",
+) -> Path:
+    parts: list[object] = [kind, model_key, layer, gallery.digest, input_size, _VERSION]
+    if precision != "fp32":  # float32 entries keep their earlier keys
+        parts.append(precision)
+    key = json.dumps(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model_key}-{layer}")[:80]
     return diskcache.cache_root() / "features" / f"{kind}-{safe}-{digest}.npz"
@@ -181,6 +192,7 @@ def _run(
     reduce: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
     channels_last: bool,
     what: str,
+    exact: bool = True,
 ) -> tuple[list[tuple[torch.Tensor, ...]], tuple[int, ...], bool]:
     """Run the gallery through the model up to ``layer``; ``reduce`` each batch's activation."""
     if batch_size < 1:
@@ -200,6 +212,7 @@ def _run(
             with (
                 inference_session(model, on_wait=waiting(on_step, done, len(gallery))),
                 capture_activations(model, [layer], detach=True, stop_early=True) as acts,
+                fast_forward(exact=exact, device=model_device(model)),
             ):
                 forward_until(model, x)
             act = acts[layer]
@@ -225,6 +238,7 @@ def gallery_features(
     use_cache: bool = True,
     max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
     on_step: OnStep | None = None,
+    exact: bool = False,
 ) -> GalleryFeatures:
     """Features of every gallery image at ``layer``, from the disk cache when possible.
 
@@ -243,9 +257,13 @@ def gallery_features(
         use_cache: Read and write the disk cache.
         max_cache_bytes: Bound of the feature cache folder; oldest entries are evicted.
         on_step: Progress callback; returning ``False`` stops (the partial result is not cached).
+        exact: ``True`` runs in float32; ``False`` runs the forwards under bf16 autocast where
+            bf16 is fast here (:mod:`vizcore.precision`; the pooling is float32 either way).
+            bf16 features are cached apart from float32 ones.
     """
     t0 = time.perf_counter()
-    path = _cache_path("feat", model_key, layer, gallery, input_size)
+    precision = precision_of(exact=exact, device=model_device(model))
+    path = _cache_path("feat", model_key, layer, gallery, input_size, precision)
     if use_cache and (hit := _load(path)) is not None and "features" in hit:
         return GalleryFeatures(hit["features"], layer, model_key, gallery.digest,
                                bool(hit["pooled"]), from_cache=True,
@@ -258,6 +276,7 @@ def gallery_features(
     outputs, shape, stopped = _run(
         model, gallery, layer=layer, input_size=input_size, batch_size=batch_size,
         on_step=on_step, reduce=reduce, channels_last=channels_last, what="Extracting features",
+        exact=precision == "fp32",
     )  # fmt: skip
     features = torch.cat([o[0] for o in outputs]).cpu().numpy().astype(np.float32, copy=False)
     pooled = len(shape) == 3
@@ -319,10 +338,20 @@ def gallery_channel_maxima(
 
 
 def lookup_features(
-    gallery: Gallery, *, layer: str, model_key: str, input_size: int
+    gallery: Gallery,
+    *,
+    layer: str,
+    model_key: str,
+    input_size: int,
+    precision: Precision = "fp32",
 ) -> GalleryFeatures | None:
-    """The cached features of ``gallery`` at ``layer``, or ``None`` (never runs the model)."""
-    hit = _load(_cache_path("feat", model_key, layer, gallery, input_size))
+    """The cached features of ``gallery`` at ``layer``, or ``None`` (never runs the model).
+
+    ``precision`` is what :func:`gallery_features` used (:func:`vizcore.precision.precision_of`).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}.")
+    hit = _load(_cache_path("feat", model_key, layer, gallery, input_size, precision))
     if hit is None or "features" not in hit:
         return None
     return GalleryFeatures(hit["features"], layer, model_key, gallery.digest, bool(hit["pooled"]),

@@ -33,6 +33,9 @@ COMPUTE_CALLS: Counter[str] = Counter()
 #: Methods whose cost is many forwards: computed only when the user presses Run.
 SLOW = frozenset(label for label, info in attribution.METHODS.items() if info.slow)
 
+#: Methods with an ``exact=`` keyword (batched forwards that may run in bf16).
+PRECISION_METHODS = frozenset({"Occlusion", "Score-CAM"})
+
 
 def method_key(label: str) -> str:
     """A method's checkbox key: ``"Grad-CAM++"`` -> ``"attribution_method_grad_cam__"``."""
@@ -49,6 +52,7 @@ class MethodParams:
     window: int
     stride: int
     fill: str
+    exact: bool = True
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword options for the vizcore function."""
@@ -57,6 +61,8 @@ class MethodParams:
             out["layer"] = self.layer
         if self.label == "Occlusion":
             out.update(window=self.window, stride=self.stride, fill=self.fill)
+        if self.label in PRECISION_METHODS:
+            out["exact"] = self.exact
         return out
 
 
@@ -79,11 +85,18 @@ def fast_map(model_key: str, digest: str, _x: torch.Tensor, params: MethodParams
 
 
 def compute_curves(
-    model: torch.nn.Module, x: torch.Tensor, result: AttributionMap, on_step: OnStep | None = None
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    result: AttributionMap,
+    on_step: OnStep | None = None,
+    *,
+    exact: bool = True,
 ) -> FaithfulnessCurves:
     """Deletion/insertion curves of one map (uncached)."""
     COMPUTE_CALLS["curves"] += 1
-    return faithfulness.deletion_insertion(model, x, result, steps=CURVE_STEPS, on_step=on_step)
+    return faithfulness.deletion_insertion(
+        model, x, result, steps=CURVE_STEPS, on_step=on_step, exact=exact
+    )
 
 
 def compute_sanity(

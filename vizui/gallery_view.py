@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import streamlit as st
 
-from vizcore import features, gallery
+from vizcore import features, gallery, precision
 from vizcore.progress import StepInfo
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri
@@ -196,11 +196,17 @@ def run_with_progress(
 
 
 def gallery_features(
-    ctx: Context, g: gallery.Gallery, layer: str, *, key: str
+    ctx: Context, g: gallery.Gallery, layer: str, *, key: str, exact: bool = True
 ) -> features.GalleryFeatures | None:
-    """The gallery's features from the disk cache, or a button that extracts them with progress."""
+    """The gallery's features from the disk cache, or a button that extracts them with progress.
+
+    ``exact=False`` lets the extraction run in bf16 where it is fast (cached apart from fp32).
+    """
     size = ctx.spec.preprocessing.input_size
-    hit = features.lookup_features(g, layer=layer, model_key=ctx.model_key, input_size=size)
+    used = precision.precision_of(exact=exact, device=precision.model_device(ctx.model))
+    hit = features.lookup_features(
+        g, layer=layer, model_key=ctx.model_key, input_size=size, precision=used
+    )
     if hit is not None:
         return hit
     # The notice, the buttons and the progress share one placeholder, emptied once the features
@@ -218,7 +224,7 @@ def gallery_features(
             "Extracting features",
             lambda on_step: features.gallery_features(
                 ctx.model, g, layer=layer, model_key=ctx.model_key, input_size=size,
-                on_step=on_step,
+                on_step=on_step, exact=exact,
             ),
             key=key,
         )  # fmt: skip

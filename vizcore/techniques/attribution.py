@@ -53,6 +53,7 @@ from vizcore.hooks import (
 )
 from vizcore.layers import get_layer
 from vizcore.models.discovery import facts_for, functional_rectifiers, is_rectifier
+from vizcore.precision import check_exact, forward_float, use_bf16
 from vizcore.progress import OnStep, StepInfo, report, waiting
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -288,6 +289,7 @@ def occlusion(
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
     indices: Sequence[int] | None = None,
+    exact: bool = False,
 ) -> AttributionMap:
     """Occlusion sensitivity (Zeiler & Fergus, ECCV 2014, section 4.2).
 
@@ -305,11 +307,17 @@ def occlusion(
     grid, in that order): ``raw`` is then NaN at the others and the map averages the windows
     that ran. :func:`occlusion_progressive` builds its coarse-to-fine schedule on it.
 
+    Precision (:mod:`vizcore.precision`): with ``exact=False`` the occluded forwards run under
+    bf16 autocast where bf16 is fast here, and so does the reference probability they are
+    subtracted from; the target class comes from a float32 forward. ``exact=True`` is float32
+    throughout. ``info["bf16"]`` is 1.0 when bf16 was used.
+
     Raises:
         ValueError: Window larger than the image, stride 0, unknown fill, bad target, an index
             outside the grid or repeated.
     """
     x = _check_input(x, model)
+    check_exact(exact)
     if fill not in FILLS:
         raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
     batch_size = _check_positive("batch_size", batch_size)
@@ -325,8 +333,11 @@ def occlusion(
     with torch.inference_mode():
         with inference_session(model, on_wait=waiting(on_step, 0, positions)):
             logits = model(_channels_last(x))
+            bf16 = use_bf16(exact=exact, device=logits.device)
+            # The reference in the precision of the occluded forwards.
+            same = forward_float(model, _channels_last(x), exact=exact) if bf16 else logits
         resolved = resolve_target(logits, target)
-        reference = resolved.probability(logits)[0]
+        reference = resolved.probability(same)[0]
         while done < positions:
             n = min(batch_size, positions - done)
             batch = torch.empty(
@@ -342,7 +353,7 @@ def occlusion(
                 batch[j, :, ys, xs] = baseline[0, :, ys, xs]
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, done, positions)):
-                out = model(batch)
+                out = forward_float(model, batch, exact=exact)
             drops[done : done + n] = reference - resolved.probability(out).float()
             done += n
             info = StepInfo(done, positions, message=f"{done}/{positions} window positions")
@@ -366,7 +377,12 @@ def occlusion(
         layer=None,
         start=start,
         stopped=stopped,
-        info={"positions": positions, "done": done, "reference_probability": float(reference)},
+        info={
+            "positions": positions,
+            "done": done,
+            "reference_probability": float(reference),
+            "bf16": float(bf16),
+        },
     )
 
 
@@ -1210,6 +1226,7 @@ def score_cam(
     layer: str,
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    exact: bool = False,
 ) -> AttributionMap:
     """Score-CAM (Wang et al., CVPR workshops 2020).
 
@@ -1221,8 +1238,14 @@ def score_cam(
     the masked images are softmax-normalized across channels. Masks are upsampled with
     ``align_corners=True`` like pytorch-grad-cam. Costs one forward per channel, in batches;
     progress after each batch, ``on_step`` returning ``False`` stops (partial weights).
+
+    Precision (:mod:`vizcore.precision`): with ``exact=False`` the masked forwards run under
+    bf16 autocast where bf16 is fast here; the activations, the target and the channel softmax
+    stay float32. ``exact=True`` is float32 throughout. ``info["bf16"]`` is 1.0 when bf16 was
+    used.
     """
     x = _check_input(x, model)
+    check_exact(exact)
     batch_size = _check_positive("batch_size", batch_size)
     start = time.perf_counter()
     module = get_layer(model, layer)
@@ -1249,7 +1272,7 @@ def score_cam(
             batch = _score_cam_batch(x, acts[:, done : done + n])
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, done, channels)):
-                out = model(batch)
+                out = forward_float(model, batch, exact=exact)
             scores[done : done + n] = resolved.score(out).float()
             done += n
             if not report(on_step, StepInfo(done, channels, message=f"{done}/{channels} maps")):
@@ -1265,7 +1288,11 @@ def score_cam(
         layer=layer,
         start=start,
         stopped=stopped,
-        info={"channels": channels, "done": done},
+        info={
+            "channels": channels,
+            "done": done,
+            "bf16": float(use_bf16(exact=exact, device=logits.device)),
+        },
     )
 
 

@@ -25,6 +25,7 @@ from vizcore.checks import check_finite_array, check_image_batch, check_int
 from vizcore.devices import model_device
 from vizcore.hooks import inference_session, model_lock
 from vizcore.layers import get_layer
+from vizcore.precision import check_exact, forward_float
 from vizcore.progress import OnStep, StepInfo, report, waiting
 from vizcore.techniques.attribution import (
     BATCH_SIZE,
@@ -78,6 +79,7 @@ def deletion_insertion(
     steps: int = 25,
     batch_size: int = BATCH_SIZE,
     on_step: OnStep | None = None,
+    exact: bool = False,
 ) -> FaithfulnessCurves:
     """Deletion and insertion curves and their AUC (Petsiuk et al., BMVC 2018).
 
@@ -88,6 +90,10 @@ def deletion_insertion(
 
     Deviation: the paper changes 224 pixels per step (224 steps at 224 px); ``steps`` evenly
     spaced fractions give the same curve sampled coarser, at ``2 (steps + 1)`` batched forwards.
+
+    Precision (:mod:`vizcore.precision`): with ``exact=False`` the curve forwards run under bf16
+    autocast where bf16 is fast here (the target comes from a float32 forward); ``exact=True``
+    is float32 throughout.
 
     Raises:
         ValueError: The map's shape is not the input's ``(H, W)``, or ``steps`` < 1.
@@ -108,6 +114,7 @@ def deletion_insertion(
     check_finite_array("The attribution map", saliency)
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_exact(exact)
     start = time.perf_counter()
     order = np.argsort(-np.nan_to_num(saliency, nan=-np.inf).ravel(), kind="stable")
     rank = np.empty(order.size, dtype=np.int64)
@@ -137,7 +144,7 @@ def deletion_insertion(
                     batch[j] = (blurred * (1 - changed) + x * changed)[0]
             # One turn per batch: another session's request waits at most about one batch.
             with inference_session(model, on_wait=waiting(on_step, begin, len(jobs))):
-                out = model(batch)
+                out = forward_float(model, batch, exact=exact)
             probs_t[begin : begin + len(chunk)] = resolved.probability(out).float()
             done = begin + len(chunk)
             if not report(on_step, StepInfo(done, len(jobs), message=f"{done}/{len(jobs)} images")):
@@ -251,6 +258,8 @@ def randomization_check(
     top ``steps`` blocks one after another from the logits downward (:func:`cascade_layers`)
     and recompute ``method``'s map after each; report Spearman's rank correlation of each map to
     the original map (1 = unchanged). The target is fixed to the original model's class.
+    ``options`` go to ``method`` unchanged: ``exact=`` there chooses the precision of a batched
+    forward-only method (occlusion, Score-CAM; :mod:`vizcore.precision`).
 
     Deviation: conv / linear weights are re-drawn from a Kaiming normal (local generator), biases
     zeroed, normalization layers kept (the paper re-draws all weights of a layer).
