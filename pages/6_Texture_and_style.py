@@ -97,7 +97,10 @@ with tex_tab:
         seed = st.number_input("Seed", 0, 10_000, 0, key="texture_style_seed")
     if tex_settings.note:
         st.caption(f"{spec.label}: {tex_settings.note}.")
-    sv.show_partial("texture_style_run", "Gram texture synthesis")
+    tex_context = (model_key, choice.key if choice is not None else None)
+    tex_stopped = sv.show_partial(
+        "texture_style_run", "Gram texture synthesis", context=tex_context, name="gram_texture"
+    )
     if choice is not None and st.button(
         "Synthesize", type="primary", key="texture_style_go", icon=":material/play_arrow:"
     ):
@@ -122,6 +125,7 @@ with tex_tab:
                     "texture_style_run",
                     "Gram texture synthesis",
                     style_tech.texture_synthesis,
+                    context=tex_context,
                     model=ctx.model,
                     x=sample,
                     layers=layers,
@@ -143,6 +147,8 @@ with tex_tab:
                 }
     res = st.session_state.get("texture_style_result")
     if res:
+        if tex_stopped:
+            st.markdown("**Last finished run** (the stopped run is above the button)")
         a, b, c = st.columns(3)
         a.image(res["sample"], caption=f"Sample: {res['label']}", width="stretch")
         q, g = res["quilt"], res["gram"]
@@ -227,7 +233,10 @@ with gatys_tab:
         )
     if settings.note:
         st.caption(f"Measured default for {spec.label}: {settings.note}.")
-    sv.show_partial("gatys_style_run", "Style transfer")
+    g_context = (model_key, ctx.digest, g_choice.key if g_choice is not None else None)
+    g_stopped = sv.show_partial(
+        "gatys_style_run", "Style transfer", context=g_context, name="style_transfer"
+    )
     if g_choice is not None and st.button(
         "Stylize", type="primary", key="gatys_style_go", icon=":material/play_arrow:"
     ):
@@ -238,6 +247,7 @@ with gatys_tab:
                 "gatys_style_run",
                 "Style transfer",
                 style_tech.style_transfer,
+                context=g_context,
                 model=ctx.model,
                 x=sv.pil_tensor(ctx.image, g_size),
                 style=sv.pil_tensor(g_choice.image, g_size),
@@ -261,6 +271,8 @@ with gatys_tab:
     last = st.session_state.get("gatys_style_last")
     if last and last["key"][:2] == (model_key, ctx.digest):
         g_res = st.session_state["gatys_style_results"][last["key"]]
+        if g_stopped:
+            st.markdown("**Last finished run** (the stopped run is above the button)")
         a, b, c = st.columns(3)
         a.image(ctx.image, caption=f"Content: {ctx.image_label}", width="stretch")
         b.image(last["style"], caption=f"Style: {last['label']}", width="stretch")
@@ -307,29 +319,40 @@ with fast_tab:
     fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other, f_blend)
     a, b = st.columns(2)
     h, w = fast.image.shape[:2]
-    label = f_style if f_blend == 0 else f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"
+    # The style the fast image mostly shows (all of it at blend 0 or 1): Gatys beside it uses it.
+    g_style = f_style if f_blend <= 0.5 else f_other
+    if f_blend in (0.0, 1.0):
+        label = g_style
+    else:
+        label = f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"
     a.image(
         fast.image,
         caption=f"Fast style ({label}), {w}×{h} px: {fast.seconds:.2f} s",
         width="stretch",
     )
     with a:
-        sv.downloads("fast_style_dl", f"fast_style_{f_style}", fast.image)
+        sv.downloads(
+            "fast_style_dl", f"fast_style_{label if f_blend in (0.0, 1.0) else 'blend'}", fast.image
+        )
     with b:
-        key = (model_key, ctx.digest, f_style)
+        key = (model_key, ctx.digest, g_style)
         g_done = st.session_state.get("gatys_style_results", {}).get(key)
         if g_done is not None:
             gh, gw = g_done.image.shape[:2]
             st.image(
                 g_done.image,
-                caption=f"Gatys ({f_style}, {spec.label}), {gw}×{gh} px, "
+                caption=f"Gatys ({g_style}, {spec.label}), {gw}×{gh} px, "
                 f"{g_done.steps_done} steps: {g_done.seconds:.1f} s",
                 width="stretch",
             )
         else:
-            st.info(f"Run Gatys with the same style ({f_style}) to compare quality and time.")
+            st.info(f"Run Gatys with the same style ({g_style}) to compare quality and time.")
+        if 0.0 < f_blend < 1.0:
+            st.caption(
+                f"Gatys here takes one style: {g_style}, the larger part of the fast image's blend."
+            )
         if st.button(
-            f"Run Gatys with {f_style}", key="fast_style_gatys", icon=":material/play_arrow:"
+            f"Run Gatys with {g_style}", key="fast_style_gatys", icon=":material/play_arrow:"
         ):
             settings = style_tech.style_settings(spec)
             g_new = sv.run_with_progress(
@@ -338,7 +361,7 @@ with fast_tab:
                 style_tech.style_transfer,
                 model=ctx.model,
                 x=sv.pil_tensor(ctx.image, 256),
-                style=sv.pil_tensor(sv.style_image(f_style), 256),
+                style=sv.pil_tensor(sv.style_image(g_style), 256),
                 style_layers=style_layers_default,
                 content_layer=content_default[0],
                 style_weight=settings.style_weight,
