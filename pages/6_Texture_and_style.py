@@ -33,6 +33,9 @@ layer_options = list(
     )
 )
 
+#: Style weights offered (log steps of about 3x; the measured useful range is 0.1 to 100).
+STYLE_WEIGHTS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+
 tex_tab, gatys_tab, fast_tab = st.tabs(
     ["Texture synthesis", "Style transfer (Gatys)", "Fast style (feed-forward)"]
 )
@@ -183,9 +186,11 @@ with tex_tab:
 with gatys_tab:
     settings = style_tech.style_settings(spec)
     st.markdown(
-        "Start from the photo and minimize *style weight × Gram loss + content weight × feature "
-        "loss + TV weight × total variation* (Gatys et al. 2016). Losses are relative per layer, "
-        "so the same weights work on both bundled nets."
+        "Start from the photo and minimize *style weight × style loss + content weight × content "
+        "loss + TV weight × total variation* (Gatys et al. 2016). Both losses are relative: the "
+        "style loss is 1 at the photo, the content loss reaches about 1 when the photo's features "
+        "are gone. Equal weights balance them; each step of the style weight is about 3× more "
+        "style."
     )
     c1, c2, c3 = st.columns(3)
     with c1:
@@ -214,8 +219,14 @@ with gatys_tab:
             key=f"gatys_style_opt_{model_key}",
         )
     with c3:
-        g_sw = st.number_input(
-            "Style weight", 0.0, 1e5, settings.style_weight, 10.0, key=f"gatys_style_sw_{model_key}"
+        g_sw = st.select_slider(
+            "Style weight",
+            STYLE_WEIGHTS,
+            settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 10.0,
+            format_func=lambda v: f"{v:g}",
+            key=f"gatys_style_sw_{model_key}",
+            help="0.1 keeps the photo, 1 balances style and content, 100 and more paint the "
+            "style over it (measured: bench/results/style_weights.md).",
         )
         g_cw = st.number_input(
             "Content weight",
@@ -284,6 +295,7 @@ with gatys_tab:
             width="stretch",
         )
         with c:
+            st.caption(sv.loss_terms(g_res))
             sv.downloads("gatys_style_dl", "style_transfer", g_res.image, g_res.frames)
 
 # ----------------------------------------------------------------------------- fast style

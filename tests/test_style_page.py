@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from vizcore.models.registry import get_spec
 from vizcore.techniques import style as style_tech
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +152,20 @@ def test_stopped_gatys_run_is_labelled_downloadable_and_not_shown_under_another_
     assert not at.exception, at.exception
     assert not [w.value for w in at.warning if "stopped" in w.value.lower()]
     assert "gatys_style_run_partial_png" not in {b.key for b in at.get("download_button")}
+
+
+def test_gatys_style_weight_spans_a_useful_range_and_the_loss_terms_are_shown() -> None:
+    at = _page()
+    weight = at.select_slider(key="gatys_style_sw_squeezenet1_1")
+    assert "0.1" in weight.options and "100" in weight.options, weight.options
+    assert weight.value == style_tech.style_settings(get_spec("squeezenet1_1")).style_weight
+    at.select_slider(key="gatys_style_size").set_value(128)
+    at.slider(key="gatys_style_steps_squeezenet1_1").set_value(10)
+    weight.set_value(3.0)
+    at.button(key="gatys_style_go").click().run()
+    assert not at.exception, at.exception
+    (result,) = at.session_state["gatys_style_results"].values()
+    assert result.settings["style_weight"] == 3.0
+    terms = [c.value for c in at.caption if "content loss" in c.value]
+    assert terms and f"content loss {result.content_loss_end:.3f}" in terms[0], terms
+    assert f"style loss {result.style_ratio:.3f}" in terms[0].lower()

@@ -17,6 +17,7 @@ from vizcore import images
 from vizcore.progress import StepInfo
 from vizcore.render import gif_bytes, png_bytes
 from vizcore.techniques import fast_style
+from vizcore.techniques.style import StyleResult
 from vizcore.techniques.style_images import STYLE_PATTERNS
 from vizui import cached
 
@@ -137,6 +138,20 @@ def run_with_progress(
     frame_slot.empty()
     st.session_state.pop(f"{prefix}_partial", None)
     return result
+
+
+def loss_terms(result: StyleResult) -> str:
+    """One line with a style transfer's loss terms at the result, raw and weighted."""
+    sw = float(result.settings.get("style_weight", 1.0))
+    cw = float(result.settings.get("content_weight", 1.0))
+    text = (
+        f"Style loss {result.style_ratio:.3f} of the photo's (× {sw:g} = "
+        f"{sw * result.style_ratio:.3g})"
+    )
+    if result.content_loss_end is not None:
+        c = result.content_loss_end
+        text += f", content loss {c:.3f} (× {cw:g} = {cw * c:.3g})"
+    return text + "."
 
 
 def show_partial(
