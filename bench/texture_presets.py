@@ -46,21 +46,25 @@ CANDIDATES: dict[str, dict[str, dict]] = {
             "style_layers": ("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
             "tv_weight": 0.3,
         },
-        "style preset blocks.0-10, tv 0.3": {
-            "style_layers": ("blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10"),
-            "tv_weight": 0.3,
-        },
         "stem + blocks.0-10, tv 0.3": {
             "style_layers": ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10"),
             "tv_weight": 0.3,
         },
-        "stem + blocks.0-14, tv 0.3": {
+        "style preset blocks.0-10, tv 0.3": {
+            "style_layers": ("blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10"),
+            "tv_weight": 0.3,
+        },
+        "stem + blocks.2-14, tv 0.3": {
             "style_layers": ("stem", "blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
             "tv_weight": 0.3,
         },
     },
     "squeezenet1_1": {
         "old: fire2,3,5, tv 0.1": {"style_layers": ("fire2", "fire3", "fire5"), "tv_weight": 0.1},
+        "style preset conv1-fire7, tv 0.1": {
+            "style_layers": ("conv1", "fire2", "fire3", "fire5", "fire7"),
+            "tv_weight": 0.1,
+        },
         "conv1 + fire2,3,5, tv 0.1": {
             "style_layers": ("conv1", "fire2", "fire3", "fire5"),
             "tv_weight": 0.1,
@@ -68,10 +72,6 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "style preset conv1-fire7, tv 0": {
             "style_layers": ("conv1", "fire2", "fire3", "fire5", "fire7"),
             "tv_weight": 0.0,
-        },
-        "style preset conv1-fire7, tv 0.1": {
-            "style_layers": ("conv1", "fire2", "fire3", "fire5", "fire7"),
-            "tv_weight": 0.1,
         },
     },
 }
@@ -83,7 +83,7 @@ def sample_image(name: str, size: int) -> np.ndarray:
         image = STYLE_PATTERNS[name](size, seed=0)
     else:
         image = resize_center_crop(load_sample(name), size=size)
-    return np.asarray(image.convert("RGB"))
+    return np.array(image.convert("RGB"))
 
 
 def colour_distance(a: np.ndarray, b: np.ndarray, bins: int = 8) -> float:
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", nargs="*", default=list(SAMPLES))
     parser.add_argument("--models", nargs="*", default=list(CANDIDATES))
+    parser.add_argument("--first", type=int, default=None, help="only the first N candidates")
     parser.add_argument("--sheet", type=Path, default=None, help="write a JPEG contact sheet")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -153,7 +154,7 @@ def main() -> None:
             for n in args.samples
         ]
         print(f"| image quilting (baseline) | {' | '.join(cells)} | |")
-        for label, overrides in CANDIDATES[key].items():
+        for label, overrides in list(CANDIDATES[key].items())[: args.first]:
             cells, row, seconds = [], [], 0.0
             for name, img in samples.items():
                 layers = overrides.get("style_layers", base.style_layers)

@@ -33,7 +33,7 @@ layer_options = list(
     )
 )
 
-#: Style weights offered (log steps of about 3x; the measured useful range is 0.1 to 100).
+#: Style weights offered (log steps of about 3x; the measured useful range is 0.1 to 30).
 STYLE_WEIGHTS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
 
 tex_tab, gatys_tab, fast_tab = st.tabs(
@@ -222,11 +222,11 @@ with gatys_tab:
         g_sw = st.select_slider(
             "Style weight",
             STYLE_WEIGHTS,
-            settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 10.0,
+            settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 3.0,
             format_func=lambda v: f"{v:g}",
             key=f"gatys_style_sw_{model_key}",
-            help="0.1 keeps the photo, 1 balances style and content, 100 and more paint the "
-            "style over it (measured: bench/results/style_weights.md).",
+            help="0.1 keeps the photo, 1 balances style and content, 10 paints the style over "
+            "it; above about 30 the result hardly changes (bench/results/style_weights.md).",
         )
         g_cw = st.number_input(
             "Content weight",
@@ -348,6 +348,9 @@ with fast_tab:
         )
     with b:
         key = (model_key, ctx.digest, g_style)
+        sv.show_partial(
+            "fast_style_gatys_run", f"Gatys with {g_style}", context=key, name="style_transfer"
+        )
         g_done = st.session_state.get("gatys_style_results", {}).get(key)
         if g_done is not None:
             gh, gw = g_done.image.shape[:2]
@@ -371,6 +374,7 @@ with fast_tab:
                 "fast_style_gatys_run",
                 "Style transfer",
                 style_tech.style_transfer,
+                context=key,
                 model=ctx.model,
                 x=sv.pil_tensor(ctx.image, 256),
                 style=sv.pil_tensor(sv.style_image(g_style), 256),

@@ -73,9 +73,11 @@ def test_switching_the_model_gives_that_models_presets() -> None:
     at.selectbox(key="frame_model").set_value("squeezenet1_1").run()
     assert not at.exception, at.exception
     assert at.multiselect(key="texture_style_layers_squeezenet1_1").value == [
+        "conv1",
         "fire2",
         "fire3",
         "fire5",
+        "fire7",
     ]
     assert at.number_input(key="texture_style_tv_squeezenet1_1").value == 0.1
     assert at.selectbox(key="texture_style_squeezenet1_1_style").value == "gravel"

@@ -9,8 +9,9 @@ Both run on the shared runner :func:`vizcore.optim.optimize`; the Gram statistic
   style(c) + content_weight * ||F(x) - F(c)||² / ||F(c)||² + tv_weight * TV(x)`` (Gatys, Ecker &
   Bethge 2016). The style term is divided by its value at the photo, so both terms are 1 at a
   natural scale (the style term at the start; the content term once the photo's features are
-  as far off as their own size) and equal weights balance them: the weights' useful range is
-  about 0.1 to 100 on both bundled nets (bench/results/style_weights.md).
+  as far off as their own size) and equal weights balance them: the style weight's useful range
+  is about 0.1 (the photo) to 30 (above, the result hardly changes) on both bundled nets
+  (bench/results/style_weights.md).
 
 Deviations: relative losses instead of the papers' ``1/(4 N² M²)`` normalization (see
 :mod:`vizcore.techniques.gram`); the network is one of the bundled classifiers instead of VGG-19
@@ -58,7 +59,7 @@ class StyleSettings:
     lr: float
     steps: int
     tv_weight: float
-    style_weight: float = 100.0
+    style_weight: float = 3.0  # the style term is 1 at the photo (style_transfer)
     content_weight: float = 1.0
     style_layers: tuple[str, ...] | None = None  # None: the spec's "style" preset
     note: str = ""
@@ -186,7 +187,7 @@ def style_transfer(
     style: torch.Tensor,
     style_layers: Sequence[str],
     content_layer: str,
-    style_weight: float = 10.0,
+    style_weight: float = 3.0,
     content_weight: float = 1.0,
     tv_weight: float = 1.0,
     optimizer: optim.OptimizerName = "adam",
@@ -208,8 +209,8 @@ def style_transfer(
         style_layers: Layers whose Gram matrices to match (``ModelSpec.preset("style")``).
         content_layer: Layer whose features keep the content (``ModelSpec.preset("content")``).
         style_weight: Weight of the style loss, which is normalized to 1 at the photo (so
-            ``style_weight = content_weight`` balances the two; about 0.1 keeps the photo, 100
-            and more paint the style over it on both bundled nets).
+            ``style_weight = content_weight`` balances the two; on both bundled nets about 0.1
+            keeps the photo, 10 paints the style over it, and above about 30 little changes).
         content_weight: Weight of the relative content loss.
         tv_weight: Total-variation prior (1 on Lite0 gives the painterly look).
         optimizer: ``"adam"``, ``"lbfgs"`` or ``"sgd"``.
