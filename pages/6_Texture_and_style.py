@@ -33,6 +33,9 @@ layer_options = list(
     )
 )
 
+#: Style weights offered (log steps of about 3x; the measured useful range is 0.1 to 30).
+STYLE_WEIGHTS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+
 tex_tab, gatys_tab, fast_tab = st.tabs(
     ["Texture synthesis", "Style transfer (Gatys)", "Fast style (feed-forward)"]
 )
@@ -97,7 +100,10 @@ with tex_tab:
         seed = st.number_input("Seed", 0, 10_000, 0, key="texture_style_seed")
     if tex_settings.note:
         st.caption(f"{spec.label}: {tex_settings.note}.")
-    sv.show_partial("texture_style_run", "Gram texture synthesis")
+    tex_context = (model_key, choice.key if choice is not None else None)
+    tex_stopped = sv.show_partial(
+        "texture_style_run", "Gram texture synthesis", context=tex_context, name="gram_texture"
+    )
     if choice is not None and st.button(
         "Synthesize", type="primary", key="texture_style_go", icon=":material/play_arrow:"
     ):
@@ -122,6 +128,7 @@ with tex_tab:
                     "texture_style_run",
                     "Gram texture synthesis",
                     style_tech.texture_synthesis,
+                    context=tex_context,
                     model=ctx.model,
                     x=sample,
                     layers=layers,
@@ -143,6 +150,8 @@ with tex_tab:
                 }
     res = st.session_state.get("texture_style_result")
     if res:
+        if tex_stopped:
+            st.markdown("**Last finished run** (the stopped run is above the button)")
         a, b, c = st.columns(3)
         a.image(res["sample"], caption=f"Sample: {res['label']}", width="stretch")
         q, g = res["quilt"], res["gram"]
@@ -177,9 +186,11 @@ with tex_tab:
 with gatys_tab:
     settings = style_tech.style_settings(spec)
     st.markdown(
-        "Start from the photo and minimize *style weight × Gram loss + content weight × feature "
-        "loss + TV weight × total variation* (Gatys et al. 2016). Losses are relative per layer, "
-        "so the same weights work on both bundled nets."
+        "Start from the photo and minimize *style weight × style loss + content weight × content "
+        "loss + TV weight × total variation* (Gatys et al. 2016). Both losses are relative: the "
+        "style loss is 1 at the photo, the content loss reaches about 1 when the photo's features "
+        "are gone. Equal weights balance them; each step of the style weight is about 3× more "
+        "style."
     )
     c1, c2, c3 = st.columns(3)
     with c1:
@@ -208,8 +219,14 @@ with gatys_tab:
             key=f"gatys_style_opt_{model_key}",
         )
     with c3:
-        g_sw = st.number_input(
-            "Style weight", 0.0, 1e5, settings.style_weight, 10.0, key=f"gatys_style_sw_{model_key}"
+        g_sw = st.select_slider(
+            "Style weight",
+            STYLE_WEIGHTS,
+            settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 3.0,
+            format_func=lambda v: f"{v:g}",
+            key=f"gatys_style_sw_{model_key}",
+            help="0.1 keeps the photo, 1 balances style and content, 10 paints the style over "
+            "it; above about 30 the result hardly changes (bench/results/style_weights.md).",
         )
         g_cw = st.number_input(
             "Content weight",
@@ -227,7 +244,10 @@ with gatys_tab:
         )
     if settings.note:
         st.caption(f"Measured default for {spec.label}: {settings.note}.")
-    sv.show_partial("gatys_style_run", "Style transfer")
+    g_context = (model_key, ctx.digest, g_choice.key if g_choice is not None else None)
+    g_stopped = sv.show_partial(
+        "gatys_style_run", "Style transfer", context=g_context, name="style_transfer"
+    )
     if g_choice is not None and st.button(
         "Stylize", type="primary", key="gatys_style_go", icon=":material/play_arrow:"
     ):
@@ -238,6 +258,7 @@ with gatys_tab:
                 "gatys_style_run",
                 "Style transfer",
                 style_tech.style_transfer,
+                context=g_context,
                 model=ctx.model,
                 x=sv.pil_tensor(ctx.image, g_size),
                 style=sv.pil_tensor(g_choice.image, g_size),
@@ -261,6 +282,8 @@ with gatys_tab:
     last = st.session_state.get("gatys_style_last")
     if last and last["key"][:2] == (model_key, ctx.digest):
         g_res = st.session_state["gatys_style_results"][last["key"]]
+        if g_stopped:
+            st.markdown("**Last finished run** (the stopped run is above the button)")
         a, b, c = st.columns(3)
         a.image(ctx.image, caption=f"Content: {ctx.image_label}", width="stretch")
         b.image(last["style"], caption=f"Style: {last['label']}", width="stretch")
@@ -272,6 +295,7 @@ with gatys_tab:
             width="stretch",
         )
         with c:
+            st.caption(sv.loss_terms(g_res))
             sv.downloads("gatys_style_dl", "style_transfer", g_res.image, g_res.frames)
 
 # ----------------------------------------------------------------------------- fast style
@@ -308,38 +332,53 @@ with fast_tab:
     fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other if f_blend else None, f_blend)
     a, b = st.columns(2)
     h, w = fast.image.shape[:2]
-    label = f_style if f_blend == 0 else f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"
+    # The style the fast image mostly shows (all of it at blend 0 or 1): Gatys beside it uses it.
+    g_style = f_style if f_blend <= 0.5 else f_other
+    if f_blend in (0.0, 1.0):
+        label = g_style
+    else:
+        label = f"{1 - f_blend:.2f}·{f_style} + {f_blend:.2f}·{f_other}"
     a.image(
         fast.image,
         caption=f"Fast style ({label}), {w}×{h} px: {fast.seconds:.2f} s",
         width="stretch",
     )
     with a:
-        sv.downloads("fast_style_dl", f"fast_style_{f_style}", fast.image)
+        sv.downloads(
+            "fast_style_dl", f"fast_style_{label if f_blend in (0.0, 1.0) else 'blend'}", fast.image
+        )
     with b:
-        key = (model_key, ctx.digest, f_style)
+        key = (model_key, ctx.digest, g_style)
+        sv.show_partial(
+            "fast_style_gatys_run", f"Gatys with {g_style}", context=key, name="style_transfer"
+        )
         g_done = st.session_state.get("gatys_style_results", {}).get(key)
         if g_done is not None:
             gh, gw = g_done.image.shape[:2]
             st.image(
                 g_done.image,
-                caption=f"Gatys ({f_style}, {spec.label}), {gw}×{gh} px, "
+                caption=f"Gatys ({g_style}, {spec.label}), {gw}×{gh} px, "
                 f"{g_done.steps_done} steps: {g_done.seconds:.1f} s",
                 width="stretch",
             )
         else:
-            st.info(f"Run Gatys with the same style ({f_style}) to compare quality and time.")
+            st.info(f"Run Gatys with the same style ({g_style}) to compare quality and time.")
+        if 0.0 < f_blend < 1.0:
+            st.caption(
+                f"Gatys here takes one style: {g_style}, the larger part of the fast image's blend."
+            )
         if st.button(
-            f"Run Gatys with {f_style}", key="fast_style_gatys", icon=":material/play_arrow:"
+            f"Run Gatys with {g_style}", key="fast_style_gatys", icon=":material/play_arrow:"
         ):
             settings = style_tech.style_settings(spec)
             g_new = sv.run_with_progress(
                 "fast_style_gatys_run",
                 "Style transfer",
                 style_tech.style_transfer,
+                context=key,
                 model=ctx.model,
                 x=sv.pil_tensor(ctx.image, 256),
-                style=sv.pil_tensor(sv.style_image(f_style), 256),
+                style=sv.pil_tensor(sv.style_image(g_style), 256),
                 style_layers=style_layers_default,
                 content_layer=content_default[0],
                 style_weight=settings.style_weight,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,38 @@ def test_real_model_style_transfer_moves_toward_the_style(squeezenet) -> None:
     )
     assert result.style_loss_end < 0.5 * result.style_loss_start
     assert count_hooks(squeezenet) == 0 and ModelState.of(squeezenet) == state
+
+
+def test_real_model_style_weight_trades_style_for_content_over_its_range(squeezenet) -> None:
+    """Each tenfold step of the style weight (content weight 1) takes the result visibly further
+    from the photo: less style distance left, more content error; both reported in the result."""
+    from vizcore.images import load_sample, to_tensor01
+    from vizcore.models.registry import get_spec
+    from vizcore.techniques.style_images import marble
+
+    spec = get_spec("squeezenet1_1")
+    content = style.resize_long_side(to_tensor01(load_sample("chelsea")), 96)
+    ratios, contents, images = [], [], []
+    for weight in (0.1, 1.0, 10.0, 100.0):
+        result = style.style_transfer(
+            squeezenet,
+            content,
+            style=to_tensor01(marble(96)),
+            style_layers=spec.preset("style"),
+            content_layer=spec.preset("content")[0],
+            style_weight=weight,
+            optimizer="lbfgs",
+            lr=1.0,
+            steps=20,
+            tv_weight=0.0,
+        )
+        assert result.content_loss_end is not None
+        assert result.style_ratio == pytest.approx(result.style_loss_end / result.style_loss_start)
+        ratios.append(result.style_ratio)
+        contents.append(result.content_loss_end)
+        images.append(result.image.astype(float))
+    assert all(a > 1.1 * b for a, b in itertools.pairwise(ratios)), ratios
+    assert ratios[0] > 0.9 and ratios[-1] < 0.15, ratios  # from the photo to the style
+    assert all(a < b for a, b in itertools.pairwise(contents)), contents
+    steps = [np.abs(a - b).mean() for a, b in itertools.pairwise(images)]
+    assert min(steps) > 3.0, steps  # mean change over 0-255 between neighbouring weights

@@ -4,8 +4,9 @@ Stop, cached fast-style presets, result panels with downloads. No math here (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -16,6 +17,7 @@ from vizcore import images
 from vizcore.progress import StepInfo
 from vizcore.render import gif_bytes, png_bytes
 from vizcore.techniques import fast_style
+from vizcore.techniques.style import StyleResult
 from vizcore.techniques.style_images import STYLE_PATTERNS
 from vizui import cached
 
@@ -91,17 +93,26 @@ def pil_tensor(image: Image.Image, long_side: int) -> torch.Tensor:
 
 
 def run_with_progress(
-    prefix: str, label: str, fn: Callable[..., object], **kwargs: object
+    prefix: str,
+    label: str,
+    fn: Callable[..., object],
+    *,
+    context: Hashable = None,
+    **kwargs: object,
 ) -> object | None:
     """Run ``fn(**kwargs, on_step=...)`` with a progress bar, live frame and a Stop button.
 
     Pressing Stop reruns the page, which interrupts the run (the model is restored by vizcore);
-    the last frame is kept in session state so the page can say where it stopped.
+    the frames so far are kept in session state, with ``context`` (what the run belongs to: model,
+    image, style), so that :func:`show_partial` shows them only under that same context. The Stop
+    button and the progress bar are removed when the run ends.
     """
-    stop_col, bar_col = st.columns([1, 5])
+    head = st.empty()
+    stop_col, bar_col = head.container().columns([1, 5])
     stop_col.button("Stop", key=f"{prefix}_stop", icon=":material/stop:")
     bar = bar_col.progress(0.0, text=f"{label}: starting…")
     frame_slot = st.empty()
+    partial: dict[str, Any] = {"frames": [], "step": 0, "total": 0, "context": context}
 
     def on_step(info: StepInfo) -> bool:
         if info.waited is not None:  # another session has the model: say so
@@ -111,29 +122,57 @@ def run_with_progress(
         bar.progress(info.fraction, text=f"{label}: step {info.step}/{info.total}{loss}")
         if info.frame is not None:
             frame_slot.image(info.frame, caption=f"{label}, step {info.step}", width=320)
-            st.session_state[f"{prefix}_partial"] = (info.frame, info.step, info.total)
+            partial["frames"].append(info.frame)
+            partial.update(step=info.step, total=info.total)
+            st.session_state[f"{prefix}_partial"] = partial
         return True
 
     st.session_state.pop(f"{prefix}_partial", None)
     try:
         result = fn(**kwargs, on_step=on_step)
     except ValueError as exc:
-        bar.empty()
+        head.empty()
         st.error(f"{exc}")
         return None
-    bar.empty()
+    head.empty()
     frame_slot.empty()
     st.session_state.pop(f"{prefix}_partial", None)
     return result
 
 
-def show_partial(prefix: str, label: str) -> None:
-    """If a run was stopped by the Stop button, show its last frame."""
+def loss_terms(result: StyleResult) -> str:
+    """One line with a style transfer's loss terms at the result, raw and weighted."""
+    sw = float(result.settings.get("style_weight", 1.0))
+    cw = float(result.settings.get("content_weight", 1.0))
+    text = (
+        f"Style loss {result.style_ratio:.3f} of the photo's (× {sw:g} = "
+        f"{sw * result.style_ratio:.3g})"
+    )
+    if result.content_loss_end is not None:
+        c = result.content_loss_end
+        text += f", content loss {c:.3f} (× {cw:g} = {cw * c:.3g})"
+    return text + "."
+
+
+def show_partial(
+    prefix: str, label: str, *, context: Hashable = None, name: str = "stopped"
+) -> bool:
+    """If a run with this ``context`` was stopped (Stop, or another widget), show its last frame,
+    labelled as the stopped run, with PNG and GIF downloads; return whether it was shown.
+
+    A stopped run of another context (another model, image or style) is not shown.
+    """
     partial = st.session_state.get(f"{prefix}_partial")
-    if partial is not None:
-        frame, step, total = partial
-        st.warning(f"{label} was stopped at step {step} of {total}; its last frame:")
-        st.image(frame, width=320)
+    if not isinstance(partial, dict) or partial.get("context") != context or not partial["frames"]:
+        return False
+    frames = partial["frames"]
+    st.warning(
+        f"**Stopped run:** {label} was stopped at step {partial['step']} of {partial['total']}. "
+        "Its last frame is below; a finished run, if any, is shown under the button."
+    )
+    st.image(frames[-1], caption=f"Stopped run, step {partial['step']}", width=320)
+    downloads(f"{prefix}_partial", name, frames[-1], tuple(frames))
+    return True
 
 
 def downloads(

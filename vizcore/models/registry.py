@@ -209,9 +209,12 @@ _LITE0_TUNING: Mapping[str, Mapping[str, object]] = MappingProxyType(
         "style": {"optimizer": "adam", "lr": 0.02, "steps": 200, "tv_weight": 1.0,
                   "note": "Adam + TV prior: the most painterly result"},
         "texture": {
+            # stem + blocks.0 pin the colours: blocks.2-14 alone gave marble in rainbow colours
+            # (bench/results/texture_presets.md).
             "optimizer": "lbfgs", "lr": 1.0, "steps": 300, "tv_weight": 0.3,
-            "style_layers": ("blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14"),
-            "note": "best for colourful swirly patterns (it renders gravel as hatched noise)",
+            "style_layers": ("stem", "blocks.0", "blocks.2", "blocks.4", "blocks.7", "blocks.10"),
+            "note": "best for colourful patterns such as marble, in the sample's palette; it does "
+                    "poorly on grey natural textures (gravel comes out as coloured noise)",
             "sample": "marble",
         },
     }
@@ -232,8 +235,12 @@ _SQUEEZE_TUNING: Mapping[str, Mapping[str, object]] = MappingProxyType(
                   "note": "L-BFGS: the boldest result"},
         "texture": {
             "optimizer": "lbfgs", "lr": 1.0, "steps": 300, "tv_weight": 0.1,
-            "style_layers": ("fire2", "fire3", "fire5"),
-            "note": "best for natural textures such as gravel", "sample": "gravel",
+            # conv1 and fire7 added: fire2-5 alone gave gravel as low-contrast dots
+            # (bench/results/texture_presets.md).
+            "style_layers": ("conv1", "fire2", "fire3", "fire5", "fire7"),
+            "note": "grey natural textures such as gravel get the sample's contrast and grain, "
+                    "but not its pebble shapes (image quilting keeps those)",
+            "sample": "gravel",
         },
     }
 )  # fmt: skip

@@ -5,8 +5,13 @@ Both run on the shared runner :func:`vizcore.optim.optimize`; the Gram statistic
 
 * :func:`texture_synthesis`: start from noise, minimize ``sum_l w_l ||G_l(x) - G_l(s)||² /
   ||G_l(s)||²`` (+ TV) for a texture sample ``s`` (Gatys, Ecker & Bethge 2015).
-* :func:`style_transfer`: start from the content photo ``c``, minimize ``style_weight * style +
-  content_weight * ||F(x) - F(c)||² / ||F(c)||² + tv_weight * TV(x)`` (Gatys, Ecker & Bethge 2016).
+* :func:`style_transfer`: start from the content photo ``c``, minimize ``style_weight * style(x) /
+  style(c) + content_weight * ||F(x) - F(c)||² / ||F(c)||² + tv_weight * TV(x)`` (Gatys, Ecker &
+  Bethge 2016). The style term is divided by its value at the photo, so both terms are 1 at a
+  natural scale (the style term at the start; the content term once the photo's features are
+  as far off as their own size) and equal weights balance them: the style weight's useful range
+  is about 0.1 (the photo) to 30 (above, the result hardly changes) on both bundled nets
+  (bench/results/style_weights.md).
 
 Deviations: relative losses instead of the papers' ``1/(4 N² M²)`` normalization (see
 :mod:`vizcore.techniques.gram`); the network is one of the bundled classifiers instead of VGG-19
@@ -55,7 +60,7 @@ class StyleSettings:
     lr: float
     steps: int
     tv_weight: float
-    style_weight: float = 100.0
+    style_weight: float = 3.0  # the style term is 1 at the photo (style_transfer)
     content_weight: float = 1.0
     style_layers: tuple[str, ...] | None = None  # None: the spec's "style" preset
     note: str = ""
@@ -93,6 +98,8 @@ class StyleResult:
         frames: uint8 snapshots during the run (for the GIF).
         style_loss_start: Relative Gram distance to the style/texture at the initial image.
         style_loss_end: The same at the result.
+        content_loss_end: Relative content error ``||F(x) - F(c)||² / ||F(c)||²`` of the result
+            (style transfer; None for texture synthesis).
         seconds: Wall-clock time of the optimization.
         steps_done: Steps taken.
         stopped: Whether ``on_step`` stopped the run.
@@ -108,6 +115,12 @@ class StyleResult:
     steps_done: int
     stopped: bool
     settings: dict = field(default_factory=dict)
+    content_loss_end: float | None = None
+
+    @property
+    def style_ratio(self) -> float:
+        """``style_loss_end / style_loss_start``: the part of the style distance left (0-1)."""
+        return self.style_loss_end / max(self.style_loss_start, 1e-12)
 
 
 def _check_image(x: torch.Tensor, name: str) -> None:
@@ -179,7 +192,7 @@ def style_transfer(
     style: torch.Tensor,
     style_layers: Sequence[str],
     content_layer: str,
-    style_weight: float = 100.0,
+    style_weight: float = 3.0,
     content_weight: float = 1.0,
     tv_weight: float = 1.0,
     optimizer: optim.OptimizerName = "adam",
@@ -200,8 +213,10 @@ def style_transfer(
         style: The style image ``(1, 3, h, w)`` in [0, 1] (any size; about the output's is best).
         style_layers: Layers whose Gram matrices to match (``ModelSpec.preset("style")``).
         content_layer: Layer whose features keep the content (``ModelSpec.preset("content")``).
-        style_weight: Weight of the style loss (relative units; 100 works on both bundled nets).
-        content_weight: Weight of the content loss.
+        style_weight: Weight of the style loss, which is normalized to 1 at the photo (so
+            ``style_weight = content_weight`` balances the two; on both bundled nets about 0.1
+            keeps the photo, 10 paints the style over it, and above about 30 little changes).
+        content_weight: Weight of the relative content loss.
         tv_weight: Total-variation prior (1 on Lite0 gives the painterly look).
         optimizer: ``"adam"``, ``"lbfgs"`` or ``"sgd"``.
         steps: Optimizer steps.
@@ -220,9 +235,10 @@ def style_transfer(
         with torch.no_grad():
             content = gram.extract_features(model, x, (content_layer,))[content_layer]
         start = _style_distance(model, x, targets)
-    objective = style_weight * gram_style(targets) + content_weight * optim.feature_match(
-        content_layer, content
-    )
+    # The style term is 1 at the photo: weights mean the same for any style image and net.
+    objective = (style_weight / max(start, 1e-12)) * gram_style(
+        targets
+    ) + content_weight * optim.feature_match(content_layer, content)
     param = optim.pixel_image(tuple(x.shape), init=x)
     run = _RunOptions(steps, lr, optimizer, tv_weight, seed, frame_every)
     settings = {
@@ -231,7 +247,17 @@ def style_transfer(
         "style_weight": style_weight,
         "content_weight": content_weight,
     }
-    return _optimize(model, objective, param, targets, start, settings, run, on_step)
+    return _optimize(
+        model,
+        objective,
+        param,
+        targets,
+        start,
+        settings,
+        run,
+        on_step,
+        content=(content_layer, content),
+    )
 
 
 @dataclass(frozen=True)
@@ -255,6 +281,8 @@ def _optimize(
     settings: dict,
     run: _RunOptions,
     on_step: OnStep | None,
+    *,
+    content: tuple[str, torch.Tensor] | None = None,
 ) -> StyleResult:
     """Run the optimizer (texture synthesis and style transfer alike) and package the result;
     ``settings`` gets the run's own options added."""
@@ -277,7 +305,7 @@ def _optimize(
         "steps": run.steps,
         "tv_weight": run.tv_weight,
     }
-    return _finish(model, result, targets, start, settings)
+    return _finish(model, result, targets, start, settings, content)
 
 
 def _finish(
@@ -286,10 +314,17 @@ def _finish(
     targets: gram.GramTargets,
     start: float,
     settings: dict,
+    content: tuple[str, torch.Tensor] | None = None,
 ) -> StyleResult:
     image = to_model_device(model, torch.from_numpy(result.image).permute(0, 3, 1, 2))
+    content_end = None
     with inference_session(model):
         end = _style_distance(model, image, targets)
+        if content is not None:
+            layer, target = content
+            with torch.no_grad():
+                feats = gram.extract_features(model, image, (layer,))[layer]
+                content_end = float(gram.content_loss(feats, target))
     return StyleResult(
         image=to_uint8(result.image[0]),
         losses=result.losses,
@@ -300,6 +335,7 @@ def _finish(
         steps_done=result.steps_done,
         stopped=result.stopped,
         settings=settings,
+        content_loss_end=content_end,
     )
 
 
