@@ -281,7 +281,11 @@ def _camera() -> None:
         help="Take a photo with this device's "
         "camera; it becomes the current image on every page, like an upload.",
     ):
-        st.sidebar.camera_input("Take a photo", key="frame_camera", on_change=_on_camera)
+        # 480p: without a resolution the photo is the widget's size (240x180 px in the sidebar),
+        # below the models' eval view (short side 256 before the 224 crop), so it was upscaled.
+        st.sidebar.camera_input(
+            "Take a photo", key="frame_camera", on_change=_on_camera, resolution="480p"
+        )
 
 
 def _image_picker() -> str:
