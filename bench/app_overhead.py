@@ -15,8 +15,9 @@ transfer, PGD, occlusion) is timed two ways, alternately (library, app, library,
 
 The ratio app / library of each run is the app's overhead (progress bar, live frames, the rerun,
 rendering the result). Each cell is the minimum over ``--rounds`` (the first round also warms up
-both sides). ``--quick`` runs one round and DeepDream and Gatys at a smaller size (the pages'
-sliders are moved in the browser, the library gets the same settings). The machine may be shared:
+both sides). ``--quick`` runs one round, the class and neuron visualizations at 128 px, the
+inversion at 96 px, DeepDream at 256 px and Gatys at 192 px (the pages' size sliders are moved in
+the browser before the timed click; the library gets the same settings). The machine may be shared:
 the load average before and after is printed; compare ratios of one run, not seconds across runs.
 The server's log is checked for inotify overflows (issue 19 item 1).
 """
@@ -27,6 +28,7 @@ import argparse
 import dataclasses
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -62,6 +64,9 @@ FEATVIS = "/Feature_visualization"
 ADVERSARIAL = "/Adversarial_examples"
 STYLE = "/Texture_and_style"
 ATTRIBUTION = "/Attribution"
+#: ``--quick`` sizes (the pages' size sliders are moved to them; the library gets the same).
+QUICK_SYNTH_SIZE = 128
+QUICK_INV_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ def build_runs(quick: bool) -> list[Run]:
         pct = round((preset.scale[1] - 1) * 100)
         return dataclasses.replace(
             preset,
+            size=QUICK_SYNTH_SIZE if quick else preset.size,
             scale=(1 - pct / 100, 1 + pct / 100),
             rotate=float(int(preset.rotate)),
             pad=preset.pad if (pct or int(preset.rotate)) else 0,
@@ -136,7 +142,8 @@ def build_runs(quick: bool) -> list[Run]:
     inv_settings = dataclasses.replace(
         inv_preset, tv_weights=tuple(known.items()), relu6_passthrough=has_relu6
     )
-    inv_photo = images.to_tensor01(images.resize_center_crop(photo, size=160))
+    inv_size = QUICK_INV_SIZE if quick else 160
+    inv_photo = images.to_tensor01(images.resize_center_crop(photo, size=inv_size))
     dd_layers = synthesis.deepdream_layers(spec, model)
     dd_size = 256 if quick else 400
     dd_settings = synthesis.DreamSettings(max_size=dd_size)
@@ -173,6 +180,15 @@ def build_runs(quick: bool) -> list[Run]:
                 rerun_and_wait(page, page.locator(f".st-key-{method_key(label)} label").click)
         rerun_and_wait(page, page.locator(".st-key-attribution_auc label").click)
 
+    def featvis_setup(tab: str, key: str, size: int) -> Callable[[Any], None]:
+        def setup(page: Any) -> None:
+            _tab(tab)(page)
+            if quick:
+                page.locator("summary:visible", has_text="Settings").first.click()
+                _select_slider_to(page, key, str(size))
+
+        return setup
+
     def dd_setup(page: Any) -> None:
         _tab("DeepDream")(page)
         if quick:
@@ -183,20 +199,23 @@ def build_runs(quick: bool) -> list[Run]:
         if quick:
             _select_slider_to(page, "gatys_style_size", str(g_size))
 
+    synth = QUICK_SYNTH_SIZE if quick else page_settings().size
     steps_done = re.compile(r"\d+ steps in \d")
     return [
         Run(
-            "class visualization",
+            f"class visualization ({synth} px)",
             FEATVIS,
             lambda: synthesis.class_visualization(
                 model, target=classes, settings=page_settings(), categories=names, seed=0
             ),
-            _tab("Class visualization"),
+            featvis_setup(
+                "Class visualization", f"featvis_cv_{MODEL}_fourier_size", QUICK_SYNTH_SIZE
+            ),
             _button("featvis_cv_start", "Start"),
             steps_done,
         ),
         Run(
-            "neuron visualization",
+            f"neuron visualization ({synth} px)",
             FEATVIS,
             lambda: synthesis.neuron_visualization(
                 model,
@@ -206,17 +225,19 @@ def build_runs(quick: bool) -> list[Run]:
                 settings=page_settings(),
                 seed=0,
             ),
-            _tab("Neuron visualization"),
+            featvis_setup(
+                "Neuron visualization", f"featvis_nv_{MODEL}_fourier_size", QUICK_SYNTH_SIZE
+            ),
             _button("featvis_nv_start", "Start"),
             steps_done,
         ),
         Run(
-            "feature inversion",
+            f"feature inversion ({inv_size} px)",
             FEATVIS,
             lambda: synthesis.feature_inversion(
                 model, inv_photo, layer=inv_layers, settings=inv_settings
             ),
-            _tab("Feature inversion"),
+            featvis_setup("Feature inversion", "featvis_inv_size", QUICK_INV_SIZE),
             _button("featvis_inv_start", "Start"),
             steps_done,
         ),
@@ -312,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 2; quick 1)")
     parser.add_argument("--only", default="", help="comma-separated substrings of run names")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on a timeout
     rounds = args.rounds or (1 if args.quick else 2)
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} is missing (make browser)", file=sys.stderr)
