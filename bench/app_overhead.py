@@ -83,7 +83,7 @@ class Run:
 
 def _select_slider_to(page: Any, key: str, label: str) -> None:
     """Move a select_slider with the keyboard until its shown value is ``label``."""
-    thumb = page.locator(f".st-key-{key} [role=slider]")
+    thumb = page.locator(f".st-key-{key} input[type=range]")
     for _ in range(20):
         if thumb.get_attribute("aria-valuetext") == label:
             return
