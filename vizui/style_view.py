@@ -4,6 +4,7 @@ Stop, cached fast-style presets, result panels with downloads. No math here (see
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from vizcore.techniques import fast_style
 from vizcore.techniques.style import StyleResult
 from vizcore.techniques.style_images import STYLE_PATTERNS
 from vizui import cached
+from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ UPLOAD = "upload"
 STYLE_SIDE = 256
 #: Fast style runs at full resolution, capped at this long side.
 FAST_MAX_SIDE = 1024
+#: Display width of the live frame during a run.
+FRAME_WIDTH = 320
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def run_with_progress(
     fn: Callable[..., object],
     *,
     context: Hashable = None,
+    clock: Callable[[], float] = time.monotonic,
     **kwargs: object,
 ) -> object | None:
     """Run ``fn(**kwargs, on_step=...)`` with a progress bar, live frame and a Stop button.
@@ -105,7 +110,9 @@ def run_with_progress(
     Pressing Stop reruns the page, which interrupts the run (the model is restored by vizcore);
     the frames so far are kept in session state, with ``context`` (what the run belongs to: model,
     image, style), so that :func:`show_partial` shows them only under that same context. The Stop
-    button and the progress bar are removed when the run ends.
+    button and the progress bar are removed when the run ends. The bar is updated at most every
+    :data:`~vizui.throttle.PROGRESS_INTERVAL` seconds of ``clock``, the live frame (a downscaled
+    JPEG) at most every :data:`~vizui.throttle.FRAME_INTERVAL`.
     """
     head = st.empty()
     stop_col, bar_col = head.container().columns([1, 5])
@@ -113,18 +120,27 @@ def run_with_progress(
     bar = bar_col.progress(0.0, text=f"{label}: starting…")
     frame_slot = st.empty()
     partial: dict[str, Any] = {"frames": [], "step": 0, "total": 0, "context": context}
+    progress_gate = Throttle(PROGRESS_INTERVAL, clock=clock)
+    frame_gate = Throttle(FRAME_INTERVAL, clock=clock)
 
     def on_step(info: StepInfo) -> bool:
         if info.waited is not None:  # another session has the model: say so
-            bar.progress(info.fraction, text=f"{label}: {info.message}")
+            if progress_gate.ready():
+                bar.progress(info.fraction, text=f"{label}: {info.message}")
             return True
-        loss = f", loss {info.loss:.4g}" if info.loss is not None else ""
-        bar.progress(info.fraction, text=f"{label}: step {info.step}/{info.total}{loss}")
         if info.frame is not None:
-            frame_slot.image(info.frame, caption=f"{label}, step {info.step}", width=320)
             partial["frames"].append(info.frame)
             partial.update(step=info.step, total=info.total)
             st.session_state[f"{prefix}_partial"] = partial
+            if frame_gate.ready():
+                frame_slot.image(
+                    preview_jpeg(info.frame, width=FRAME_WIDTH),
+                    caption=f"{label}, step {info.step}",
+                    width=FRAME_WIDTH,
+                )
+        if progress_gate.ready():
+            loss = f", loss {info.loss:.4g}" if info.loss is not None else ""
+            bar.progress(info.fraction, text=f"{label}: step {info.step}/{info.total}{loss}")
         return True
 
     st.session_state.pop(f"{prefix}_partial", None)
@@ -180,9 +196,9 @@ def downloads(
 ) -> None:
     """PNG (and GIF of the optimization, when there are frames) download buttons."""
     cols = st.columns(2)
-    cols[0].download_button(
+    cols[0].download_button(  # the bytes are encoded when the button is clicked, not per rerun
         "PNG",
-        png_bytes(image),
+        lambda: png_bytes(image),
         file_name=f"{name}.png",
         mime="image/png",
         key=f"{prefix}_png",
@@ -191,7 +207,7 @@ def downloads(
     if len(frames) > 1:
         cols[1].download_button(
             "GIF",
-            gif_bytes(list(frames)),
+            lambda: gif_bytes(list(frames)),
             file_name=f"{name}.gif",
             mime="image/gif",
             key=f"{prefix}_gif",

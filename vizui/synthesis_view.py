@@ -3,7 +3,8 @@ Stop button, results kept in the session, downloads.
 
 How Stop works: the Stop button is drawn before the run starts. Clicking it (or any widget) makes
 Streamlit rerun the script; the rerun request surfaces inside the run's ``on_step`` callback as an
-exception, which ``vizcore`` lets through after removing its hooks and restoring the model. The
+exception, which ``vizcore`` lets through after removing its hooks and restoring the model (the
+bar is updated at most four times a second, so that is at most a quarter second later). The
 callback keeps the frames seen so far in the session, so the rerun can show where the run was.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ from vizcore import optim, render
 from vizcore.models.registry import ModelSpec
 from vizcore.progress import OnStep, StepInfo
 from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
+from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
 logger = logging.getLogger(__name__)
 
@@ -50,28 +53,40 @@ def run_with_progress(
     compute: Callable[[OnStep], R],
     *,
     frame_width: int = 420,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run ``compute(on_step)`` with a progress bar and live frames; keep the result.
 
     The result goes to ``st.session_state[f"{prefix}_result"]`` together with ``params`` (the
     widget values it was made with). While running, the latest frames are mirrored into
-    ``f"{prefix}_partial"`` so that an interrupted run (Stop) can still be shown.
+    ``f"{prefix}_partial"`` so that an interrupted run (Stop) can still be shown. The bar is
+    updated at most every :data:`~vizui.throttle.PROGRESS_INTERVAL` seconds of ``clock`` and the
+    live frame (a downscaled JPEG) at most every :data:`~vizui.throttle.FRAME_INTERVAL`.
     """
     bar = st.progress(0.0, text="Starting…")
     slot = st.empty()
     partial: dict[str, Any] = {"params": params, "frames": [], "step": 0, "total": 0, "loss": None}
     st.session_state[f"{prefix}_partial"] = partial
+    progress_gate = Throttle(PROGRESS_INTERVAL, clock=clock)
+    frame_gate = Throttle(FRAME_INTERVAL, clock=clock)
 
     def on_step(info: StepInfo) -> bool:
         if info.waited is not None:  # another session has the model: say so, keep the state
-            bar.progress(info.fraction, text=f"Step {info.step}/{info.total} · {info.message}")
+            if progress_gate.ready():
+                bar.progress(info.fraction, text=f"Step {info.step}/{info.total} · {info.message}")
             return True
         partial.update(step=info.step, total=info.total, loss=info.loss)
-        loss = "" if info.loss is None else f" · loss {info.loss:.4g}"
-        bar.progress(info.fraction, text=f"Step {info.step}/{info.total}{loss}")
         if info.frame is not None:
             partial["frames"].append(info.frame)
-            slot.image(info.frame, caption=info.message or f"step {info.step}", width=frame_width)
+            if frame_gate.ready():
+                slot.image(
+                    preview_jpeg(info.frame, width=frame_width),
+                    caption=info.message or f"step {info.step}",
+                    width=frame_width,
+                )
+        if progress_gate.ready():
+            loss = "" if info.loss is None else f" · loss {info.loss:.4g}"
+            bar.progress(info.fraction, text=f"Step {info.step}/{info.total}{loss}")
         return True
 
     try:
@@ -119,12 +134,13 @@ def stored_result(prefix: str) -> tuple[tuple, Any] | None:
 
 
 def gif_download(prefix: str, frames: Sequence[np.ndarray], *, name: str = "optimization") -> None:
-    """A download button for the run's frames as an animated GIF."""
+    """A download button for the run's frames as an animated GIF (encoded when clicked)."""
     if not frames:
         return
+    kept = list(frames)
     st.download_button(
         "Download the optimization (GIF)",
-        data=render.gif_bytes(list(frames), duration_ms=100),
+        data=lambda: render.gif_bytes(kept, duration_ms=100),
         file_name=f"{name}.gif",
         mime="image/gif",
         key=f"{prefix}_gif",
@@ -133,10 +149,10 @@ def gif_download(prefix: str, frames: Sequence[np.ndarray], *, name: str = "opti
 
 
 def png_download(prefix: str, image: np.ndarray, *, name: str = "image") -> None:
-    """A download button for a uint8 image as PNG."""
+    """A download button for a uint8 image as PNG (encoded when clicked)."""
     st.download_button(
         "Download the image (PNG)",
-        data=render.png_bytes(image),
+        data=lambda: render.png_bytes(image),
         file_name=f"{name}.png",
         mime="image/png",
         key=f"{prefix}_png",
