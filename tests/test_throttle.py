@@ -54,6 +54,12 @@ class FakeElement:
     def empty(self) -> None:
         pass
 
+    def container(self) -> FakeElement:
+        return self
+
+    def columns(self, spec: int | list[int], **kwargs: Any) -> list[FakeElement]:
+        return [self] * (len(spec) if isinstance(spec, list) else spec)
+
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeClock, FakeElement]:
@@ -164,5 +170,7 @@ def test_style_stop_keeps_the_latest_frame(fakes: tuple[FakeClock, FakeElement])
         style_view.run_with_progress(
             "s", "Style", lambda *, on_step: fake_run(clock, on_step, stop_at=503), clock=clock
         )
-    frame, step, total = st.session_state["s_partial"]
-    assert (step, total) == (500, STEPS) and frame.shape == (224, 672, 3)
+    partial = st.session_state["s_partial"]  # every frame kept, with its context (style page)
+    assert (partial["step"], partial["total"]) == (500, STEPS)
+    assert partial["frames"][-1].shape == (224, 672, 3)
+    assert len(partial["frames"]) == 500 // FRAME_EVERY
