@@ -15,6 +15,7 @@ from vizui import cached, how_it_works, view_link
 from vizui.frame import frame
 from vizui.keep import keep_choice, remember_choice
 from vizui.precision_view import exact_toggle
+from vizui.report_view import PageReport
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ size = int(ctx.x.shape[-1])
 image = render.tensor_image(ctx.x.numpy())
 prediction = cached.top_classes(ctx.model_key, ctx.digest, ctx.x)
 names = ctx.spec.categories()
+page_report = PageReport("Attribution", ctx)
 
 # ---------------------------------------------------------------------------- controls
 left, right = st.columns([1, 2], gap="large")
@@ -162,6 +164,15 @@ with right:
         "(Adebayo et al. 2018).",
     )
     exact = exact_toggle("attribution", container=d1)
+page_report.params.update({
+    "class": f"{names[int(target)]} ({int(target)})",
+    "methods": ", ".join(methods),
+    "layer (Grad-CAM family)": layer,
+    "layer (CAM)": cam_layer,
+    "occlusion window / stride / fill": f"{window} px / {stride} px / {fill}",
+    "overlay": f"{colormap}, opacity {alpha}",
+    "precision": "exact fp32" if exact else "bf16 where fast",
+})  # fmt: skip
 
 rows, cols = occlusion_grid((size, size), window, stride)
 positions = rows * cols
@@ -277,6 +288,7 @@ estimate_slot.caption(_summary(tasks))
 run_col, stop_col, _ = st.columns([1, 1, 4])
 run = run_col.button("Run", type="primary", key="attribution_run", width="stretch")
 stop = stop_col.button("Stop", key="attribution_stop", width="stretch")
+page_report.downloads("attribution")
 if stop:
     st.info(
         "Stopped. Methods that finished are kept; the one interrupted starts again from the "
@@ -354,7 +366,14 @@ def _draw_tile(label: str, result: attribution.AttributionMap) -> None:
     tile = view.overlay_tile(image, result, alpha=alpha, colormap=colormap)
     st.image(tile, caption=f"{result.seconds * 1000:.0f} ms", width="stretch")
     scored = curves.get(_curve_key(label))
+    page_report.figure(label, tile, f"{result.seconds * 1000:.0f} ms")
     if scored is not None:
+        page_report.scores[f"{label}: deletion AUC (lower is better)"] = (
+            f"{scored.deletion_auc:.3f}"
+        )
+        page_report.scores[f"{label}: insertion AUC (higher is better)"] = (
+            f"{scored.insertion_auc:.3f}"
+        )
         st.caption(
             f"AUC: del. **{scored.deletion_auc:.3f}** ↓ · ins. **{scored.insertion_auc:.3f}** ↑",
             help=f"Deletion AUC {scored.deletion_auc:.3f} (lower is better) and "
@@ -477,6 +496,12 @@ if sanity:
             for k, rho in enumerate(check.correlations)
         ]
         st.image(tiles, caption=captions, width=180)
+        for tile, caption in zip(tiles, captions, strict=True):
+            page_report.figure(f"{label} sanity check", tile, caption)
+        if len(check.correlations):
+            page_report.scores[f"{label}: sanity check rho (top blocks random)"] = (
+                f"{check.correlations[-1]:.2f}"
+            )
     if not checks:
         st.info("Press **Run** to compute the sanity check.")
     how_it_works.panel(
@@ -562,6 +587,8 @@ else:
             "mask": f"{segmentation.mask.mean():.0%} of the image",
         },
     )
+
+page_report.seal()  # every control is published by now: the report's link is this view
 
 # ---------------------------------------------------------------------------- live occlusion
 # Last, so the whole page is drawn first; a new slider value interrupts it at its next progress

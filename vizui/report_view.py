@@ -1,9 +1,11 @@
 """The "Download report" control: a page records what it shows, the files are built on click.
 
-A page creates one :class:`PageReport` per run, adds each figure it displays (the same array it
-passes to ``st.image``), its parameters and scores, and ends with :meth:`PageReport.downloads`.
-The HTML and the zip are built by :mod:`vizcore.report` only when a button is clicked (Streamlit
-runs a callable ``data`` on click), so recording costs nothing on an ordinary rerun.
+A page creates one :class:`PageReport` per run, draws its buttons (:meth:`PageReport.downloads`,
+anywhere on the page), adds each figure it displays (the same array it passes to ``st.image``),
+its parameters and scores, and calls :meth:`PageReport.seal` at its end to record the link that
+reopens the view. The HTML and the zip are built by :mod:`vizcore.report` only when a button is
+clicked (Streamlit runs a callable ``data`` on click, after the run), from everything this run
+recorded, so recording costs nothing on an ordinary rerun.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class PageReport:
         self.scores: dict[str, object] = {}
         self.figures: list[report.Figure] = []
         self.tables: list[report.Table] = []
+        self.link: str | None = None
         self.figure("Input", np.asarray(ctx.image.convert("RGB")), ctx.image_label)
 
     def figure(self, title: str, image: np.ndarray, caption: str = "") -> None:
@@ -39,6 +42,10 @@ class PageReport:
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         """Record the numbers of a chart."""
         self.tables.append(report.Table(title, tuple(columns), tuple(tuple(r) for r in rows)))
+
+    def seal(self) -> None:
+        """Record the link to the view as it is at the end of the run (call last)."""
+        self.link = view_link.current_link()
 
     def build(self) -> report.Report:
         """The report as recorded so far, with the link that reopens the view."""
@@ -50,17 +57,16 @@ class PageReport:
             scores=dict(self.scores),
             figures=tuple(self.figures),
             tables=tuple(self.tables),
-            link=view_link.current_link(),
+            link=self.link,
         )
 
     def downloads(self, key: str) -> None:
         """The two download buttons (HTML report, zip of PNGs + params.json)."""
-        built = self.build()
         stem = re.sub(r"[^a-z0-9]+", "_", self.page.lower()).strip("_") or "report"
         left, right, _ = st.columns([1, 1, 3])
         left.download_button(
             "Download report (HTML)",
-            lambda: report.to_html(built),
+            lambda: report.to_html(self.build()),
             file_name=f"{stem}_report.html",
             mime="text/html",
             key=f"{key}_report_html",
@@ -70,7 +76,7 @@ class PageReport:
         )
         right.download_button(
             "Figures (zip)",
-            lambda: report.to_zip(built),
+            lambda: report.to_zip(self.build()),
             file_name=f"{stem}_figures.zip",
             mime="application/zip",
             key=f"{key}_report_zip",
