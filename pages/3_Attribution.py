@@ -15,6 +15,7 @@ from vizui import cached, how_it_works, view_link
 from vizui.frame import frame
 from vizui.keep import keep_choice, remember_choice
 from vizui.precision_view import exact_toggle
+from vizui.queue_view import heavy_job
 from vizui.report_view import PageReport
 
 logger = logging.getLogger(__name__)
@@ -312,46 +313,49 @@ for label in methods:
         errors[label] = f"Unexpected error: {exc}"
 
 if run:
-    bar = st.progress(0.0, text=f"Starting… about {view.format_seconds(eta)} left")
-    tracker = view.RunProgress(bar, tasks)
-    planned = {task.name for task in tasks}
-    try:
-        for label in slow_selected:
-            params = _params(label)
-            if label not in planned:
-                continue
-            try:
-                result = view.compute_map(ctx.model, ctx.x, params, on_step=tracker.callback(label))
-            except ValueError as exc:
-                errors[label] = str(exc)
-                tracker.finish(label)
-                continue
-            tracker.finish(label)
-            if not result.stopped:
-                slow_results[params] = result
-            results[label] = result
-        if score_maps:
-            for label, result in results.items():
-                curve_key = _curve_key(label)
-                name = f"{label} deletion/insertion"
-                if curve_key not in curves and name in planned:
-                    curves[curve_key] = view.compute_curves(
-                        ctx.model, ctx.x, result, tracker.callback(name), exact=exact
-                    )
-                tracker.finish(name)
-        if sanity:
-            for label in results:
+    with heavy_job("Run"):  # the server's one queue: place in line shown while waiting
+        bar = st.progress(0.0, text=f"Starting… about {view.format_seconds(eta)} left")
+        tracker = view.RunProgress(bar, tasks)
+        planned = {task.name for task in tasks}
+        try:
+            for label in slow_selected:
                 params = _params(label)
-                name = f"{label} sanity check"
-                if params not in checks and name in planned:
-                    checks[params] = view.compute_sanity(
-                        ctx.model, ctx.x, params, tracker.callback(name)
+                if label not in planned:
+                    continue
+                try:
+                    result = view.compute_map(
+                        ctx.model, ctx.x, params, on_step=tracker.callback(label)
                     )
-                tracker.finish(name)
-        tracker.done()
-    except ValueError as exc:
-        st.error(str(exc))
-    estimate_slot.caption(_summary(_plan()))
+                except ValueError as exc:
+                    errors[label] = str(exc)
+                    tracker.finish(label)
+                    continue
+                tracker.finish(label)
+                if not result.stopped:
+                    slow_results[params] = result
+                results[label] = result
+            if score_maps:
+                for label, result in results.items():
+                    curve_key = _curve_key(label)
+                    name = f"{label} deletion/insertion"
+                    if curve_key not in curves and name in planned:
+                        curves[curve_key] = view.compute_curves(
+                            ctx.model, ctx.x, result, tracker.callback(name), exact=exact
+                        )
+                    tracker.finish(name)
+            if sanity:
+                for label in results:
+                    params = _params(label)
+                    name = f"{label} sanity check"
+                    if params not in checks and name in planned:
+                        checks[params] = view.compute_sanity(
+                            ctx.model, ctx.x, params, tracker.callback(name)
+                        )
+                    tracker.finish(name)
+            tracker.done()
+        except ValueError as exc:
+            st.error(str(exc))
+        estimate_slot.caption(_summary(_plan()))
 
 # ---------------------------------------------------------------------------- the grid
 live_holder = live_status = None
@@ -609,7 +613,10 @@ if live_holder is not None and live_status is not None:
             )
 
     try:
-        final = view.live_occlusion(ctx.model, ctx.x, occlusion_params, show=_show, status=status)
+        with heavy_job("Live occlusion"):
+            final = view.live_occlusion(
+                ctx.model, ctx.x, occlusion_params, show=_show, status=status
+            )
     except ValueError as exc:
         holder.warning(str(exc))
     else:

@@ -17,6 +17,7 @@ from vizcore import features, gallery, precision
 from vizcore.progress import StepInfo
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri
+from vizui.queue_view import heavy_job
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ def run_with_progress(
         bar.progress(step.fraction, text=f"{label}: {step.message}")
         return True
 
-    result = work(on_step)
+    with heavy_job(label):
+        result = work(on_step)
     bar.empty()
     return result
 

@@ -21,6 +21,7 @@ from vizcore.techniques import fast_style
 from vizcore.techniques.style import StyleResult
 from vizcore.techniques.style_images import STYLE_PATTERNS
 from vizui import cached
+from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def run_with_progress(
 
     st.session_state.pop(f"{prefix}_partial", None)
     try:
-        result = fn(**kwargs, on_step=on_step)
+        with heavy_job(label):
+            result = fn(**kwargs, on_step=on_step)
     except ValueError as exc:
         head.empty()
         st.error(f"{exc}")

@@ -23,6 +23,7 @@ from vizcore import optim, render
 from vizcore.models.registry import ModelSpec
 from vizcore.progress import OnStep, StepInfo
 from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
+from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ def run_with_progress(
         return True
 
     try:
-        result = compute(on_step)
+        with heavy_job():
+            result = compute(on_step)
     except ValueError as exc:  # bad settings: the message says what to change
         st.session_state.pop(f"{prefix}_partial", None)
         bar.empty()

@@ -24,6 +24,7 @@ from vizcore.techniques import adversarial, embedding, synthesis
 from vizcore.techniques import style as style_tech
 from vizui import attribution_view, cached, gallery_view, inside_view, style_view
 from vizui.frame import Context
+from vizui.queue_view import heavy_job
 
 P = "tour"
 
@@ -186,7 +187,8 @@ def _run_slow(ctx: Context, key: str, compute: Callable[[OnStep], Any]) -> Any:
         return True
 
     try:
-        result = compute(on_step)
+        with heavy_job():
+            result = compute(on_step)
     except ValueError as exc:
         bar.empty()
         st.error(str(exc))
