@@ -12,6 +12,7 @@ from torch import nn
 from vizcore import images, render
 from vizcore.layers import LayerNotFoundError, list_layers
 from vizcore.techniques import synthesis
+from vizui import how_it_works
 from vizui import synthesis_view as view
 from vizui.frame import frame
 from vizui.multifaceted_view import render_multifaceted
@@ -91,6 +92,22 @@ with tab_class:
             + ". p = the model's softmax probability of the class on the final image."
         )
         view.downloads(f"{P}_cv", picture, result.frames, name="class_visualization")
+        how_it_works.optimization_panel(
+            "class_visualization",
+            losses=result.losses,
+            objective_name="Class score minus regularizers (mean over the images)",
+            numbers={
+                **{
+                    f"S_c({t}), p": f"{sc:.3g}, {pc:.2f}"
+                    for t, sc, pc in zip(
+                        result.titles, result.scores, result.probabilities, strict=True
+                    )
+                },
+                "steps": f"{result.steps_done}",
+                "parameterization": settings.parameterization,
+                "λ (L2 decay)": f"{getattr(settings.regularizers, 'l2_decay', 0.0):g}",
+            },
+        )
 
 # ------------------------------------------------------------------------ neuron visualization
 with tab_neuron:
@@ -157,6 +174,18 @@ with tab_neuron:
         picture = view.image_grid(result.images, captions)
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
         view.downloads(f"{P}_nv", picture, result.frames, name="neuron_visualization")
+        how_it_works.optimization_panel(
+            "neuron_visualization",
+            losses=result.losses,
+            objective_name="Mean activation (mean over the images)",
+            numbers={
+                **{
+                    f"mean A({t})": f"{sc:.3g}"
+                    for t, sc in zip(result.titles, result.scores, strict=True)
+                },
+                "steps": f"{result.steps_done}",
+            },
+        )
 
 # --------------------------------------------------------------------------- feature inversion
 with tab_invert:
@@ -261,6 +290,20 @@ with tab_invert:
             "‖φ(I) − φ(I₀)‖² / ‖φ(I₀)‖² on the final image."
         )
         view.downloads(f"{P}_inv", picture, result.frames, name="feature_inversion")
+        how_it_works.optimization_panel(
+            "feature_inversion",
+            losses=result.losses,
+            objective_name="Relative feature error + λ_TV·TV (mean over the layers)",
+            numbers={
+                **{
+                    f"error at `{name}`": f"{err:.3f} (λ_TV {tv:g})"
+                    for name, err, tv in zip(
+                        result.layers, result.relative_errors, result.tv_weights, strict=True
+                    )
+                },
+                "steps": f"{result.steps_done}",
+            },
+        )
 
 # ----------------------------------------------------------------------------------- DeepDream
 with tab_dream:
@@ -327,6 +370,18 @@ with tab_dream:
         c2.image(dream, caption=f"DeepDream · {result.layer}", width="stretch")
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
         view.downloads(f"{P}_dd", dream, result.frames, name=f"deepdream_{result.layer}")
+        how_it_works.optimization_panel(
+            "deepdream",
+            losses=result.losses,
+            objective_name="½·mean(A²) at the layer",
+            numbers={
+                "layer": f"`{result.layer}`",
+                "½·mean(A²) at the end": f"{-float(result.losses[-1]):.3g}"
+                if len(result.losses)
+                else "n/a",
+                "steps": f"{result.steps_done}",
+            },
+        )
 
 with tab_class:  # issue 8: multifaceted class visualization, below the plain one
     render_multifaceted(ctx)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+from PIL import Image
 
+from vizcore import images
 from vizcore.techniques import style as style_tech
 from vizcore.techniques.texture_nn import max_patch, quilt_texture
+from vizui import how_it_works
 from vizui import style_view as sv
 from vizui.frame import frame
 
@@ -181,6 +184,20 @@ with tex_tab:
                 f"({g.style_loss_start / max(g.style_loss_end, 1e-12):.0f}× lower)."
             )
             sv.downloads("texture_style_g", "gram_texture", g.image, g.frames)
+        if res["model"] == spec.label:  # the Gram matrix below is this model's
+            sample_image = Image.fromarray(res["sample"])
+            how_it_works.gram_panel(
+                "texture_synthesis",
+                model_key=model_key,
+                digest=images.image_digest(sample_image),
+                style_x=images.to_tensor01(sample_image),
+                layer=g.settings["layers"][-1],
+                numbers={
+                    "layers": ", ".join(f"`{name}`" for name in g.settings["layers"]),
+                    "Gram loss": f"{g.style_loss_start:.3g} → {g.style_loss_end:.3g}",
+                    "steps": f"{g.steps_done}",
+                },
+            )
 
 # --------------------------------------------------------------------------------- Gatys
 with gatys_tab:
@@ -297,6 +314,23 @@ with gatys_tab:
         with c:
             st.caption(sv.loss_terms(g_res))
             sv.downloads("gatys_style_dl", "style_transfer", g_res.image, g_res.frames)
+        style_image = last["style"]
+        how_it_works.gram_panel(
+            "style_transfer",
+            model_key=model_key,
+            digest=images.image_digest(style_image),
+            style_x=images.to_tensor01(style_image.convert("RGB")),
+            layer=g_res.settings["style_layers"][-1],
+            numbers={
+                "α (content weight)": f"{g_res.settings['content_weight']:g}",
+                "β (style weight)": f"{g_res.settings['style_weight']:g}",
+                "style loss left": f"{g_res.style_ratio:.3f} of the photo's",
+                "content loss": (
+                    f"{g_res.content_loss_end:.3f}" if g_res.content_loss_end is not None else "n/a"
+                ),
+                "steps": f"{g_res.steps_done}",
+            },
+        )
 
 # ----------------------------------------------------------------------------- fast style
 with fast_tab:

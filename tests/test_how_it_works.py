@@ -129,3 +129,46 @@ def test_feature_space_panels_show_this_gallerys_numbers(
     assert "numbers per image" in neighbours
     tsne = panels[f"{PANEL_PREFIX} t-SNE / PCA map"].markdown[0].value
     assert "perplexity **" in tsne and "iterations **250 + 500**" in tsne, tsne
+
+
+def test_feature_visualization_panels_chart_the_objective_over_steps() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/4_Feature_visualization.py").run()
+    at.multiselect(key="featvis_cv_classes").set_value([1])
+    k = "featvis_cv_efficientnet_lite0_fourier"
+    at.slider(key=f"{k}_steps").set_value(3)
+    at.select_slider(key=f"{k}_size").set_value(64)
+    at.button(key="featvis_cv_start").click().run()
+    at.slider(key="featvis_dd_octaves").set_value(1)
+    at.slider(key="featvis_dd_steps").set_value(3)
+    at.select_slider(key="featvis_dd_size").set_value(128)
+    at.button(key="featvis_dd_start").click().run()
+    assert not at.exception
+    panels = _panels(at)
+    classes = panels[f"{PANEL_PREFIX} Class visualization"]
+    assert re.search(r"S_c\(goldfish\), p \*\*-?\d", classes.markdown[0].value), classes
+    assert classes.get("arrow_line_chart") or classes.get("vega_lite_chart")  # over the steps
+    dream = panels[f"{PANEL_PREFIX} DeepDream"].markdown[0].value
+    assert "½·mean(A²) at the end **" in dream and "steps **3**" in dream, dream
+
+
+def test_texture_and_style_panels_show_a_gram_matrix() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.selectbox(key="frame_model").set_value("squeezenet1_1").run()
+    at.switch_page("pages/6_Texture_and_style.py").run()
+    at.select_slider(key="texture_style_size").set_value(128)
+    at.slider(key="texture_style_steps_squeezenet1_1").set_value(5)
+    at.button(key="texture_style_go").click().run()
+    at.select_slider(key="gatys_style_size").set_value(128)
+    at.slider(key="gatys_style_steps_squeezenet1_1").set_value(3)
+    at.button(key="gatys_style_go").click().run()
+    assert not at.exception
+    panels = _panels(at)
+    for title in ("Texture synthesis (Gram matrices)", "Style transfer (Gatys)"):
+        panel = panels[f"{PANEL_PREFIX} {title}"]
+        captions = [c for image in panel.image for c in image.captions]
+        assert captions and captions[0].startswith("G at `"), captions
+    gatys = panels[f"{PANEL_PREFIX} Style transfer (Gatys)"].markdown[0].value
+    assert "β (style weight) **" in gatys and "style loss left **" in gatys, gatys

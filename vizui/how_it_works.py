@@ -182,3 +182,60 @@ def adversarial_panel(result: AdversarialResult, class_names: Sequence[str]) -> 
             st.line_chart(np.asarray(result.losses, dtype=np.float64), height=160)
 
     panel(result.method, numbers=numbers, body=body)
+
+
+# ------------------------------------------------------------------ images made by the net
+
+
+def optimization_panel(
+    key: str,
+    *,
+    losses: np.ndarray,
+    numbers: Mapping[str, str],
+    objective_name: str = "objective",
+) -> None:
+    """An optimization's lesson with this run's numbers and its objective over the steps.
+
+    ``losses`` are the minimized losses per step; the chart shows ``-loss`` for the methods that
+    maximize (class and neuron visualization, DeepDream) so the curve climbs as in the lecture.
+    """
+    maximize = key in ("class_visualization", "neuron_visualization", "deepdream", "multifaceted")
+
+    def body() -> None:
+        values = np.asarray(losses, dtype=np.float64).reshape(len(losses), -1).mean(axis=1)
+        if len(values) > 1:
+            st.caption(f"{objective_name} after each step (this run):")
+            st.line_chart(-values if maximize else values, height=160)
+
+    panel(key, numbers=numbers, body=body)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _gram_image(model_key: str, digest: str, _x: torch.Tensor, layer: str) -> np.ndarray:
+    from vizcore.hooks import inference_session
+    from vizcore.techniques import gram
+
+    model = cached.model(model_key)
+    with inference_session(model), torch.no_grad():
+        features = gram.extract_features(model, _x, (layer,))[layer]
+        matrix = gram.gram_matrix(features)[0].float().cpu().numpy()
+    size = min(matrix.shape[0], 64)  # the first 64 channels: readable cells
+    return render.colorize(render.normalize01(matrix[:size, :size]), colormap="viridis")
+
+
+def gram_panel(
+    key: str,
+    *,
+    model_key: str,
+    digest: str,
+    style_x: torch.Tensor,
+    layer: str,
+    numbers: Mapping[str, str],
+) -> None:
+    """Texture / style lesson with the Gram matrix of one layer of the style image as a heat map."""
+
+    def body() -> None:
+        image = _gram_image(model_key, digest, style_x, layer)
+        st.image(image, caption=f"G at `{layer}` of the style image (first 64 channels)", width=220)
+
+    panel(key, numbers=numbers, body=body)
