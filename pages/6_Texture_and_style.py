@@ -10,7 +10,7 @@ from PIL import Image
 from vizcore import images
 from vizcore.techniques import style as style_tech
 from vizcore.techniques.texture_nn import max_patch, quilt_texture
-from vizui import how_it_works
+from vizui import how_it_works, public
 from vizui import style_view as sv
 from vizui.frame import frame
 
@@ -80,7 +80,12 @@ with tex_tab:
             key=f"texture_style_opt_{model_key}",
         )
         steps = st.slider(
-            "Steps", 20, 500, tex_settings.steps, 10, key=f"texture_style_steps_{model_key}"
+            "Steps",
+            20,
+            public.max_steps(500),
+            public.capped(tex_settings.steps, 500),
+            10,
+            key=f"texture_style_steps_{model_key}",
         )
     with c3:
         tv = st.number_input(
@@ -257,7 +262,12 @@ with gatys_tab:
             "TV weight", 0.0, 100.0, settings.tv_weight, 0.5, key=f"gatys_style_tv_{model_key}"
         )
         g_steps = st.slider(
-            "Steps", 10, 500, settings.steps, 10, key=f"gatys_style_steps_{model_key}"
+            "Steps",
+            10,
+            public.max_steps(500),
+            public.capped(settings.steps, 500),
+            10,
+            key=f"gatys_style_steps_{model_key}",
         )
     if settings.note:
         st.caption(f"Measured default for {spec.label}: {settings.note}.")

@@ -23,7 +23,7 @@ from torch import nn
 
 from vizcore import devices, images
 from vizcore.models import registry, torchvision_zoo
-from vizui import cached, model_upload, view_link
+from vizui import cached, model_upload, public, view_link
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def _image_picker() -> str:
         type=UPLOAD_TYPES,
         key="frame_upload",
         on_change=_on_upload,
-        max_upload_size=max(1, images.MAX_BYTES // 2**20),
+        max_upload_size=public.image_upload_mb(max(1, images.MAX_BYTES // 2**20)),
         help=f"Up to {images.MAX_PIXELS / 1e6:.0f} megapixels. Any mode (RGBA, CMYK, 16-bit, "
         "grayscale) is converted to RGB.",
     )

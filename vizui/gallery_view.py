@@ -15,6 +15,7 @@ import streamlit as st
 
 from vizcore import features, gallery, precision
 from vizcore.progress import StepInfo
+from vizui import public
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri
 from vizui.queue_view import heavy_job
@@ -147,6 +148,9 @@ def upload_section(prefix: str) -> None:
 
 def dataset_section(prefix: str) -> None:
     """Offer downloadable datasets when online; say why not otherwise (never hangs)."""
+    if public.is_public():
+        st.caption("Dataset downloads are off on this public server (VIZCORE_PUBLIC).")
+        return
     for key, info in gallery.DATASETS.items():
         status = dataset_status(key)
         if status.downloaded:

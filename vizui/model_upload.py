@@ -25,6 +25,7 @@ from pathlib import Path
 import streamlit as st
 
 from vizcore.models import sources
+from vizui import public
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _NORMALIZATIONS = {
 def uploads_allowed() -> bool:
     """False when the server turned model uploads off (``VIZCORE_ALLOW_MODEL_UPLOAD=0``)."""
     value = os.environ.get(ALLOW_ENV, "1").strip().lower()
-    return value not in {"0", "false", "no", "off"}
+    return value not in {"0", "false", "no", "off"} and not public.is_public()
 
 
 def upload_limit_mb() -> int:

@@ -23,6 +23,7 @@ from vizcore import optim, render
 from vizcore.models.registry import ModelSpec
 from vizcore.progress import OnStep, StepInfo
 from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
+from vizui import public
 from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
@@ -188,7 +189,9 @@ def settings_controls(
     preset = synthesis_preset(spec, parameterization)
     k = f"{prefix}_{spec.key}_{parameterization}"
     c1, c2, c3 = st.columns(3)
-    steps = c1.slider("Steps", 1, 500, preset.steps, key=f"{k}_steps")
+    steps = c1.slider(
+        "Steps", 1, public.max_steps(500), public.capped(preset.steps, 500), key=f"{k}_steps"
+    )
     if parameterization == "fourier":
         lr = c2.slider("Step size (Adam learning rate)", 0.005, 0.2, preset.lr, 0.005,
                        key=f"{k}_lr", format="%.3f")  # fmt: skip
