@@ -24,9 +24,10 @@ COPY vizcore/ vizcore/
 COPY deploy/streamlit-public.toml .streamlit/config.toml
 
 # A public share link: no downloads at run time (weights, galleries) and no model uploads.
-# For a private server, pass -e VIZCORE_ALLOW_MODEL_UPLOAD=1 to docker run.
+# Public mode: no model uploads or dataset downloads, small image uploads, capped steps
+# (vizui/public.py). For a private server, pass -e VIZCORE_PUBLIC=0 to docker run.
 ENV VIZCORE_OFFLINE=1 \
-    VIZCORE_ALLOW_MODEL_UPLOAD=0
+    VIZCORE_PUBLIC=1
 
 USER app
 EXPOSE 8501
