@@ -12,7 +12,7 @@ from torch import nn
 from vizcore import images, render
 from vizcore.layers import LayerNotFoundError, list_layers
 from vizcore.techniques import synthesis
-from vizui import how_it_works
+from vizui import how_it_works, view_link
 from vizui import synthesis_view as view
 from vizui.frame import frame
 from vizui.multifaceted_view import render_multifaceted
@@ -48,14 +48,20 @@ with tab_class:
         "bundled models; on EfficientNet-Lite0 only the Fourier parameterization with ±25% scale "
         "jitter and ReLU6 straight-through gives recognizable objects."
     )
+    default_classes = [names.index(c) for c in DEFAULT_CLASSES if c in names]
+    linked = view_link.take("classes", view_link.subset_of([str(i) for i in range(len(names))]))
+    if linked is not None:
+        st.session_state[f"{P}_cv_classes"] = [int(i) for i in linked][:8]
     chosen = st.multiselect(
         "Classes (one image each, optimized together)",
         list(range(len(names))),
-        default=[names.index(c) for c in DEFAULT_CLASSES if c in names],
+        default=view_link.unless_set(f"{P}_cv_classes", default_classes),
         format_func=lambda i: f"{i}: {names[i]}",
         max_selections=8,
         key=f"{P}_cv_classes",
     )
+    same = sorted(chosen) == sorted(default_classes)
+    view_link.publish("classes", None if same else ",".join(str(i) for i in chosen))
     with st.expander("Settings", expanded=False):
         settings = view.settings_controls(f"{P}_cv", ctx.spec, has_relu6=has_relu6)
         seed = st.number_input("Seed", 0, 10_000, 0, key=f"{P}_cv_seed")
@@ -314,8 +320,15 @@ with tab_dream:
     )
     dream_layers = synthesis.deepdream_layers(ctx.spec, ctx.model)
     c1, c2, c3 = st.columns(3)
+    dream_default = min(1, len(dream_layers) - 1)
+    if (linked_layer := view_link.take("dream_layer", view_link.one_of(dream_layers))) is not None:
+        st.session_state[f"{P}_dd_layer"] = linked_layer
     dream_layer = c1.selectbox(
-        "Layer", dream_layers, index=min(1, len(dream_layers) - 1), key=f"{P}_dd_layer"
+        "Layer", dream_layers, index=view_link.unless_set(f"{P}_dd_layer", dream_default) or 0,
+        key=f"{P}_dd_layer",
+    )  # fmt: skip
+    view_link.publish(
+        "dream_layer", None if dream_layer == dream_layers[dream_default] else dream_layer
     )
     octaves = c2.slider("Octaves", 1, 6, 4, key=f"{P}_dd_octaves")
     octave_scale = c3.slider("Octave scale", 1.1, 2.0, 1.4, 0.05, key=f"{P}_dd_scale")

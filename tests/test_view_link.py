@@ -91,3 +91,20 @@ def test_bad_page_parameters_fall_back_with_a_notice() -> None:
     notices = " ".join(i.value for i in at.info)
     for param in ("layer", "target", "methods", "window"):
         assert f"The link's {param} “" in notices, notices
+
+
+def test_feature_visualization_classes_and_dream_layer_travel_in_the_link() -> None:
+    at = _app()
+    at.switch_page("pages/4_Feature_visualization.py").run()
+    at.multiselect(key="featvis_cv_classes").set_value([1, 130]).run()
+    layers = at.selectbox(key="featvis_dd_layer").options
+    at.selectbox(key="featvis_dd_layer").set_value(layers[0]).run()
+    assert not at.exception and not at.warning
+    flat = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    assert flat["classes"] == "1,130" and flat["dream_layer"] == layers[0], flat
+
+    fresh = _app(**flat)
+    fresh.switch_page("pages/4_Feature_visualization.py").run()
+    assert fresh.multiselect(key="featvis_cv_classes").value == [1, 130]
+    assert fresh.selectbox(key="featvis_dd_layer").value == layers[0]
+    assert not fresh.warning
