@@ -176,6 +176,18 @@ with tex_tab:
             )
         with b:
             sv.downloads("texture_style_q", "quilted_texture", q.image)
+        how_it_works.panel(
+            "quilting",
+            numbers={
+                "patch": f"{q.patch} px",
+                "overlap": f"{q.overlap} px",
+                "distinct sample pixels used": (
+                    f"{len(np.unique(q.source.reshape(-1, 2), axis=0))} of "
+                    f"{res['sample'].shape[0] * res['sample'].shape[1]}"
+                ),
+                "time": f"{q.seconds:.2f} s",
+            },
+        )
         status = " (stopped)" if g.stopped else ""
         c.image(
             g.image,
@@ -390,6 +402,14 @@ with fast_tab:
     with a:
         sv.downloads(
             "fast_style_dl", f"fast_style_{label if f_blend in (0.0, 1.0) else 'blend'}", fast.image
+        )
+        how_it_works.panel(
+            "fast_style",
+            numbers={
+                "styles": label,
+                "b (blend)": f"{f_blend:.2f}",
+                "one forward pass": f"{fast.seconds:.2f} s at {w}×{h} px",
+            },
         )
     with b:
         key = (model_key, ctx.digest, g_style)

@@ -172,3 +172,40 @@ def test_texture_and_style_panels_show_a_gram_matrix() -> None:
         assert captions and captions[0].startswith("G at `"), captions
     gatys = panels[f"{PANEL_PREFIX} Style transfer (Gatys)"].markdown[0].value
     assert "β (style weight) **" in gatys and "style loss left **" in gatys, gatys
+
+
+def test_multifaceted_panel_shows_the_facets_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIZCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIZCORE_GALLERY_PER_PHOTO", "2")
+    from vizui import gallery_view
+
+    gallery_view.builtin.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/4_Feature_visualization.py").run()
+    k = "featvis_mf_efficientnet_lite0_fourier"
+    at.slider(key=f"{k}_steps").set_value(2)
+    at.select_slider(key=f"{k}_size").set_value(64)
+    at.slider(key="featvis_mf_facets").set_value(2)
+    at.radio(key="featvis_mf_topk").set_value(5)
+    at.button(key="featvis_mf_start").click().run()
+    assert not at.exception
+    numbers = _panels(at)[f"{PANEL_PREFIX} Multifaceted class visualization"].markdown[0].value
+    assert "facets K **2**" in numbers and "S_c start → end **" in numbers, numbers
+
+
+def test_quilting_and_fast_style_panels() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/6_Texture_and_style.py").run()
+    panels = _panels(at)
+    fast = panels[f"{PANEL_PREFIX} Fast style transfer"].markdown[0].value
+    assert "one forward pass **" in fast and "b (blend) **" in fast, fast
+    at.select_slider(key="texture_style_size").set_value(128)
+    at.slider(key="texture_style_steps_efficientnet_lite0").set_value(3)
+    at.button(key="texture_style_go").click().run()
+    assert not at.exception
+    quilt = _panels(at)[f"{PANEL_PREFIX} Image quilting (non-neural)"].markdown[0].value
+    assert "distinct sample pixels used **" in quilt and "patch **" in quilt, quilt

@@ -20,7 +20,7 @@ from torch import nn
 from vizcore import features, gallery, render
 from vizcore.progress import StepInfo
 from vizcore.techniques import multifaceted as mf
-from vizui import gallery_view
+from vizui import gallery_view, how_it_works
 from vizui import synthesis_view as sview
 from vizui.cached import top_classes
 from vizui.frame import Context
@@ -251,3 +251,16 @@ def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g)
     )
     sview.png_download(P, render.grid(tiles, columns=len(tiles), pad=2),
                        name=f"multifaceted_{result.target}")  # fmt: skip
+    how_it_works.panel(
+        "multifaceted",
+        numbers={
+            "class c": f"{result.title} ({result.target})",
+            "facets K": f"{len(result.images)}",
+            "gallery images per facet": ", ".join(str(int(n)) for n in result.cluster_sizes),
+            "S_c start → end": ", ".join(
+                f"{a:.1f}→{b:.1f}"
+                for a, b in zip(result.initial_scores, result.scores, strict=True)
+            ),
+            "β (centre bias)": f"{result.center_bias:g}",
+        },
+    )
