@@ -163,10 +163,11 @@ def test_stopped_build_resumes_to_the_uninterrupted_result(model, folder, tmp_pa
 
 def test_killed_build_leaves_temporary_shard_that_is_discarded(model, folder, tmp_path):
     out = tmp_path / "idx"
-    vindex.build_index(folder, model=model, out=out, on_step=lambda i: i.step < 8, **_kw())
+    first = vindex.build_index(folder, model=model, out=out, on_step=lambda i: i.step < 8, **_kw())
     stray = out / "shards" / ".tmp-shard-00001"  # what a kill in the middle of a write leaves
     stray.mkdir()
     (stray / "features.npy").write_bytes(b"half")
+    assert len(vindex.open_index(out)) == first.images and stray.exists()  # readers leave it alone
     summary = vindex.build_index(folder, model=model, out=out, **_kw())
     assert not stray.exists() and summary.images == 37 and summary.shards_kept == 1
 
@@ -262,12 +263,16 @@ def test_all_corrupt_shard_and_errors(model, tmp_path):
         vindex.build_index(root, model=model, out=out, **_kw(top_k=3))
     with pytest.raises(ValueError, match="not a folder"):
         vindex.build_index(root / "1.png", model=model, out=tmp_path / "x", **_kw())
-    with pytest.raises(ValueError, match="not channel maps"):
-        vindex.build_index(root, model=model, out=tmp_path / "y", **_kw(layers=["fc"]))
-    with pytest.raises(ValueError, match="shard_size"):
-        vindex.build_index(root, model=model, out=tmp_path / "z", **_kw(shard_size=0))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(ValueError, match="not channel maps"):
+        vindex.build_index(root, model=model, out=tmp_path / "y", **_kw(layers=["fc"]))
+    fixed = vindex.build_index(root, model=model, out=tmp_path / "y", **_kw())  # same folder
+    assert fixed.images == 3
+    with pytest.raises(ValueError, match="No image files"):
+        vindex.build_index(tmp_path / "busy", model=model, out=tmp_path / "w", **_kw())
+    with pytest.raises(ValueError, match="shard_size"):
+        vindex.build_index(root, model=model, out=tmp_path / "z", **_kw(shard_size=0))
     with pytest.raises(ValueError, match="not an index"):
         vindex.build_index(root, model=model, out=tmp_path / "busy", **_kw())
     with pytest.raises(ValueError, match="not an index"):

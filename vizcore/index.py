@@ -447,15 +447,17 @@ def write_shard(
     return final
 
 
-def _read_shards(out: Path) -> list[_Shard]:
-    """The finished shards of an index, in order; stray temporary folders are removed."""
+def _read_shards(out: Path, *, clean: bool = False) -> list[_Shard]:
+    """The finished shards of an index, in order; ``clean`` removes stray temporary folders
+    (only the builder may: a reader could otherwise delete a shard being written)."""
     folder = out / _SHARDS
     if not folder.is_dir():
         return []
     found: list[_Shard] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(_TMP_PREFIX):
-            shutil.rmtree(entry, ignore_errors=True)
+            if clean:
+                shutil.rmtree(entry, ignore_errors=True)
             continue
         meta_path = entry / _SHARD_JSON
         if not entry.name.startswith("shard-") or not meta_path.is_file():
@@ -613,25 +615,29 @@ def build_index(
         "top_k": top_k,
         "exact": bool(exact),
     }
+    if not files:
+        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {str(root)!r}.")
     manifest_path = out / _MANIFEST
     manifest: dict = {}
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{str(out)!r} is not a {FORMAT} folder; choose an empty folder.")
         differ = [k for k in _FIXED if manifest.get(k) != settings[k]]
-        if differ:
+        if differ and _read_shards(out):  # without a finished shard there is nothing to keep
             raise ValueError(
                 f"The index at {str(out)!r} was built with other settings ({', '.join(differ)}: "
                 + "; ".join(f"{manifest.get(k)!r} there, {settings[k]!r} now" for k in differ)
                 + "). Use another --out folder or the same settings."
             )
+        if differ:
+            manifest = {}  # a first build that failed before its first shard: start afresh
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{str(out)!r} exists and is not an index; choose an empty folder.")
     out.mkdir(parents=True, exist_ok=True)
-    shards = _read_shards(out)
+    shards = _read_shards(out, clean=True)
     known = {p for s in shards for p in s.paths} | {s[0] for sh in shards for s in sh.skipped}
     todo = [f for f in files if f not in known]
-    if not files:
-        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {str(root)!r}.")
     layer_info: dict = dict(manifest.get("layer_info") or {})
     if not layer_info:
         layer_info = {name: {"receptive_field": _field_json(model, name)} for name in layers}
