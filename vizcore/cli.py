@@ -1,5 +1,5 @@
-"""The ``vizcore`` command line: predictions, attribution maps over images or folders, and the
-fast-style trainer.
+"""The ``vizcore`` command line: predictions, attribution maps over images or folders, the
+fast-style trainer and dataset indexes.
 
 Usage::
 
@@ -7,6 +7,7 @@ Usage::
     vizcore attribute --method grad-cam [--model KEY] [--target N] [--layer L] \\
         IMAGES_OR_FOLDERS... --out DIR
     vizcore train-style --styles marble mosaic --out my_styles.pt ...
+    vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX
 
 ``python -m vizcore`` is the same program. A model is a registry key (``--model``) or your own
 file (``--source torchvision|timm|export --weights FILE [--arch NAME] [--classes FILE]``, read
@@ -167,7 +168,44 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train_fast_style.add_arguments(style)
+    _add_index_parser(sub)
     return parser
+
+
+def _add_index_parser(sub: argparse._SubParsersAction) -> None:
+    from vizcore import index
+
+    idx = sub.add_parser(
+        "index",
+        help="build a dataset index (features, thumbnails, per-channel top images)",
+        description="Dataset indexes: see `vizcore index build --help`.",
+    )
+    isub = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    build = isub.add_parser(
+        "build",
+        help="index a folder of images (resumes or extends an existing index)",
+        description="Index a folder of images (recursive) in one pass: per image the embedding "
+        "features and a thumbnail, per channel of each --layers layer the top-k images and "
+        "where the maximum is. Written in shards; run it again to resume after an interruption "
+        "or to add new images. Corrupt files are listed and skipped.",
+    )
+    _add_model_options(build)
+    build.add_argument("--layers", required=True, help="comma-separated layer names")
+    build.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder")
+    build.add_argument(
+        "--shard-size", type=int, default=index.DEFAULT_SHARD_SIZE, help="files per shard"
+    )
+    build.add_argument(
+        "--top-k", type=int, default=index.DEFAULT_TOP_K, help="images kept per channel"
+    )
+    build.add_argument(
+        "--batch-size", type=int, default=index.DEFAULT_BATCH_SIZE, help="images per forward"
+    )
+    build.add_argument("--workers", type=int, default=2, help="decode worker processes")
+    build.add_argument(
+        "--thumb-size", type=int, default=index.DEFAULT_THUMB_SIZE, help="thumbnail side (px)"
+    )
+    build.add_argument("folder", type=Path, metavar="FOLDER")
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +423,70 @@ def _train_style(args: argparse.Namespace) -> int:
     return train_fast_style.run(args)
 
 
-_COMMANDS = {"predict": _predict, "attribute": _attribute, "train-style": _train_style}
+def _index(args: argparse.Namespace) -> int:
+    import time
+
+    from vizcore import index
+
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    if not layers:
+        raise _UsageError("--layers needs at least one layer name.")
+    if not args.folder.is_dir():
+        raise _UsageError(f"{args.folder} is not a folder.")
+    loaded = _load_model(args)
+    embedding = loaded.spec.preset("embedding")
+    if not embedding:
+        raise _UsageError(f"model {loaded.spec.key} has no embedding preset layer.")
+    tty = sys.stderr.isatty()
+    last = [0.0]
+    t0 = time.perf_counter()
+
+    def on_step(info: object) -> None:
+        now = time.perf_counter()
+        if info.waited is not None or (not tty and now - last[0] < 10 and info.step < info.total):
+            return
+        last[0] = now
+        rate = info.step / max(now - t0, 1e-9)
+        line = f"indexing {info.step}/{info.total} images, {rate:.1f} images/s"
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    try:
+        summary = index.build_index(
+            args.folder,
+            model=loaded.model,
+            model_key=loaded.spec.key,
+            layers=layers,
+            out=args.out,
+            shard_size=args.shard_size,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            thumb_size=args.thumb_size,
+            embedding_layer=embedding[0],
+            preprocessing=loaded.spec.preprocessing,
+            on_step=on_step,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    if tty:
+        print(file=sys.stderr)
+    for path, reason in summary.skipped:
+        _err(f"{args.folder / path}: {reason}")
+    print(
+        f"{summary.path}: {summary.images} images "
+        f"({summary.added} new, {summary.shards_kept} shards kept, {summary.shards_written} "
+        f"written), skipped {len(summary.skipped)}, {summary.seconds:.1f} s, "
+        f"{summary.images_per_second:.1f} images/s"
+    )
+    return 1 if summary.skipped else 0
+
+
+_COMMANDS = {
+    "predict": _predict,
+    "attribute": _attribute,
+    "train-style": _train_style,
+    "index": _index,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
