@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from vizcore import lessons
@@ -26,7 +27,15 @@ def test_steps_follow_the_lecture_and_link_to_existing_pages() -> None:
         assert step.slow == bool(step.cost), step.key
 
 
-def test_tour_renders_fast_steps_at_once_and_runs_a_slow_one_on_demand() -> None:
+def test_tour_renders_fast_steps_at_once_and_runs_a_slow_one_on_demand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cold feature cache: the gallery steps offer extraction first, whatever ran before.
+    monkeypatch.setenv("VIZCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIZCORE_GALLERY_PER_PHOTO", "2")
+    from vizui import gallery_view
+
+    gallery_view.builtin.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.switch_page("pages/7_Lecture_tour.py").run()
@@ -42,6 +51,10 @@ def test_tour_renders_fast_steps_at_once_and_runs_a_slow_one_on_demand() -> None
     assert "FGSM, ε = 4/255: top-1 “tiger cat”" in captions  # the attack: at once
     tiles = [c for image in at.image for c in image.captions]
     assert any(c.startswith("Grad-CAM for “tiger cat”") for c in tiles), tiles
+    assert {b.key for b in at.button if b.label == "Extract gallery features"} == {
+        "tour_neighbours_feats_extract",
+        "tour_tsne_feats_extract",
+    }
     run_keys = {b.key for b in at.button if b.label == "Run this step"}
     slow = {step.key for step in tour.STEPS if step.slow and step.key != "feature_map"}
     assert run_keys == {f"tour_{key}_run" for key in slow}

@@ -80,23 +80,33 @@ def _attribution(label: str) -> Callable[[Context], None]:
         info = attribution.METHODS[label]
         layer = ctx.spec.preset("cam")[0] if info.uses_layer else None
         top = cached.top_classes(ctx.model_key, ctx.digest, ctx.x).top1[0]
-        occluding = label == "Occlusion"
         params = attribution_view.MethodParams(
-            label=label,
-            target=int(top),
-            layer=layer,
-            window=56 if occluding else 0,
-            stride=28 if occluding else 0,
-            fill="gray" if occluding else "",
+            label=label, target=int(top), layer=layer, window=0, stride=0, fill=""
         )
         result = attribution_view.fast_map(ctx.model_key, ctx.digest, ctx.x, params)
         image = render.tensor_image(ctx.x.numpy())
         tile = attribution_view.overlay_tile(image, result, alpha=0.5, colormap="jet")
         names = ctx.spec.categories()
-        extra = " (window 56, stride 28)" if occluding else ""
-        st.image(tile, caption=f"{label} for “{names[int(top)]}”{extra}", width=260)
+        st.image(tile, caption=f"{label} for “{names[int(top)]}”", width=260)
 
     return show
+
+
+def _occlusion(ctx: Context) -> None:
+    top = int(cached.top_classes(ctx.model_key, ctx.digest, ctx.x).top1[0])
+    params = attribution_view.MethodParams(
+        label="Occlusion", target=top, layer=None, window=56, stride=28, fill="gray"
+    )
+    result = _run_slow(
+        ctx,
+        "occlusion",
+        lambda on_step: attribution_view.compute_map(ctx.model, ctx.x, params, on_step=on_step),
+    )
+    if result is not None:
+        image = render.tensor_image(ctx.x.numpy())
+        tile = attribution_view.overlay_tile(image, result, alpha=0.5, colormap="jet")
+        names = ctx.spec.categories()
+        st.image(tile, caption=f"Occlusion for “{names[top]}” (window 56, stride 28)", width=260)
 
 
 def _adversarial(ctx: Context) -> None:
@@ -311,7 +321,8 @@ STEPS: tuple[TourStep, ...] = (
                                       label="Scan the gallery on the Filters page")),
     TourStep("occlusion", "pages/3_Attribution.py",
              "Hide a patch and see how much the class probability drops: red is what the "
-             "network needs.", _attribution("Occlusion")),
+             "network needs.", _occlusion, slow=True,
+             cost="49 window positions, one forward pass each"),
     TourStep("saliency", "pages/3_Attribution.py",
              "The gradient of the class score with respect to each pixel: which pixels would "
              "change the score most.", _attribution("Saliency")),
