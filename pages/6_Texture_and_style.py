@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from vizcore.techniques import style as style_tech
-from vizcore.techniques.texture_nn import max_patch, quilt_texture
+from vizcore.style import gatys as style_tech
+from vizcore.style.quilting import max_patch, quilt_texture
 from vizui import style_view as sv
 from vizui.frame import frame
 

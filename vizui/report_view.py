@@ -2,7 +2,8 @@
 
 A page creates one :class:`PageReport` per run, adds each figure it displays (the same array it
 passes to ``st.image``), its parameters and scores, and ends with :meth:`PageReport.downloads`.
-The HTML and the zip are built by :mod:`vizcore.report` only when a button is clicked (Streamlit
+The HTML and the zip are built by :mod:`vizcore.core.report` only when a button is clicked
+(Streamlit
 runs a callable ``data`` on click), so recording costs nothing on an ordinary rerun.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from vizcore import report
+from vizcore.core import report
 from vizui import view_link
 from vizui.frame import Context
 

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from vizcore import optim, render
+from vizcore import optvis
+from vizcore.core import render
+from vizcore.core.progress import OnStep, StepInfo
 from vizcore.models.registry import ModelSpec
-from vizcore.progress import OnStep, StepInfo
-from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
+from vizcore.optvis.synthesis import SynthesisSettings, synthesis_preset
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
 logger = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def settings_controls(
         help="Gradients pass through ReLU6 above 6 (forward unchanged). EfficientNet-Lite "
         "gives noise without it.",
     )  # fmt: skip
-    regularizers = optim.PixelRegularizers()
+    regularizers = optvis.PixelRegularizers()
     init = preset.init
     if parameterization == "pixel":
         if has_relu6:
@@ -247,7 +248,7 @@ def settings_controls(
         )  # fmt: skip
         init = c3.radio("Start from", ["zeros", "noise"], horizontal=True, key=f"{k}_init",
                         format_func={"zeros": "grey (zero)", "noise": "noise"}.get)  # fmt: skip
-        regularizers = optim.PixelRegularizers(
+        regularizers = optvis.PixelRegularizers(
             l2_decay=decay,
             blur_sigma=sigma,
             blur_every=every,
