@@ -62,8 +62,8 @@ def _precision_of(*, exact: bool, device: Any = "cpu") -> str:
 def emulated() -> Iterator[None]:
     """Inside: ``exact=False`` runs the batched forwards with bf16 rounding (emulated)."""
     targets = {
-        "vizcore.attribution.cams.forward_float": _forward_float,
-        "vizcore.attribution.cams.use_bf16": _use_bf16,
+        "vizcore.attribution.perturbation.forward_float": _forward_float,
+        "vizcore.attribution.perturbation.use_bf16": _use_bf16,
         "vizcore.attribution.faithfulness.forward_float": _forward_float,
         "vizcore.data.features.fast_forward": _fast_forward,
         "vizcore.data.features.precision_of": _precision_of,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from vizcore.attribution import cams as attr
+from vizcore.attribution import cams, targets
 from vizcore.core.checks import check_int
 from vizcore.core.hooks import capture_activations, inference_session
 from vizcore.core.layers import get_layer
@@ -81,13 +81,13 @@ def cam_parts(
     if method not in DECOMPOSABLE:
         raise ValueError(f"method must be one of {', '.join(DECOMPOSABLE)}, not {method!r}.")
     top_k = check_int("top_k", top_k, minimum=1, maximum=64)
-    x = attr._check_input(x, model)
+    x = targets._check_input(x, model)
     if method == "cam":
         acts, weights, bias, index = _cam_weights(model, x, layer, target)
     else:
-        fn = attr.grad_cam_weights if method == "grad_cam" else attr.grad_cam_plus_plus_weights
+        fn = cams.grad_cam_weights if method == "grad_cam" else cams.grad_cam_plus_plus_weights
         with inference_session(model):
-            acts, grads, resolved = attr._layer_acts_and_grads(model, x, layer, target)
+            acts, grads, resolved = cams._layer_acts_and_grads(model, x, layer, target)
         weights, bias, index = fn(acts, grads), 0.0, resolved.index
     if index is None:
         raise ValueError("A decomposition explains one class: give a class index or None.")
@@ -97,7 +97,7 @@ def cam_parts(
 def _cam_weights(
     model: nn.Module, x: torch.Tensor, layer: str, target: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, float, int | None]:
-    attr.cam(model, x, layer=layer, target=target)  # the method's own checks and messages
+    cams.cam(model, x, layer=layer, target=target)  # the method's own checks and messages
     head = facts_for(model, input_size=tuple(x.shape[-2:])).head
     assert head is not None  # cam() refused models without one
     get_layer(model, layer)
@@ -108,7 +108,7 @@ def _cam_weights(
     ):
         logits = model(x).float()
         acts = captured[layer].float()[0]
-    index = attr.resolve_target(logits, target).index
+    index = targets.resolve_target(logits, target).index
     assert index is not None
     if layer in head.class_map_layers:
         return acts, F.one_hot(torch.tensor(index), logits.shape[1]).float(), 0.0, index
@@ -130,16 +130,16 @@ def _parts(
     order = torch.argsort(contributions, descending=True)[: min(top_k, len(contributions))]
     positive = contributions.clamp(min=0).sum()
     share = float(contributions[order].clamp(min=0).sum() / positive) if positive > 0 else 0.0
-    total = attr.cam_skeleton(acts, weights, bias)
+    total = cams.cam_skeleton(acts, weights, bias)
     return CamParts(
         method=method,
         layer=layer,
         target=target,
-        weights=attr._np(weights),
+        weights=targets._np(weights),
         channels=order.cpu().numpy().astype(np.int64),
-        activations=attr._np(acts[order]),
-        contributions=attr._np(contributions[order]),
+        activations=targets._np(acts[order]),
+        contributions=targets._np(contributions[order]),
         bias=bias,
-        total=attr._np(total),
+        total=targets._np(total),
         top_share=share,
     )

@@ -21,15 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vizcore.attribution import (
-    BATCH_SIZE,
-    AttributionMap,
-    Cost,
-    Target,
-    fill_image,
-    method_cost,
-    resolve_target,
-)
+from vizcore.attribution.costs import Cost, method_cost
+from vizcore.attribution.perturbation import fill_image
+from vizcore.attribution.targets import BATCH_SIZE, AttributionMap, Target, resolve_target
 from vizcore.core.checks import check_finite_array, check_image_batch, check_int
 from vizcore.core.devices import model_device
 from vizcore.core.hooks import inference_session, model_lock

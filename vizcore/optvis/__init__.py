@@ -1,6 +1,30 @@
 """Optimization-based visualization: images optimized against a model.
 
-Every public name of the modules below is importable from ``vizcore.optvis``.
+Class and neuron visualization, feature inversion, DeepDream, style transfer and texture synthesis
+are all "optimize an image instead of the weights". They differ only in their parts, which live
+in small composable modules (the design follows lucid/lucent: objectives, parameterizations,
+transforms):
+
+* an :class:`Objective` to *maximize*, built from captured activations and/or the logits
+  (:func:`class_logit`, :func:`channel`, :func:`neuron`, :func:`layer_l2`, :func:`feature_match`),
+  composable with ``+``, ``-`` and scalar ``*``;
+* an image parameterization returning ``(params, image_fn)``: :func:`pixel_image` (plain pixels)
+  or :func:`fourier_image` (1/f spectrum, decorrelated colour, sigmoid);
+* transforms applied to the image before each forward pass (:func:`jitter`, :func:`random_scale`,
+  :func:`random_rotate`, :func:`pad`, :func:`compose`), all drawing from the run's local generator;
+* pixel-space regularizers from Yosinski et al. 2015 (:class:`PixelRegularizers`: L2 decay,
+  Gaussian blur every k steps, clipping pixels with small norm or small contribution) and loss
+  terms usable with any parameterization (total variation, Simonyan's L2 penalty);
+* the runner :func:`optimize`, which takes one ``inference_session(model)`` turn per step (so
+  another session waits at most one step), reports progress through ``on_step`` and can be
+  stopped.
+
+The techniques built on them: :mod:`~vizcore.optvis.synthesis` (class and neuron visualization,
+feature inversion, DeepDream), :mod:`~vizcore.optvis.multifaceted` (one image per facet of a
+class) and :mod:`~vizcore.optvis.adversarial` (FGSM, PGD). Every public name is importable from
+``vizcore.optvis``.
+
+Images are RGB in [0, 1], ``(N, 3, H, W)``; the models normalize internally.
 """
 
 from __future__ import annotations
@@ -24,41 +48,39 @@ from vizcore.optvis.multifaceted import (
     gallery_predictions,
     multifaceted_class_visualization,
 )
-from vizcore.optvis.runner import (
+from vizcore.optvis.objectives import (
     REFERENCE_PREFIX,
     Acts,
-    FourierBasis,
-    ImageFn,
     Objective,
     ObjectiveFn,
-    OptimizationResult,
-    OptimizerName,
-    Param,
-    PixelImage,
-    PixelRegularizers,
-    Transform,
     channel,
     class_logit,
-    clip_small_contribution,
-    clip_small_norm,
-    compose,
     feature_match,
-    fft_size,
-    fourier_image,
-    gaussian_blur,
-    jitter,
     layer_l2,
     neuron,
-    optimize,
-    pad,
-    pixel_image,
-    random_affine,
-    random_rotate,
-    random_scale,
     reference_key,
+)
+from vizcore.optvis.param import (
+    FourierBasis,
+    ImageFn,
+    Param,
+    PixelImage,
+    fft_size,
+    fourier_image,
+    pixel_image,
+)
+from vizcore.optvis.regularizers import (
+    PixelRegularizers,
+    clip_small_contribution,
+    clip_small_norm,
     relu6_passthrough,
-    relu6_passthrough_ctx,
     total_variation,
+)
+from vizcore.optvis.runner import (
+    OptimizationResult,
+    OptimizerName,
+    optimize,
+    relu6_passthrough_ctx,
 )
 from vizcore.optvis.synthesis import (
     DreamResult,
@@ -80,6 +102,16 @@ from vizcore.optvis.synthesis import (
     neuron_visualization,
     run_with_settings,
     synthesis_preset,
+)
+from vizcore.optvis.transforms import (
+    Transform,
+    compose,
+    gaussian_blur,
+    jitter,
+    pad,
+    random_affine,
+    random_rotate,
+    random_scale,
 )
 
 __all__ = [

@@ -37,7 +37,8 @@ from vizcore.core.layers import get_layer
 from vizcore.core.progress import OnStep, StepInfo, report, waiting
 from vizcore.data.gallery import Gallery
 from vizcore.models.discovery import facts_for
-from vizcore.optvis import runner
+from vizcore.optvis import objectives
+from vizcore.optvis import param as image_param
 from vizcore.optvis.synthesis import (
     SynthesisResult,
     SynthesisSettings,
@@ -341,8 +342,8 @@ def centre_weights(
 
 def _centre_bias_objective(
     cmap: ClassMap, target: int, weight: float, sigma: float
-) -> runner.Objective:
-    def fn(acts: runner.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
+) -> objectives.Objective:
+    def fn(acts: objectives.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
         evidence = cmap.evidence(acts[cmap.layer], target)
         g = centre_weights(*evidence.shape[-2:], sigma, device=evidence.device).to(evidence.dtype)
         border = 1.0 - g
@@ -350,7 +351,7 @@ def _centre_bias_objective(
         outside = (F.relu(evidence) * border).flatten(1).sum(1) / border.sum().clamp_min(1e-6)
         return weight * (centre - outside)
 
-    return runner.Objective(
+    return objectives.Objective(
         fn, layers={cmap.layer}, needs_logits=True, name=f"{weight:g}·centre({cmap.layer})"
     )
 
@@ -385,7 +386,7 @@ def centre_fraction(
 # ------------------------------------------------------------------------ initial images
 
 
-def fourier_image_from(init: torch.Tensor, *, decay: float = 1.0) -> runner.Param:
+def fourier_image_from(init: torch.Tensor, *, decay: float = 1.0) -> image_param.Param:
     """:func:`vizcore.optvis.fourier_image` whose starting image is ``init`` (not noise).
 
     The parameterization is ``sigmoid(C · irfft2(s ⊙ S) / 4)``; its exact inverse is applied to
@@ -395,11 +396,11 @@ def fourier_image_from(init: torch.Tensor, *, decay: float = 1.0) -> runner.Para
     height, width = init.shape[-2:]
     # The generator only fills the spectrum that is overwritten below (no global RNG use).
     generator = torch.Generator().manual_seed(0)
-    params, image_fn = runner.fourier_image(
+    params, image_fn = image_param.fourier_image(
         tuple(init.shape), decay=decay, generator=generator, device=init.device
     )
-    basis = runner.FourierBasis.of(height, width, decay)  # the same basis as the runner
-    colour_inverse = torch.linalg.inv(runner._COLOR_CORRELATION).to(init.device)
+    basis = image_param.FourierBasis.of(height, width, decay)  # the same basis as the runner
+    colour_inverse = torch.linalg.inv(image_param._COLOR_CORRELATION).to(init.device)
     z = torch.logit(init.detach().float().clamp(0.02, 0.98)) * 4.0
     y = torch.einsum("ndhw,cd->nchw", z, colour_inverse)
     with torch.no_grad():
@@ -652,7 +653,7 @@ def multifaceted_class_visualization(
         param = (
             fourier_image_from(init_batch, decay=settings.decay)
             if settings.parameterization == "fourier"
-            else runner.pixel_image(tuple(init_batch.shape), init=init_batch)
+            else image_param.pixel_image(tuple(init_batch.shape), init=init_batch)
         )
         note = f"{m} gallery image(s) of this class, {k} facet(s)"
         note += "." if k == facets else f" (fewer images than the {facets} facets asked for)."
@@ -660,7 +661,7 @@ def multifaceted_class_visualization(
         init_images = param[1]().detach().clamp(0, 1)
     initial_scores, _ = _logits(model, init_images, target)
 
-    objective = runner.class_logit(target)
+    objective = objectives.class_logit(target)
     if center_bias > 0:
         assert cmap is not None
         objective = objective + _centre_bias_objective(cmap, target, center_bias, center_sigma)

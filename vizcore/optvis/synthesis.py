@@ -25,7 +25,8 @@ from vizcore.core.devices import model_device
 from vizcore.core.hooks import inference_session
 from vizcore.core.layers import get_layer
 from vizcore.core.progress import OnStep, StepInfo, report
-from vizcore.optvis import runner
+from vizcore.optvis import objectives, regularizers, runner, transforms
+from vizcore.optvis import param as image_param
 
 if TYPE_CHECKING:
     from vizcore.models.registry import ModelSpec
@@ -62,8 +63,8 @@ class SynthesisSettings:
     lr: float = 0.05
     l2_weight: float = 0.0
     tv_weight: float = 0.0
-    regularizers: runner.PixelRegularizers = dataclasses.field(
-        default_factory=runner.PixelRegularizers
+    regularizers: regularizers.PixelRegularizers = dataclasses.field(
+        default_factory=regularizers.PixelRegularizers
     )
     jitter: int = 8
     scale: tuple[float, float] = (0.9, 1.1)
@@ -92,25 +93,27 @@ class SynthesisSettings:
                 "parameterization only; switch to 'pixel' or turn them off."
             )
 
-    def transforms(self) -> list[runner.Transform]:
+    def transforms(self) -> list[transforms.Transform]:
         """The per-step transforms these settings describe."""
-        out: list[runner.Transform] = []
+        out: list[transforms.Transform] = []
         if self.pad:
-            out.append(runner.pad(self.pad))
+            out.append(transforms.pad(self.pad))
         if self.jitter:
-            out.append(runner.jitter(self.jitter))
+            out.append(transforms.jitter(self.jitter))
         if self.scale != (1.0, 1.0) or self.rotate:
-            out.append(runner.random_affine(self.scale, self.rotate))
+            out.append(transforms.random_affine(self.scale, self.rotate))
         return out
 
     def param(
         self, batch: int, generator: torch.Generator, *, device: torch.device | None = None
-    ) -> runner.Param:
+    ) -> image_param.Param:
         """A fresh image parameterization for ``batch`` images on ``device`` (CPU: ``None``)."""
         shape = (batch, 3, self.size, self.size)
         if self.parameterization == "fourier":
-            return runner.fourier_image(shape, decay=self.decay, generator=generator, device=device)
-        return runner.pixel_image(shape, init=self.init, generator=generator, device=device)
+            return image_param.fourier_image(
+                shape, decay=self.decay, generator=generator, device=device
+            )
+        return image_param.pixel_image(shape, init=self.init, generator=generator, device=device)
 
     @property
     def optimizer(self) -> runner.OptimizerName:
@@ -124,7 +127,7 @@ _PIXEL = SynthesisSettings(
     size=227,
     steps=200,
     lr=2 / 255,
-    regularizers=runner.PixelRegularizers(l2_decay=1e-3, blur_sigma=0.5, blur_every=4),
+    regularizers=regularizers.PixelRegularizers(l2_decay=1e-3, blur_sigma=0.5, blur_every=4),
     jitter=16,
     scale=(1.0, 1.0),
     rotate=0.0,
@@ -188,7 +191,7 @@ class SynthesisResult:
 
 def run_with_settings(
     model: nn.Module,
-    objective: runner.Objective,
+    objective: objectives.Objective,
     settings: SynthesisSettings,
     *,
     batch: int = 1,
@@ -271,7 +274,12 @@ def class_visualization(
         raise ValueError("Choose at least one class.")
     seed = check_int("seed", seed)
     result = run_with_settings(
-        model, runner.class_logit(classes), settings, batch=len(classes), seed=seed, on_step=on_step
+        model,
+        objectives.class_logit(classes),
+        settings,
+        batch=len(classes),
+        seed=seed,
+        on_step=on_step,
     )
     return SynthesisResult(
         images=result.image,
@@ -302,18 +310,18 @@ def _last(result: runner.OptimizationResult) -> np.ndarray:
 
 def _channel_objective(
     layer: str, channels: list[int], mode: Literal["channel", "neuron"]
-) -> runner.Objective:
+) -> objectives.Objective:
     if len(channels) == 1:
-        make = runner.channel if mode == "channel" else runner.neuron
+        make = objectives.channel if mode == "channel" else objectives.neuron
         return make(layer, channels[0])
-    parts = [runner.channel(layer, c) if mode == "channel" else runner.neuron(layer, c)
+    parts = [objectives.channel(layer, c) if mode == "channel" else objectives.neuron(layer, c)
              for c in channels]  # fmt: skip
 
-    def fn(acts: runner.Acts, logits: torch.Tensor | None) -> torch.Tensor:
+    def fn(acts: objectives.Acts, logits: torch.Tensor | None) -> torch.Tensor:
         values = [part(acts, logits)[i] for i, part in enumerate(parts)]
         return torch.stack(values)
 
-    return runner.Objective(fn, layers={layer}, name=f"{layer}:{channels}")
+    return objectives.Objective(fn, layers={layer}, name=f"{layer}:{channels}")
 
 
 def layer_channels(model: nn.Module, layer: str) -> int | None:
@@ -500,17 +508,17 @@ class InversionResult:
     steps_done: int
 
 
-def _stacked_feature_match(layers: list[str]) -> runner.Objective:
-    def fn(acts: runner.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
+def _stacked_feature_match(layers: list[str]) -> objectives.Objective:
+    def fn(acts: objectives.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
         values = []
         for i, layer in enumerate(layers):
             act = acts[layer][i : i + 1]
-            goal = acts[runner.reference_key(layer)]
+            goal = acts[objectives.reference_key(layer)]
             diff = (act - goal).pow(2).sum()
             values.append(-diff / goal.pow(2).sum().clamp_min(1e-12))
         return torch.stack(values)
 
-    return runner.Objective(
+    return objectives.Objective(
         fn, layers=set(layers), needs_reference=True, name=f"match({', '.join(layers)})"
     )
 
@@ -561,7 +569,9 @@ def feature_inversion(
     photo = x.detach().float().to(device)
     generator = torch.Generator().manual_seed(int(seed))
     shape = (len(layers), 3, *photo.shape[-2:])
-    param = runner.pixel_image(shape, init="noise", generator=generator, noise=0.05, device=device)
+    param = image_param.pixel_image(
+        shape, init="noise", generator=generator, noise=0.05, device=device
+    )
     result = runner.optimize(
         model,
         _stacked_feature_match(layers),
@@ -569,7 +579,7 @@ def feature_inversion(
         steps=settings.steps,
         lr=settings.lr,
         optimizer="adam",
-        transforms=runner.jitter(settings.jitter) if settings.jitter else None,
+        transforms=transforms.jitter(settings.jitter) if settings.jitter else None,
         tv_weight=torch.tensor(weights, device="cpu"),
         relu6_passthrough=settings.relu6_passthrough,
         reference=photo,
@@ -722,7 +732,7 @@ def deep_dream(
         for k in range(settings.octaves - 1, -1, -1)
     ]
     total = settings.octaves * settings.steps_per_octave
-    objective = runner.layer_l2(layer)
+    objective = objectives.layer_l2(layer)
     detail = torch.zeros(1, 3, *sizes[0], device=device)
     losses: list[np.ndarray] = []
     frames: list[np.ndarray] = []
@@ -757,11 +767,11 @@ def deep_dream(
         result = runner.optimize(
             model,
             objective,
-            param=runner.pixel_image(start.shape, init=start),
+            param=image_param.pixel_image(start.shape, init=start),
             steps=settings.steps_per_octave,
             lr=settings.lr,
             optimizer="normalized",
-            transforms=runner.jitter(min(settings.jitter, min(octave_size) // 2)),
+            transforms=transforms.jitter(min(settings.jitter, min(octave_size) // 2)),
             relu6_passthrough=settings.relu6_passthrough,
             seed=seed + octave,
             frame_every=max(1, settings.steps_per_octave // 4),
