@@ -29,6 +29,7 @@ from vizcore.attribution import (
     score_cam,
     smoothgrad,
 )
+from vizcore.core.blur import gaussian_blur
 from vizcore.core.hooks import ModelState, count_hooks
 from vizcore.core.layers import LayerNotFoundError
 
@@ -500,6 +501,16 @@ def test_occlusion_fills(relu_net, tiny_input):
     assert len({m.tobytes() for m in maps.values()}) == 4
     blurred = attribution.fill_image(tiny_input, "blur", window=8)
     assert blurred.shape == tiny_input.shape and blurred.std() < tiny_input.std()
+
+
+def test_the_blur_fill_is_the_one_gaussian_blur(tiny_input):
+    # One blur in the library (issue 14): the fill is gaussian_blur at sigma window / 4, also
+    # where 3 sigma is not a whole number of pixels (window 10, 30).
+    for window in (8, 10, 30):
+        np.testing.assert_array_equal(
+            attribution.fill_image(tiny_input, "blur", window=window).numpy(),
+            gaussian_blur(tiny_input, window / 4).numpy(),
+        )
 
 
 def test_smoothgrad_is_seeded_and_reduces_to_saliency(relu_net, tiny_input):

@@ -25,6 +25,7 @@ from vizcore.attribution.targets import (
     _upsample,
     resolve_target,
 )
+from vizcore.core.blur import gaussian_blur
 from vizcore.core.checks import check_int
 from vizcore.core.hooks import (
     forward_output_hooks,
@@ -56,15 +57,7 @@ def fill_image(x: torch.Tensor, fill: str, *, window: int = 32) -> torch.Tensor:
     if fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
     if fill == "blur":
-        sigma = max(window / 4.0, 1.0)
-        radius = min(int(3 * sigma), min(x.shape[-2:]) - 1)
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        c = x.shape[1]
-        padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-        out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-        return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        return gaussian_blur(x, max(window / 4.0, 1.0))
     raise ValueError(f"Unknown fill {fill!r}; choose one of {', '.join(FILLS)}.")
 
 

@@ -20,6 +20,29 @@ from dataclasses import dataclass
 import numpy as np
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """The one result base of every run that takes optimization steps (and can be stopped).
+
+    The fields are keyword-only, so a subclass's own fields keep their positions in its
+    constructor. Subclasses: ``OptimizationResult``, ``SynthesisResult``, ``InversionResult``,
+    ``DreamResult``, ``MultifacetedResult``, ``AdversarialResult``, ``StyleResult``.
+
+    Attributes:
+        stopped: Whether ``on_step`` stopped the run before its last step.
+        seconds: Wall-clock time of the run.
+        steps_done: Steps actually taken.
+    """
+
+    stopped: bool
+    seconds: float
+    steps_done: int
+
+    def run_fields(self) -> dict[str, bool | float | int]:
+        """``stopped``, ``seconds``, ``steps_done``: for a result built from this one."""
+        return {"stopped": self.stopped, "seconds": self.seconds, "steps_done": self.steps_done}
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """One progress report.

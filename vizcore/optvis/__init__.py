@@ -29,6 +29,7 @@ Images are RGB in [0, 1], ``(N, 3, H, W)``; the models normalize internally.
 
 from __future__ import annotations
 
+from vizcore.core.blur import gaussian_blur  # the one blur, re-exported for optimization use
 from vizcore.optvis.adversarial import (
     LEAST_LIKELY,
     AdversarialResult,
@@ -106,7 +107,6 @@ from vizcore.optvis.synthesis import (
 from vizcore.optvis.transforms import (
     Transform,
     compose,
-    gaussian_blur,
     jitter,
     pad,
     random_affine,

@@ -24,7 +24,7 @@ from torch import nn
 from vizcore.core.checks import check_class_index, check_float, check_image_batch, check_int
 from vizcore.core.devices import LossLog, model_device
 from vizcore.core.hooks import inference_session
-from vizcore.core.progress import OnStep, StepInfo, report, waiting
+from vizcore.core.progress import OnStep, RunResult, StepInfo, report, waiting
 from vizcore.models.predict import Prediction
 
 _GRID = 255.0
@@ -35,7 +35,7 @@ LEAST_LIKELY = "least_likely"
 
 
 @dataclass(frozen=True)
-class AdversarialResult:
+class AdversarialResult(RunResult):
     """An adversarial example and what the model says before and after.
 
     Attributes:
@@ -75,9 +75,6 @@ class AdversarialResult:
     linf: float
     on_grid: bool
     losses: np.ndarray
-    stopped: bool
-    seconds: float
-    steps_done: int
     probs_before: np.ndarray
     probs_after: np.ndarray
     least_likely: bool = False

@@ -34,7 +34,7 @@ from vizcore.core.checks import check_class_index, check_int
 from vizcore.core.devices import model_device, to_model_device
 from vizcore.core.hooks import forward_output_hooks, inference_session
 from vizcore.core.layers import get_layer
-from vizcore.core.progress import OnStep, StepInfo, report, waiting
+from vizcore.core.progress import OnStep, RunResult, StepInfo, report, waiting
 from vizcore.data.gallery import Gallery
 from vizcore.models.discovery import facts_for
 from vizcore.optvis import objectives
@@ -422,7 +422,7 @@ def _resize_images(images: np.ndarray, size: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class MultifacetedResult:
+class MultifacetedResult(RunResult):
     """Facet images of one class, their starting images and the plain result.
 
     Attributes:
@@ -476,9 +476,6 @@ class MultifacetedResult:
     center_bias: float
     note: str
     frames: tuple[np.ndarray, ...]
-    stopped: bool
-    seconds: float
-    steps_done: int
 
 
 def _validate(

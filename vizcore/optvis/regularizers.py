@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from torch import nn
 
+from vizcore.core.blur import gaussian_blur
 from vizcore.core.checks import check_float, check_int
 from vizcore.core.hooks import (
     forward_output_hooks,
 )
-from vizcore.optvis.transforms import gaussian_blur
 
 
 def clip_small_norm(pixels: torch.Tensor, percentile: float) -> torch.Tensor:

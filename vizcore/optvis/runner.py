@@ -21,7 +21,7 @@ from vizcore.core.hooks import (
     forward_until,
     inference_session,
 )
-from vizcore.core.progress import OnStep, StepInfo, report, waiting
+from vizcore.core.progress import OnStep, RunResult, StepInfo, report, waiting
 from vizcore.core.render import grid, to_uint8
 from vizcore.optvis.objectives import Objective, reference_key
 from vizcore.optvis.param import Param, PixelImage
@@ -38,7 +38,7 @@ OptimizerName = Literal["adam", "sgd", "lbfgs", "normalized"]
 
 
 @dataclass(frozen=True)
-class OptimizationResult:
+class OptimizationResult(RunResult):
     """What :func:`optimize` made.
 
     Attributes:
@@ -56,9 +56,6 @@ class OptimizationResult:
     losses: np.ndarray
     objective: np.ndarray
     frames: tuple[np.ndarray, ...]
-    stopped: bool
-    seconds: float
-    steps_done: int
 
 
 def _frame(image: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,7 @@ from vizcore.core.checks import check_class_index, check_image_batch, check_int
 from vizcore.core.devices import model_device
 from vizcore.core.hooks import inference_session
 from vizcore.core.layers import get_layer
-from vizcore.core.progress import OnStep, StepInfo, report
+from vizcore.core.progress import OnStep, RunResult, StepInfo, report
 from vizcore.optvis import objectives, regularizers, runner, transforms
 from vizcore.optvis import param as image_param
 
@@ -162,7 +162,7 @@ def synthesis_preset(spec: ModelSpec, parameterization: Parameterization) -> Syn
 
 
 @dataclass(frozen=True)
-class SynthesisResult:
+class SynthesisResult(RunResult):
     """Images optimized from scratch.
 
     Attributes:
@@ -184,9 +184,6 @@ class SynthesisResult:
     probabilities: np.ndarray
     losses: np.ndarray
     frames: tuple[np.ndarray, ...]
-    stopped: bool
-    seconds: float
-    steps_done: int
 
 
 def run_with_settings(
@@ -288,9 +285,7 @@ def class_visualization(
         probabilities=_class_probabilities(model, result.image, classes),
         losses=result.losses,
         frames=result.frames,
-        stopped=result.stopped,
-        seconds=result.seconds,
-        steps_done=result.steps_done,
+        **result.run_fields(),
     )
 
 
@@ -419,9 +414,7 @@ def neuron_visualization(
         probabilities=np.full(len(channels), np.nan, np.float32),
         losses=result.losses,
         frames=result.frames,
-        stopped=result.stopped,
-        seconds=result.seconds,
-        steps_done=result.steps_done,
+        **result.run_fields(),
     )
 
 
@@ -482,7 +475,7 @@ def depth_tv_weight(model: nn.Module, layer: str) -> float:
 
 
 @dataclass(frozen=True)
-class InversionResult:
+class InversionResult(RunResult):
     """Reconstructions of one photo from several layers' features.
 
     Attributes:
@@ -503,9 +496,6 @@ class InversionResult:
     relative_errors: np.ndarray
     losses: np.ndarray
     frames: tuple[np.ndarray, ...]
-    stopped: bool
-    seconds: float
-    steps_done: int
 
 
 def _stacked_feature_match(layers: list[str]) -> objectives.Objective:
@@ -597,9 +587,7 @@ def feature_inversion(
         relative_errors=errors,
         losses=result.losses,
         frames=result.frames,
-        stopped=result.stopped,
-        seconds=result.seconds,
-        steps_done=result.steps_done,
+        **result.run_fields(),
     )
 
 
@@ -659,7 +647,7 @@ class DreamSettings:
 
 
 @dataclass(frozen=True)
-class DreamResult:
+class DreamResult(RunResult):
     """A dreamed image.
 
     Attributes:
@@ -676,9 +664,6 @@ class DreamResult:
     layer: str
     losses: np.ndarray
     frames: tuple[np.ndarray, ...]
-    stopped: bool
-    seconds: float
-    steps_done: int
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

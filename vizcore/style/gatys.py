@@ -36,7 +36,7 @@ from vizcore import optvis
 from vizcore.core.checks import check_image_batch
 from vizcore.core.devices import model_device, to_model_device
 from vizcore.core.hooks import inference_session
-from vizcore.core.progress import OnStep
+from vizcore.core.progress import OnStep, RunResult
 from vizcore.core.render import to_uint8
 from vizcore.style import gram
 
@@ -89,7 +89,7 @@ def gram_style(targets: gram.GramTargets) -> optvis.Objective:
 
 
 @dataclass(frozen=True)
-class StyleResult:
+class StyleResult(RunResult):
     """An image made by texture synthesis or style transfer.
 
     Attributes:
@@ -111,9 +111,6 @@ class StyleResult:
     frames: tuple[np.ndarray, ...]
     style_loss_start: float
     style_loss_end: float
-    seconds: float
-    steps_done: int
-    stopped: bool
     settings: dict = field(default_factory=dict)
     content_loss_end: float | None = None
 
@@ -331,9 +328,7 @@ def _finish(
         frames=result.frames,
         style_loss_start=start,
         style_loss_end=end,
-        seconds=result.seconds,
-        steps_done=result.steps_done,
-        stopped=result.stopped,
+        **result.run_fields(),
         settings=settings,
         content_loss_end=content_end,
     )
