@@ -268,13 +268,15 @@ def test_load_model_builds_one_model_per_device(monkeypatch) -> None:
     tiny = dataclasses.replace(registry.MODELS["squeezenet1_1"], key="tiny_test",
                                loader=lambda: nn.Sequential(nn.Conv2d(3, 2, 1)))  # fmt: skip
     monkeypatch.setattr(registry, "MODELS", {**registry.MODELS, "tiny_test": tiny})
+    # A private cache for this test: the shared one (and the session's models in it) stays.
+    fresh = functools.lru_cache(maxsize=3)(registry._load_cached.__wrapped__)
+    monkeypatch.setattr(registry, "_load_cached", fresh)
     cpu = registry.load_model("tiny_test", device="cpu")
     meta = registry.load_model("tiny_test", device=torch.device("meta"))
     assert devices.model_device(cpu) == torch.device("cpu")  # never moved in place
     assert devices.model_device(meta) == torch.device("meta") and meta is not cpu
     assert registry.load_model("tiny_test", device="cpu") is cpu
     assert not any(p.requires_grad for p in meta.parameters()) and not meta.training
-    registry._load_cached.cache_clear()
 
 
 # --- the app's sidebar -------------------------------------------------------------------------
