@@ -62,11 +62,11 @@ def _precision_of(*, exact: bool, device: Any = "cpu") -> str:
 def emulated() -> Iterator[None]:
     """Inside: ``exact=False`` runs the batched forwards with bf16 rounding (emulated)."""
     targets = {
-        "vizcore.techniques.attribution.forward_float": _forward_float,
-        "vizcore.techniques.attribution.use_bf16": _use_bf16,
-        "vizcore.techniques.faithfulness.forward_float": _forward_float,
-        "vizcore.features.fast_forward": _fast_forward,
-        "vizcore.features.precision_of": _precision_of,
+        "vizcore.attribution.perturbation.forward_float": _forward_float,
+        "vizcore.attribution.perturbation.use_bf16": _use_bf16,
+        "vizcore.attribution.faithfulness.forward_float": _forward_float,
+        "vizcore.data.features.fast_forward": _fast_forward,
+        "vizcore.data.features.precision_of": _precision_of,
     }
     with ExitStack() as stack:
         for name, value in targets.items():

@@ -54,10 +54,12 @@ from st_browser import (  # noqa: E402
     wait_idle,
 )
 
-from vizcore import images  # noqa: E402
-from vizcore.layers import list_layers  # noqa: E402
+from vizcore import attribution  # noqa: E402
+from vizcore.core.layers import list_layers  # noqa: E402
+from vizcore.data import images  # noqa: E402
 from vizcore.models import registry  # noqa: E402
-from vizcore.techniques import adversarial, attribution, style, synthesis  # noqa: E402
+from vizcore.optvis import adversarial, synthesis  # noqa: E402
+from vizcore.style import gatys as style  # noqa: E402
 
 MODEL = registry.DEFAULT_MODEL
 FEATVIS = "/Feature_visualization"

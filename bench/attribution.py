@@ -19,7 +19,7 @@ Limits are plain passes of exactly the work a method cannot avoid, on the same i
 * Score-CAM (320 channels): one forward + 20 batch-16 forwards.
 
 The rows above run in float32 (``exact=True``). The precision section then times occlusion 32/8
-and Score-CAM with ``exact=True`` and ``exact=False`` (bf16 autocast, :mod:`vizcore.precision`)
+and Score-CAM with ``exact=True`` and ``exact=False`` (bf16 autocast, :mod:`vizcore.core.precision`)
 interleaved with the float32 batched-forward limit and the same forwards under bf16 autocast,
 and gives each bf16 map's Pearson correlation to the float32 map. Where bf16 is not fast on this
 CPU (no AMX / AVX-512 BF16) ``exact=False`` *is* float32, so the section says so and is skipped
@@ -50,10 +50,10 @@ os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
 from _timing import interleaved
 
-from vizcore import precision
-from vizcore.images import load_sample
+from vizcore import attribution as attr
+from vizcore.core import precision
+from vizcore.data.images import load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.techniques import attribution as attr
 
 TARGET = 285  # Egyptian cat
 BATCH = attr.BATCH_SIZE

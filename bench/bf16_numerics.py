@@ -28,12 +28,13 @@ os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
 from _bf16_emulation import emulated
 
-from vizcore import features, precision
-from vizcore.gallery import builtin_gallery
-from vizcore.images import list_samples, load_sample
+from vizcore import attribution as attr
+from vizcore.attribution import faithfulness
+from vizcore.core import precision
+from vizcore.data import features
+from vizcore.data.gallery import builtin_gallery
+from vizcore.data.images import list_samples, load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.techniques import attribution as attr
-from vizcore.techniques import faithfulness
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,7 +12,7 @@ side 38-52 % of the input) on a neutral gray or a low-contrast texture (brick, g
 Everything is seeded (``--seed``); composite ``i`` uses ``numpy.random.default_rng(seed + i)``.
 
 For every candidate layer and method (Grad-CAM, Grad-CAM++, Score-CAM from
-:mod:`vizcore.techniques.attribution`), each composite is explained once per object's target:
+:mod:`vizcore.attribution`), each composite is explained once per object's target:
 
 * **hit**: pointing game, the map's peak (at input resolution) lies inside the target's box;
 * **both**: the peak is in the target's box for *both* targets of a composite (it moves with the
@@ -25,7 +25,7 @@ For every candidate layer and method (Grad-CAM, Grad-CAM++, Score-CAM from
 
 Score-CAM costs one forward per channel (1,280 at Lite0's head), so it runs on the first
 ``--score-composites`` composites only, with both targets scored from one pass over the masked
-images (the same formula as :func:`vizcore.techniques.attribution.score_cam`; the first
+images (the same formula as :func:`vizcore.attribution.score_cam`; the first
 composite is checked against the library function at one layer and the run stops if they
 differ).
 """
@@ -48,11 +48,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
-from vizcore.hooks import forward_output_hooks, inference_session
-from vizcore.images import load_sample, to_tensor01
-from vizcore.layers import get_layer
+from vizcore import attribution as attr
+from vizcore.core.hooks import forward_output_hooks, inference_session
+from vizcore.core.layers import get_layer
+from vizcore.data.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, imagenet_categories, load_model, preprocess
-from vizcore.techniques import attribution as attr
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (right/bottom exclusive)
 

@@ -45,21 +45,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vizcore import devices
-from vizcore.features import gallery_channel_maxima, gallery_features
-from vizcore.gallery import builtin_gallery
-from vizcore.images import load_sample
+from vizcore import attribution
+from vizcore.attribution import faithfulness
+from vizcore.core import devices
+from vizcore.data.features import gallery_channel_maxima, gallery_features
+from vizcore.data.gallery import builtin_gallery
+from vizcore.data.images import load_sample
+from vizcore.models.predict import predict
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.predict import predict
-from vizcore.techniques import (
-    adversarial,
-    attribution,
-    faithfulness,
-    fast_style,
-    multifaceted,
-    style,
-    synthesis,
-)
+from vizcore.optvis import adversarial, multifaceted, synthesis
+from vizcore.style import fast_style
+from vizcore.style import gatys as style
 
 MAP_CORR, MAP_REL = 0.99, 0.05
 FEAT_CORR, FEAT_REL = 0.999, 0.01
@@ -356,7 +352,7 @@ def checks(key: str, quick: bool, gallery: object) -> list[Check]:
 
 
 def _sample_names() -> set[str]:
-    from vizcore.images import list_samples
+    from vizcore.data.images import list_samples
 
     return {s.name for s in list_samples()}
 

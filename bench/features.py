@@ -3,7 +3,7 @@
 Run: ``python bench/features.py [--quick]`` from the repo root. Every ratio is measured in this one
 run (the machine is shared and noisy: compare ratios, not absolute seconds across runs).
 
-1. Extraction: ``vizcore.features.gallery_features`` on the built-in gallery (Lite0, layer
+1. Extraction: ``vizcore.data.features.gallery_features`` on the built-in gallery (Lite0, layer
    ``pool``, batch 16, no cache) in images/s, against the model's pure batched forward on the same
    already-preprocessed tensors (batch 16), with the input contiguous or channels-last (input only:
    the shared model is never converted).
@@ -12,7 +12,7 @@ run (the machine is shared and noisy: compare ratios, not absolute seconds acros
    PCA-50 (what the page runs) against scikit-learn's ``TSNE`` (Barnes-Hut, PCA init) on the same
    PCA-50 input; trustworthiness (k=10) on the PCA-50 input.
 3. Precision: ``gallery_features`` with ``exact=True`` (float32) and ``exact=False`` (bf16
-   autocast where fast, :mod:`vizcore.precision`), interleaved, in images/s, with the cosine
+   autocast where fast, :mod:`vizcore.core.precision`), interleaved, in images/s, with the cosine
    similarity of the two feature sets and whether each image keeps its nearest neighbour.
    Skipped where bf16 is not fast on this CPU unless ``--force-bf16``.
 """
@@ -45,8 +45,8 @@ def _timeit(fn, repeats: int) -> list[float]:
 
 
 def bench_extraction(repeats: int, n_images: int) -> None:
-    from vizcore import features
-    from vizcore.gallery import builtin_gallery
+    from vizcore.data import features
+    from vizcore.data.gallery import builtin_gallery
     from vizcore.models.registry import load_model
 
     model = load_model("efficientnet_lite0")
@@ -87,8 +87,9 @@ def bench_extraction(repeats: int, n_images: int) -> None:
 def bench_precision(rounds: int, n_images: int) -> None:
     from _timing import interleaved
 
-    from vizcore import features, precision
-    from vizcore.gallery import builtin_gallery
+    from vizcore.core import precision
+    from vizcore.data import features
+    from vizcore.data.gallery import builtin_gallery
     from vizcore.models.registry import load_model
 
     print(
@@ -135,8 +136,8 @@ def bench_precision(rounds: int, n_images: int) -> None:
 
 def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Real Lite0 features of ``n`` seeded crops at 128 px (cached under bench/out)."""
-    from vizcore import features
-    from vizcore.gallery import builtin_gallery
+    from vizcore.data import features
+    from vizcore.data.gallery import builtin_gallery
     from vizcore.models.registry import load_model
 
     path = OUT / f"lite0_crops{TSNE_INPUT}_{n}.npz"
@@ -152,7 +153,7 @@ def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.array(g.labels + sum((e.labels for e in extra), ()))[:n]
     else:
         images, labels = g.images[:n], np.array(g.labels[:n])
-    from vizcore.gallery import Gallery
+    from vizcore.data.gallery import Gallery
 
     sub = Gallery("bench", "upload", images, tuple(labels), tuple(str(i) for i in range(n)))
     t0 = time.perf_counter()
@@ -169,7 +170,7 @@ def tsne_features(n: int) -> tuple[np.ndarray, np.ndarray]:
 def bench_tsne(sizes: list[int]) -> None:
     from sklearn.manifold import TSNE, trustworthiness
 
-    from vizcore.techniques import embedding
+    from vizcore.inside import embedding
 
     biggest = max(sizes)
     all_feats, all_labels = tsne_features(biggest)

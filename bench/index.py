@@ -1,4 +1,4 @@
-"""Benchmark: ``vizcore.index.build_index`` against pure batched forwards over the same images.
+"""Benchmark: ``vizcore.data.index.build_index`` against pure batched forwards over the same images.
 
 Run: ``python bench/index.py [--n 5000] [--workers 2] [--layers blocks.4,blocks.10]`` from the
 repo root. Target (issue 17): the build within 1.25x of the pure forwards.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_images(folder: Path, n: int, side: int, seed: int = 0) -> list[Path]:
     """``n`` random crops of the bundled photos as JPEG files (reused when already there)."""
-    from vizcore import images
+    from vizcore.data import images
 
     done = folder / ".complete"
     if done.is_file():
@@ -84,8 +84,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     args = parser.parse_args()
 
-    from vizcore import index as vindex
-    from vizcore.devices import model_device, synchronize
+    from vizcore.core.devices import model_device, synchronize
+    from vizcore.data import index as vindex
     from vizcore.models.registry import get_spec, load_model
 
     spec = get_spec(args.model)

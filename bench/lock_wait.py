@@ -32,11 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
-from vizcore.images import load_sample
+from vizcore import attribution as attr
+from vizcore.data.images import load_sample
+from vizcore.models.predict import predict
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.predict import predict
-from vizcore.techniques import attribution as attr
-from vizcore.techniques import synthesis
+from vizcore.optvis import synthesis
 
 KEY = "efficientnet_lite0"
 TARGET = 285  # Egyptian cat

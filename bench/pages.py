@@ -41,7 +41,7 @@ from st_browser import (  # noqa: E402
     wait_rendered,
 )
 
-from vizcore import images  # noqa: E402
+from vizcore.data import images  # noqa: E402
 
 #: (label, URL path) of every page, in sidebar order.
 PAGES: tuple[tuple[str, str], ...] = (

@@ -1,7 +1,7 @@
 """A share link under load: 8 browser sessions, 2 running class visualizations, and a ninth opens.
 
 Issue 16's target: the home page of a ninth session renders in a few seconds while two
-optimizations run in other sessions (heavy jobs go through one queue, ``vizcore/jobs.py``; the
+optimizations run in other sessions (heavy jobs go through one queue, ``vizcore/core/jobs.py``; the
 second optimization waits there and shows its place in line). One ``streamlit run app.py`` server
 started as ``make run`` starts it, Debian's headless Chromium through Playwright (the browser
 tests' helpers). Prints the load average, the ninth session's time to a rendered home page with

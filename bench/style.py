@@ -20,11 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vizcore.hooks import inference_session
-from vizcore.images import load_sample, to_tensor01
+from vizcore.core.hooks import inference_session
+from vizcore.data.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, load_model
-from vizcore.techniques import fast_style, style
-from vizcore.techniques.style_images import marble
+from vizcore.style import fast_style
+from vizcore.style import gatys as style
+from vizcore.style.patterns import marble
 
 
 def _median_time(fn, repeats: int) -> tuple[float, float]:
@@ -110,7 +111,7 @@ def main() -> None:
             print(f"{label:40s} {side:5d} px: {wall:.3f} s wall, {cpu:.3f} s CPU")
 
     print("\n## Training throughput (SqueezeNet loss network, 128 px crops, batch 2)")
-    from vizcore.train_fast_style import TrainConfig, train
+    from vizcore.style.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         n = 6 if args.quick else 20

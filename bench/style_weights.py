@@ -23,10 +23,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vizcore.images import load_sample, to_tensor01
+from vizcore.data.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, load_model
-from vizcore.techniques import style
-from vizcore.techniques.style_images import marble
+from vizcore.style import gatys as style
+from vizcore.style.patterns import marble
 
 
 def main() -> None:

@@ -31,11 +31,10 @@ os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
 from _timing import interleaved
 
-from vizcore.hooks import capture_activations, forward_until, inference_session
-from vizcore.images import load_sample, to_tensor01
+from vizcore.core.hooks import capture_activations, forward_until, inference_session
+from vizcore.data.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.optim import relu6_passthrough
-from vizcore.techniques import adversarial, synthesis
+from vizcore.optvis import adversarial, relu6_passthrough, synthesis
 
 #: ``steps -> a call that runs that many steps`` of one method.
 RunOf = Callable[[int], Callable[[], object]]

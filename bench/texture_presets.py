@@ -30,12 +30,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vizcore.hooks import inference_session
-from vizcore.images import load_sample, resize_center_crop, to_tensor01
+from vizcore.core.hooks import inference_session
+from vizcore.data.images import load_sample, resize_center_crop, to_tensor01
 from vizcore.models.registry import get_spec, load_model
-from vizcore.techniques import gram, style
-from vizcore.techniques.style_images import STYLE_PATTERNS
-from vizcore.techniques.texture_nn import quilt_texture
+from vizcore.style import gatys as style
+from vizcore.style import gram
+from vizcore.style.patterns import STYLE_PATTERNS
+from vizcore.style.quilting import quilt_texture
 
 SAMPLES = ("marble", "gravel", "brick", "mosaic")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from vizcore import render
-from vizcore.features import lookup_channel_maxima
-from vizcore.gallery import GalleryError
-from vizcore.layers import LayerNotFoundError
-from vizcore.render import COLORMAPS
-from vizcore.techniques.filters import SORT_ORDERS, apply_threshold
+from vizcore.core import render
+from vizcore.core.layers import LayerNotFoundError
+from vizcore.core.render import COLORMAPS
+from vizcore.data.features import lookup_channel_maxima
+from vizcore.data.gallery import GalleryError
+from vizcore.inside.filters import SORT_ORDERS, apply_threshold
 from vizui import gallery_view, how_it_works, inside_view
 from vizui.frame import frame
 from vizui.keep import keep_choice
@@ -212,7 +212,7 @@ with tab_patches:
             "on disk)."
         )
         if st.button("Scan the gallery", key=f"{P}_patch_scan", type="primary"):
-            from vizcore.features import gallery_channel_maxima
+            from vizcore.data.features import gallery_channel_maxima
 
             try:
                 gallery_view.run_with_progress(

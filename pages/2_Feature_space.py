@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from vizcore.techniques import embedding
+from vizcore.inside import embedding
 from vizui import gallery_view, how_it_works, inside_view
 from vizui.frame import frame
 from vizui.hover_thumbs import data_uri, hover_thumbnails

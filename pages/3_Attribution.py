@@ -6,10 +6,10 @@ import logging
 
 import streamlit as st
 
-from vizcore import render
-from vizcore.layers import list_layers
-from vizcore.techniques import attribution
-from vizcore.techniques.attribution import occlusion_grid
+from vizcore import attribution
+from vizcore.attribution import occlusion_grid
+from vizcore.core import render
+from vizcore.core.layers import list_layers
 from vizui import attribution_view as view
 from vizui import cached, how_it_works, view_link
 from vizui.frame import frame

@@ -9,9 +9,10 @@ import numpy as np
 import streamlit as st
 from torch import nn
 
-from vizcore import images, render
-from vizcore.layers import LayerNotFoundError, list_layers
-from vizcore.techniques import synthesis
+from vizcore.core import render
+from vizcore.core.layers import LayerNotFoundError, list_layers
+from vizcore.data import images
+from vizcore.optvis import synthesis
 from vizui import how_it_works, view_link
 from vizui import synthesis_view as view
 from vizui.frame import frame

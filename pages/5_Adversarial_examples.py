@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from vizcore import render
-from vizcore.techniques import adversarial
+from vizcore.core import render
+from vizcore.optvis import adversarial
 from vizui import adversarial_view as adv_view
 from vizui import how_it_works
 from vizui import synthesis_view as view

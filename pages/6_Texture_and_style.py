@@ -7,9 +7,9 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from vizcore import images
-from vizcore.techniques import style as style_tech
-from vizcore.techniques.texture_nn import max_patch, quilt_texture
+from vizcore.data import images
+from vizcore.style import gatys as style_tech
+from vizcore.style.quilting import max_patch, quilt_texture
 from vizui import how_it_works, public
 from vizui import style_view as sv
 from vizui.frame import frame

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.images import load_sample
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data.images import load_sample
 from vizcore.models.registry import get_spec, imagenet_categories, preprocess
-from vizcore.techniques import adversarial
+from vizcore.optvis import adversarial
 
 CATEGORIES = ("a", "b", "c", "d")
 GOLDFISH = 1

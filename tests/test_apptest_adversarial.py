@@ -9,8 +9,8 @@ import pytest
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
-from vizcore import progress
-from vizcore.techniques import adversarial
+from vizcore.core import progress
+from vizcore.optvis import adversarial
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

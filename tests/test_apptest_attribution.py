@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore.techniques import attribution
+from vizcore import attribution
 from vizui import attribution_view
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore.images import load_sample
+from vizcore.data.images import load_sample
+from vizcore.inside.filters import activation_maps
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.techniques.filters import activation_maps
 
 ROOT = Path(__file__).resolve().parent.parent
 FILTERS = "pages/1_Filters_and_activations.py"

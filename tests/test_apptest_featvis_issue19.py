@@ -10,9 +10,9 @@ import pytest
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
-from vizcore import progress
+from vizcore.core import progress
 from vizcore.models import registry
-from vizcore.techniques import synthesis
+from vizcore.optvis import synthesis
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore import precision
+from vizcore.core import precision
 from vizui import attribution_view
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,7 +44,7 @@ def test_adversarial_settings_do_not_recompute_the_before_after_maps(
 def test_fast_style_blend_partner_at_zero_blend_does_not_restyle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vizcore.techniques import fast_style
+    from vizcore.style import fast_style
     from vizui import style_view
 
     style_view.fast_result.clear()

@@ -12,10 +12,8 @@ from PIL import Image
 from torch import nn
 
 from tests.conftest import TinyCNN
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.layers import LayerNotFoundError
-from vizcore.techniques import attribution
-from vizcore.techniques.attribution import (
+from vizcore import attribution
+from vizcore.attribution import (
     AttributionMap,
     FunctionalActivationError,
     cam,
@@ -31,6 +29,9 @@ from vizcore.techniques.attribution import (
     score_cam,
     smoothgrad,
 )
+from vizcore.core.blur import gaussian_blur
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.core.layers import LayerNotFoundError
 
 # --------------------------------------------------------------------------------------------
 # A hand-weighted net with hand-computed CAM and Grad-CAM maps
@@ -502,6 +503,16 @@ def test_occlusion_fills(relu_net, tiny_input):
     assert blurred.shape == tiny_input.shape and blurred.std() < tiny_input.std()
 
 
+def test_the_blur_fill_is_the_one_gaussian_blur(tiny_input):
+    # One blur in the library (issue 14): the fill is gaussian_blur at sigma window / 4, also
+    # where 3 sigma is not a whole number of pixels (window 10, 30).
+    for window in (8, 10, 30):
+        np.testing.assert_array_equal(
+            attribution.fill_image(tiny_input, "blur", window=window).numpy(),
+            gaussian_blur(tiny_input, window / 4).numpy(),
+        )
+
+
 def test_smoothgrad_is_seeded_and_reduces_to_saliency(relu_net, tiny_input):
     a = smoothgrad(relu_net, tiny_input, samples=3, seed=1)
     b = smoothgrad(relu_net, tiny_input, samples=3, seed=1)
@@ -548,7 +559,7 @@ CAT_BOX = (100, 110, 210, 202)  # left, top, right, bottom in the 224 x 224 comp
 
 @pytest.fixture(scope="module")
 def cat_composite() -> torch.Tensor:
-    from vizcore.images import load_sample, to_tensor01
+    from vizcore.data.images import load_sample, to_tensor01
 
     left, top, right, bottom = CAT_BOX
     cat = load_sample("chelsea").crop((30, 0, 390, 300))
@@ -618,5 +629,5 @@ def test_grad_cam_when_a_tensor_from_before_the_layer_is_saved_after_it(tiny_inp
     np.testing.assert_allclose(result.raw, expected.detach().numpy(), rtol=1e-5, atol=1e-7)
     assert count_hooks(net) == 0 and torch.is_grad_enabled()
     assert not torch.is_inference_mode_enabled()
-    assert attribution._NO_INFERENCE_PREFIX[net] == {"conv2"}  # the next call goes straight on
+    assert attribution.cams._NO_INFERENCE_PREFIX[net] == {"conv2"}  # the next call goes straight on
     np.testing.assert_allclose(grad_cam(net, tiny_input, target=2, layer="conv2").raw, result.raw)

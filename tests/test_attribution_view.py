@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizcore.techniques.attribution import AttributionMap
+from vizcore.attribution import AttributionMap
 from vizui import attribution_view as view
 
 

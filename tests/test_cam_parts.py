@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from tests.conftest import TinyCNN
-from vizcore.techniques import attribution
-from vizcore.techniques.cam_parts import DECOMPOSABLE, cam_parts
+from vizcore import attribution
+from vizcore.attribution.decomposition import DECOMPOSABLE, cam_parts
 
 _METHOD_FN = {
     "cam": attribution.cam,
@@ -60,7 +60,7 @@ def test_bad_options_are_refused(tiny_cnn: TinyCNN, tiny_input: torch.Tensor) ->
 
 @pytest.mark.parametrize("key", ["efficientnet_lite0", "squeezenet1_1"])
 def test_bundled_model_grad_cam_panel_numbers(key: str, request: pytest.FixtureRequest) -> None:
-    from vizcore import images
+    from vizcore.data import images
     from vizcore.models.registry import get_spec, preprocess
 
     model: nn.Module = request.getfixturevalue("lite0" if key.startswith("eff") else "squeezenet")

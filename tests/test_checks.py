@@ -14,13 +14,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizcore import checks, optim
-from vizcore.cache import DecodedImageCache, layer_activations
-from vizcore.images import MAX_ASPECT, ImageLoadError, load_image
+from vizcore import attribution, optvis
+from vizcore.attribution import faithfulness
+from vizcore.attribution.segmentation import grabcut_from_saliency
+from vizcore.core import checks
+from vizcore.core.cache import DecodedImageCache, layer_activations
+from vizcore.data.images import MAX_ASPECT, ImageLoadError, load_image
+from vizcore.models.predict import predict
 from vizcore.models.registry import get_spec, preprocess
-from vizcore.predict import predict
-from vizcore.techniques import adversarial, attribution, faithfulness, synthesis, texture_nn
-from vizcore.techniques.segmentation import grabcut_from_saliency
+from vizcore.optvis import adversarial, synthesis
+from vizcore.style import quilting as texture_nn
 
 CATEGORIES = [f"class {i}" for i in range(4)]
 
@@ -215,25 +218,25 @@ def test_a_nan_map_is_refused_by_grabcut():
 @pytest.mark.parametrize(
     ("call", "fragment"),
     [
-        (lambda: optim.gaussian_blur(torch.rand(1, 3, 8, 8), float("nan")), "finite"),
-        (lambda: optim.gaussian_blur(torch.rand(1, 3, 8, 8), -1.0), ">= 0"),
-        (lambda: optim.gaussian_blur(torch.rand(1, 3, 8, 8), True), "must be a number"),
-        (lambda: optim.jitter(2.5), "whole number"),
-        (lambda: optim.pad(-1), "at least 0"),
-        (lambda: optim.random_scale(float("nan"), 1.0), "finite"),
-        (lambda: optim.random_rotate(float("inf")), "finite"),
-        (lambda: optim.random_affine(translate=1.5), "whole number"),
-        (lambda: optim.fft_size(2.5), "positive integer"),
-        (lambda: optim.class_logit(1.5), "whole number"),
-        (lambda: optim.class_logit([0, True]), "whole number"),
-        (lambda: optim.channel("conv1", 1.5), "whole number"),
-        (lambda: optim.neuron("conv1", 0, y=-1), "at least 0"),
-        (lambda: optim.PixelRegularizers(blur_sigma=float("nan")), "finite"),
-        (lambda: optim.PixelRegularizers(blur_every=2.5), "positive integer"),
-        (lambda: optim.pixel_image((1, 3, 8, 8), noise=float("inf")), "finite"),
-        (lambda: optim.pixel_image((1, 3, 8, 8), init=torch.rand(1, 3, 8, 8) * 255), "255"),
-        (lambda: optim.pixel_image((1, 3, 8.0, 8), init="zeros"), "positive sizes"),
-        (lambda: optim.clip_small_norm(torch.rand(1, 3, 4, 4), float("nan")), "finite"),
+        (lambda: optvis.gaussian_blur(torch.rand(1, 3, 8, 8), float("nan")), "finite"),
+        (lambda: optvis.gaussian_blur(torch.rand(1, 3, 8, 8), -1.0), ">= 0"),
+        (lambda: optvis.gaussian_blur(torch.rand(1, 3, 8, 8), True), "must be a number"),
+        (lambda: optvis.jitter(2.5), "whole number"),
+        (lambda: optvis.pad(-1), "at least 0"),
+        (lambda: optvis.random_scale(float("nan"), 1.0), "finite"),
+        (lambda: optvis.random_rotate(float("inf")), "finite"),
+        (lambda: optvis.random_affine(translate=1.5), "whole number"),
+        (lambda: optvis.fft_size(2.5), "positive integer"),
+        (lambda: optvis.class_logit(1.5), "whole number"),
+        (lambda: optvis.class_logit([0, True]), "whole number"),
+        (lambda: optvis.channel("conv1", 1.5), "whole number"),
+        (lambda: optvis.neuron("conv1", 0, y=-1), "at least 0"),
+        (lambda: optvis.PixelRegularizers(blur_sigma=float("nan")), "finite"),
+        (lambda: optvis.PixelRegularizers(blur_every=2.5), "positive integer"),
+        (lambda: optvis.pixel_image((1, 3, 8, 8), noise=float("inf")), "finite"),
+        (lambda: optvis.pixel_image((1, 3, 8, 8), init=torch.rand(1, 3, 8, 8) * 255), "255"),
+        (lambda: optvis.pixel_image((1, 3, 8.0, 8), init="zeros"), "positive sizes"),
+        (lambda: optvis.clip_small_norm(torch.rand(1, 3, 4, 4), float("nan")), "finite"),
         (
             lambda: synthesis.class_visualization(
                 nn.Identity(), None, target=1.5, categories=CATEGORIES
@@ -262,8 +265,8 @@ def test_library_options_are_explained(call, fragment):
 
 
 def test_optimize_refuses_non_finite_and_float_steps(tiny_cnn):
-    param = optim.pixel_image((1, 3, 16, 16))
-    objective = optim.class_logit(0)
+    param = optvis.pixel_image((1, 3, 16, 16))
+    objective = optvis.class_logit(0)
     for kwargs, fragment in (
         ({"steps": 2.5, "lr": 0.1}, "steps must be a positive integer"),
         ({"steps": 2, "lr": float("nan")}, "finite"),
@@ -272,7 +275,7 @@ def test_optimize_refuses_non_finite_and_float_steps(tiny_cnn):
         ({"steps": 2, "lr": 0.1, "frame_every": 0}, "frame_every must be a positive integer"),
     ):
         with pytest.raises(ValueError, match=fragment):
-            optim.optimize(tiny_cnn, objective, param=param, **kwargs)
+            optvis.optimize(tiny_cnn, objective, param=param, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +314,7 @@ def test_the_limits_allow_normal_and_panorama_images():
 
 def test_any_loaded_image_fits_a_jpeg_side():
     # The longest side a loaded image can have: 40 MP at the aspect limit.
-    from vizcore.images import MAX_PIXELS
+    from vizcore.data.images import MAX_PIXELS
 
     assert (MAX_PIXELS * MAX_ASPECT) ** 0.5 < 65_500
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from tests import model_files as mf
-from vizcore import cli, images
+from vizcore import cli
+from vizcore.data import images
 
 CHELSEA = images.SAMPLES_DIR / "chelsea.png"
 COFFEE = images.SAMPLES_DIR / "coffee.png"

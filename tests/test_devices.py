@@ -22,21 +22,16 @@ import pytest
 import torch
 from torch import nn
 
-from vizcore import devices, optim
-from vizcore.cache import layer_activations
-from vizcore.gallery import Gallery
-from vizcore.predict import predict
-from vizcore.techniques import (
-    adversarial,
-    attribution,
-    embedding,
-    faithfulness,
-    fast_style,
-    filters,
-    multifaceted,
-    style,
-    synthesis,
-)
+from vizcore import attribution, optvis
+from vizcore.attribution import faithfulness
+from vizcore.core import devices
+from vizcore.core.cache import layer_activations
+from vizcore.data.gallery import Gallery
+from vizcore.inside import embedding, filters
+from vizcore.models.predict import predict
+from vizcore.optvis import adversarial, multifaceted, synthesis
+from vizcore.style import fast_style
+from vizcore.style import gatys as style
 
 CATEGORIES = ("a", "b", "c", "d")
 TINY = synthesis.SynthesisSettings(size=16, steps=2, pad=2, jitter=1, rotate=5.0)
@@ -89,7 +84,7 @@ def _preset() -> fast_style.StylePreset:
 
 
 def _feats(m: nn.Module) -> np.ndarray:
-    from vizcore.features import gallery_features
+    from vizcore.data.features import gallery_features
 
     return gallery_features(
         m, _gallery(), layer="relu2", model_key="t", input_size=16, use_cache=False
@@ -185,13 +180,13 @@ TECHNIQUES: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
         init="mean",
         mean_of=3,
     ),
-    "fourier_param": lambda m, x: optim.optimize(
+    "fourier_param": lambda m, x: optvis.optimize(
         m,
-        optim.class_logit(1),
-        param=optim.fourier_image((1, 3, 16, 16), device=x.device),
+        optvis.class_logit(1),
+        param=optvis.fourier_image((1, 3, 16, 16), device=x.device),
         steps=2,
         lr=0.1,
-        transforms=optim.compose(optim.jitter(1), optim.random_affine()),
+        transforms=optvis.compose(optvis.jitter(1), optvis.random_affine()),
     ),
 }
 

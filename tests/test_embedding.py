@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from vizcore.gallery import Gallery
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.techniques import embedding
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data.gallery import Gallery
+from vizcore.inside import embedding
 
 
 def _blobs(n_per: int = 40, dims: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +94,7 @@ def test_neighbours_feature_and_pixel_space(tiny_cnn: nn.Module) -> None:
     images = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
     g = Gallery("t", "upload", images, tuple("x" * 10), tuple(str(i) for i in range(10)))
     x = torch.from_numpy(images[4]).permute(2, 0, 1)[None].float() / 255.0
-    from vizcore.features import gallery_features
+    from vizcore.data.features import gallery_features
 
     feats = gallery_features(tiny_cnn, g, layer="relu2", model_key="t", input_size=16,
                              use_cache=False).features  # fmt: skip
@@ -110,7 +110,7 @@ def test_neighbours_feature_and_pixel_space(tiny_cnn: nn.Module) -> None:
 
 
 def test_max_perplexity_is_what_tsne_uses_on_small_galleries() -> None:
-    from vizcore.techniques.embedding import max_perplexity
+    from vizcore.inside.embedding import max_perplexity
 
     assert max_perplexity(10) == 3.0
     assert max_perplexity(151) == 50.0
@@ -199,7 +199,7 @@ def test_neighbours_with_precomputed_gallery_pixels(tiny_cnn: nn.Module) -> None
     images = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
     g = Gallery("t", "upload", images, tuple("x" * 10), tuple(str(i) for i in range(10)))
     x = torch.from_numpy(images[4]).permute(2, 0, 1)[None].float() / 255.0
-    from vizcore.features import gallery_features
+    from vizcore.data.features import gallery_features
 
     feats = gallery_features(tiny_cnn, g, layer="relu2", model_key="t", input_size=16,
                              use_cache=False).features  # fmt: skip

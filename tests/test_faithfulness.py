@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.techniques.attribution import grad_cam, guided_backprop, saliency
-from vizcore.techniques.faithfulness import (
+from vizcore.attribution import grad_cam, guided_backprop, saliency
+from vizcore.attribution.faithfulness import (
     cascade_layers,
     deletion_insertion,
     randomization_check,
     spearman,
 )
+from vizcore.core.hooks import ModelState, count_hooks
 
 
 class CornerNet(nn.Module):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.techniques import fast_style
-from vizcore.techniques.fast_style import TransformNet, apply_style, style_vector
+from vizcore.style import fast_style
+from vizcore.style.fast_style import TransformNet, apply_style, style_vector
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_save_and_load_roundtrip(tmp_path, preset) -> None:
 def test_training_cli_runs_and_lowers_the_style_loss(tmp_path) -> None:
     from PIL import Image
 
-    from vizcore import train_fast_style
+    from vizcore.style import train as train_fast_style
 
     folder = tmp_path / "imgs"
     folder.mkdir()

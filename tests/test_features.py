@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from tests.conftest import TinyCNN
-from vizcore import features
-from vizcore.gallery import Gallery
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.progress import StepInfo
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.core.progress import StepInfo
+from vizcore.data import features
+from vizcore.data.gallery import Gallery
 
 
 class CountingCNN(TinyCNN):

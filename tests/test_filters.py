@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from vizcore.cache import ActivationCache
-from vizcore.gallery import Gallery
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.receptive_field import receptive_field
-from vizcore.techniques import filters
+from vizcore.core.cache import ActivationCache
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data.gallery import Gallery
+from vizcore.inside import filters
+from vizcore.inside.receptive_fields import receptive_field
 
 
 @pytest.fixture(autouse=True)
@@ -76,11 +76,11 @@ def test_activation_maps_sorted_and_cached(tiny_cnn: nn.Module, tiny_input: torc
 def test_activation_maps_do_not_recompute_for_display_changes(
     tiny_cnn: nn.Module, tiny_input: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vizcore.cache
+    import vizcore.core.cache
 
     cache = ActivationCache()
-    monkeypatch.setattr(vizcore.cache, "DEFAULT_CACHE", cache)
-    monkeypatch.setattr(vizcore.cache.layer_activations, "__kwdefaults__", {"cache": cache})
+    monkeypatch.setattr(vizcore.core.cache, "DEFAULT_CACHE", cache)
+    monkeypatch.setattr(vizcore.core.cache.layer_activations, "__kwdefaults__", {"cache": cache})
     for sort in ("mean", "max", "index", "mean"):
         filters.activation_maps(tiny_cnn, tiny_input, layer="conv2", sort=sort,
                                 cache_key=("tiny", "x"))  # fmt: skip
@@ -139,7 +139,7 @@ def test_max_activating_patches_find_the_bright_spots() -> None:
 
 
 def test_max_activating_patches_on_lite0_builtin_subset(lite0: nn.Module) -> None:
-    from vizcore.gallery import builtin_gallery
+    from vizcore.data.gallery import builtin_gallery
 
     g = builtin_gallery(per_photo=2, size=64, use_disk_cache=False)
     result = filters.max_activating_patches(lite0, g, layer="blocks.2", channel=3,

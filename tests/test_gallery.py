@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizcore import gallery
-from vizcore.gallery import GalleryError, UploadLimits, gallery_from_uploads
+from vizcore.data import gallery
+from vizcore.data.gallery import GalleryError, UploadLimits, gallery_from_uploads
 
 
 @pytest.fixture(autouse=True)

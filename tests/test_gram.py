@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vizcore.hooks import ModelState, count_hooks, inference_session
-from vizcore.layers import LayerNotFoundError
-from vizcore.techniques import gram
+from vizcore.core.hooks import ModelState, count_hooks, inference_session
+from vizcore.core.layers import LayerNotFoundError
+from vizcore.style import gram
 
 
 def test_gram_of_known_tensor_matches_hand_computation() -> None:

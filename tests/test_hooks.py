@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.cache import ActivationCache, layer_activations
-from vizcore.hooks import (
+from vizcore.core.cache import ActivationCache, layer_activations
+from vizcore.core.hooks import (
     ModelState,
     capture_activations,
     count_hooks,
@@ -20,7 +20,7 @@ from vizcore.hooks import (
     modules_and_parameters,
     preserve_model_state,
 )
-from vizcore.layers import LayerNotFoundError, get_layer, list_layers
+from vizcore.core.layers import LayerNotFoundError, get_layer, list_layers
 
 
 def test_get_layer_by_dotted_name(tiny_cnn):

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore import lessons
-from vizcore.techniques import attribution
+from vizcore import attribution, lessons
 from vizui.how_it_works import PANEL_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests for vizcore.images: robust loading, mode conversion, resizing, digests and samples.
+"""Tests for vizcore.data.images: robust loading, mode conversion, resizing, digests and samples.
 
 Every bad or unusual input is built in memory by the test itself, so no test files are committed.
 """
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from vizcore import images
-from vizcore.images import ImageLoadError, load_image
+from vizcore.data import images
+from vizcore.data.images import ImageLoadError, load_image
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 

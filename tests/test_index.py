@@ -1,4 +1,4 @@
-"""vizcore.index: exact top-k merge, resume, increments, corrupt files, reading an index."""
+"""vizcore.data.index: exact top-k merge, resume, increments, corrupt files, reading an index."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import TinyCNN
-from vizcore import index as vindex
-from vizcore.hooks import count_hooks
+from vizcore.core.hooks import count_hooks
+from vizcore.data import index as vindex
+from vizcore.inside.embedding import nearest as brute_nearest
 from vizcore.models.registry import Preprocessing
-from vizcore.techniques.embedding import nearest as brute_nearest
 
 SIZE = 32
 PREP = Preprocessing(SIZE, 1.0, Image.Resampling.BICUBIC, "none")

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vizcore import cli, images
-from vizcore import index as vindex
-from vizcore.hooks import capture_activations, inference_session
+from vizcore import cli
+from vizcore.core.hooks import capture_activations, inference_session
+from vizcore.data import images
+from vizcore.data import index as vindex
 from vizcore.models.registry import get_spec, preprocess
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from vizcore import jobs
-from vizcore.jobs import JobCancelledError, JobQueue
+from vizcore.core import jobs
+from vizcore.core.jobs import JobCancelledError, JobQueue
 
 
 def _wait_until(predicate, timeout: float = 5.0) -> None:

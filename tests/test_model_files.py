@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from tests import model_files as mf
-from vizcore.images import load_sample, resize_center_crop, to_tensor01
+from vizcore.data.images import load_sample, resize_center_crop, to_tensor01
 
 CAT_CLASSES = range(281, 286)
 

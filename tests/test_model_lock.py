@@ -17,11 +17,10 @@ import pytest
 import torch
 
 from tests.conftest import TinyCNN
-from vizcore import optim
-from vizcore.cache import layer_activations
-from vizcore.features import gallery_features
-from vizcore.gallery import Gallery
-from vizcore.hooks import (
+from vizcore import attribution, optvis
+from vizcore.attribution import faithfulness
+from vizcore.core.cache import layer_activations
+from vizcore.core.hooks import (
     ModelLock,
     ModelState,
     count_hooks,
@@ -29,10 +28,12 @@ from vizcore.hooks import (
     model_lock,
     wait_notice,
 )
-from vizcore.predict import predict
-from vizcore.progress import StepInfo
-from vizcore.techniques import adversarial, attribution, faithfulness
-from vizcore.techniques.multifaceted import gallery_predictions
+from vizcore.core.progress import StepInfo
+from vizcore.data.features import gallery_features
+from vizcore.data.gallery import Gallery
+from vizcore.models.predict import predict
+from vizcore.optvis import adversarial
+from vizcore.optvis.multifaceted import gallery_predictions
 
 CATEGORIES = ["a", "b", "c", "d"]
 
@@ -103,9 +104,9 @@ def _gallery_features(model, on_step):
 
 
 def _optimize(model, *, steps, on_step=None):
-    param = optim.pixel_image((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
-    return optim.optimize(
-        model, optim.channel("conv2", 1), param=param, steps=steps, lr=0.05,
+    param = optvis.pixel_image((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    return optvis.optimize(
+        model, optvis.channel("conv2", 1), param=param, steps=steps, lr=0.05,
         relu6_passthrough=True, on_step=on_step,
     )  # fmt: skip
 
@@ -183,7 +184,7 @@ def test_wait_notice_and_the_log_tell_a_short_call_that_waited(tiny_cnn, caplog)
     held = threading.Event()
     thread = _hold(tiny_cnn, 1.2, held)
     waited: list[float] = []
-    with caplog.at_level(logging.INFO, logger="vizcore.hooks"), wait_notice(waited.append):
+    with caplog.at_level(logging.INFO, logger="vizcore.core.hooks"), wait_notice(waited.append):
         predict(tiny_cnn, _image(), top_k=2, categories=CATEGORIES)
     thread.join()
     assert waited and waited[0] >= 0.2

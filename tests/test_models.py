@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.images import load_sample
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data.images import load_sample
 from vizcore.models import registry, torchvision_zoo
 from vizcore.models.efficientnet_lite import EfficientNetLite
-from vizcore.predict import predict
+from vizcore.models.predict import predict
 
 CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # tabby ... lynx: the ImageNet domestic/wild cats
 ESPRESSO, CUP = 967, 968
@@ -56,7 +56,7 @@ def test_every_model_is_available_or_says_why_quickly(key):
 
 @pytest.mark.parametrize("key", ["efficientnet_lite0", "squeezenet1_1"])
 def test_presets_name_real_layers(key):
-    from vizcore.layers import get_layer
+    from vizcore.core.layers import get_layer
 
     spec = registry.get_spec(key)
     model = registry.load_model(key)

@@ -11,11 +11,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from vizcore.gallery import Gallery
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.progress import StepInfo
-from vizcore.techniques import multifaceted as mf
-from vizcore.techniques.synthesis import SynthesisSettings
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.core.progress import StepInfo
+from vizcore.data.gallery import Gallery
+from vizcore.optvis import multifaceted as mf
+from vizcore.optvis.synthesis import SynthesisSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("a", "b", "c", "d")
@@ -256,7 +256,7 @@ def test_predictions_and_members(tiny_cnn, class_gallery) -> None:
     full = mf.gallery_predictions(tiny_cnn, g, input_size=16, top_k=3)
     assert full.indices.shape == (9, 3) and np.all(np.diff(full.probabilities, axis=1) <= 0)
     # Pooled relu2 features feed the linear head: the same predictions without a second pass.
-    from vizcore.features import gallery_features
+    from vizcore.data.features import gallery_features
 
     pooled = gallery_features(tiny_cnn, g, layer="relu2", model_key="tiny", input_size=16,
                               use_cache=False).features  # fmt: skip
@@ -313,10 +313,10 @@ def test_section_renders_and_a_tiny_run_completes(small_cold_cache: Path) -> Non
 
 def test_lite0_facets_from_chelsea_crops_raise_the_class_score(lite0) -> None:
     """End to end on the real model (few steps, small images): scores rise with the bias on."""
-    from vizcore import images as vimages
-    from vizcore.features import gallery_features
+    from vizcore.data import images as vimages
+    from vizcore.data.features import gallery_features
     from vizcore.models.registry import get_spec
-    from vizcore.techniques.synthesis import synthesis_preset
+    from vizcore.optvis.synthesis import synthesis_preset
 
     photo = vimages.load_sample("chelsea")
     side = min(photo.size)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import TinyCNN
-from vizcore.hooks import ModelState, count_hooks, model_lock
-from vizcore.techniques import attribution
-from vizcore.techniques.attribution import (
+from vizcore import attribution
+from vizcore.attribution import (
     Cost,
     PassTimes,
     occlusion,
@@ -19,7 +18,8 @@ from vizcore.techniques.attribution import (
     occlusion_progressive,
     occlusion_schedule,
 )
-from vizcore.techniques.faithfulness import deletion_insertion_cost, randomization_check_cost
+from vizcore.attribution.faithfulness import deletion_insertion_cost, randomization_check_cost
+from vizcore.core.hooks import ModelState, count_hooks, model_lock
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vizcore import gallery, offline
+from vizcore.core import offline
+from vizcore.data import gallery
 from vizcore.models import torchvision_zoo
 
 

@@ -121,7 +121,7 @@ def test_feature_space_bad_zip_shows_error(small_cold_cache: Path) -> None:
 def test_feature_space_clears_the_extract_box_and_clamps_perplexity(
     small_cold_cache: Path,
 ) -> None:
-    from vizcore.techniques.embedding import max_perplexity
+    from vizcore.inside.embedding import max_perplexity
 
     at = _app("pages/2_Feature_space.py")
     notice = next(i.value for i in at.info if "not cached yet" in i.value)
@@ -155,7 +155,7 @@ def _star(at: AppTest) -> list:
 def test_feature_space_new_image_moves_only_the_star(
     small_cold_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vizcore.techniques import embedding
+    from vizcore.inside import embedding
     from vizui import inside_view
 
     inside_view.gallery_map.clear()

@@ -1,4 +1,4 @@
-"""vizcore.precision: bf16 autocast for batched forward-only work only where it is fast."""
+"""vizcore.core.precision: bf16 autocast for batched forward-only work only where it is fast."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.conftest import TinyCNN
-from vizcore import features, precision
-from vizcore.gallery import Gallery
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.techniques import faithfulness
-from vizcore.techniques.attribution import grad_cam, occlusion, score_cam
+from vizcore.attribution import faithfulness, grad_cam, occlusion, score_cam
+from vizcore.core import precision
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data import features
+from vizcore.data.gallery import Gallery
 
 
 class RecordingCNN(TinyCNN):

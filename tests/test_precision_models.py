@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore import features, precision
-from vizcore.gallery import builtin_gallery
-from vizcore.images import list_samples, load_sample
+from vizcore.attribution import occlusion, score_cam
+from vizcore.core import precision
+from vizcore.data import features
+from vizcore.data.gallery import builtin_gallery
+from vizcore.data.images import list_samples, load_sample
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.techniques.attribution import occlusion, score_cam
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore import jobs
+from vizcore.core import jobs
 from vizui import queue_view
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from vizcore.hooks import capture_activations, forward_until
-from vizcore.receptive_field import receptive_field, unit_box
+from vizcore.core.hooks import capture_activations, forward_until
+from vizcore.inside.receptive_fields import receptive_field, unit_box
 
 
 def _linearize(model: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizcore.report import Figure, Report, Table, to_html, to_zip
+from vizcore.core.report import Figure, Report, Table, to_html, to_zip
 
 
 def _report() -> Report:

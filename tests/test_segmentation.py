@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vizcore.techniques.segmentation import grabcut_from_saliency, mask_iou
+from vizcore.attribution.segmentation import grabcut_from_saliency, mask_iou
 
 
 def _scene() -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +65,9 @@ def test_saliency_seeded_grabcut_finds_the_pasted_cat(lite0):
     """Issue 8: the GrabCut mask from the real model's saliency overlaps the pasted box."""
     from PIL import Image
 
-    from vizcore import render
-    from vizcore.images import load_sample, to_tensor01
-    from vizcore.techniques.attribution import saliency
+    from vizcore.attribution import saliency
+    from vizcore.core import render
+    from vizcore.data.images import load_sample, to_tensor01
 
     left, top, right, bottom = 60, 50, 200, 170
     cat = load_sample("chelsea").crop((30, 0, 390, 300))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.layers import LayerNotFoundError
-from vizcore.techniques import style
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.core.layers import LayerNotFoundError
+from vizcore.style import gatys as style
 
 
 @pytest.fixture
@@ -124,9 +124,9 @@ def test_bad_sizes_and_weights_are_explained(tiny_cnn, sample) -> None:
 
 
 def test_real_model_style_transfer_moves_toward_the_style(squeezenet) -> None:
-    from vizcore.images import load_sample, to_tensor01
+    from vizcore.data.images import load_sample, to_tensor01
     from vizcore.models.registry import get_spec
-    from vizcore.techniques.style_images import marble
+    from vizcore.style.patterns import marble
 
     spec = get_spec("squeezenet1_1")
     settings = style.style_settings(spec)
@@ -150,9 +150,9 @@ def test_real_model_style_transfer_moves_toward_the_style(squeezenet) -> None:
 def test_real_model_style_weight_trades_style_for_content_over_its_range(squeezenet) -> None:
     """Each tenfold step of the style weight (content weight 1) takes the result visibly further
     from the photo: less style distance left, more content error; both reported in the result."""
-    from vizcore.images import load_sample, to_tensor01
+    from vizcore.data.images import load_sample, to_tensor01
     from vizcore.models.registry import get_spec
-    from vizcore.techniques.style_images import marble
+    from vizcore.style.patterns import marble
 
     spec = get_spec("squeezenet1_1")
     content = style.resize_long_side(to_tensor01(load_sample("chelsea")), 96)

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from vizcore.models.registry import get_spec
-from vizcore.techniques import style as style_tech
+from vizcore.style import gatys as style_tech
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/6_Texture_and_style.py"

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore import optim
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.layers import LayerNotFoundError
+from vizcore import optvis
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.core.layers import LayerNotFoundError
+from vizcore.core.progress import StepInfo
 from vizcore.models.registry import get_spec
-from vizcore.progress import StepInfo
-from vizcore.techniques import synthesis
+from vizcore.optvis import synthesis
 
 CATEGORIES = ("a", "b", "c", "d")
 TINY = synthesis.SynthesisSettings(size=16, steps=25, pad=2, jitter=1, rotate=5.0)
@@ -22,7 +22,7 @@ TINY_PIXEL = dataclasses.replace(
     parameterization="pixel",
     lr=0.02,
     init="noise",
-    regularizers=optim.PixelRegularizers(l2_decay=1e-3, blur_sigma=0.5, blur_every=4),
+    regularizers=optvis.PixelRegularizers(l2_decay=1e-3, blur_sigma=0.5, blur_every=4),
 )
 
 
@@ -65,7 +65,7 @@ def test_bad_class_and_settings(tiny_cnn):
     with pytest.raises(ValueError, match="outside"):
         synthesis.class_visualization(tiny_cnn, target=7, settings=TINY, categories=CATEGORIES)
     with pytest.raises(ValueError, match="pixel parameterization"):
-        dataclasses.replace(TINY, regularizers=optim.PixelRegularizers(blur_sigma=1.0))
+        dataclasses.replace(TINY, regularizers=optvis.PixelRegularizers(blur_sigma=1.0))
     with pytest.raises(ValueError, match="size"):
         dataclasses.replace(TINY, size=4)
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vizcore.images import load_sample
-from vizcore.techniques.texture_nn import quilt_texture
+from vizcore.data.images import load_sample
+from vizcore.style.quilting import quilt_texture
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vizcore.images import load_sample, resize_center_crop, to_tensor01
+from vizcore.data.images import load_sample, resize_center_crop, to_tensor01
 from vizcore.models.registry import get_spec
-from vizcore.techniques import style
-from vizcore.techniques.style_images import marble
+from vizcore.style import gatys as style
+from vizcore.style.patterns import marble
 
 
 def _colour_distance(a: np.ndarray, b: np.ndarray, bins: int = 8) -> float:

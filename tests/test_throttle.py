@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from PIL import Image
 
-from vizcore.progress import StepInfo
+from vizcore.core.progress import StepInfo
 from vizui import style_view, synthesis_view
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from tests import model_files as mf
-from vizcore.hooks import ModelState, count_hooks
-from vizcore.images import load_sample
+from vizcore import attribution
+from vizcore.core.hooks import ModelState, count_hooks
+from vizcore.data.images import load_sample
 from vizcore.models import registry, sources
-from vizcore.predict import predict
-from vizcore.techniques import attribution
+from vizcore.models.predict import predict
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -45,12 +45,12 @@ def _method_id(key: str) -> str:
 
 
 def _attribution_methods() -> dict[str, str]:
-    from vizcore.techniques import attribution
+    from vizcore import attribution
 
     return {_method_id(info.key): label for label, info in attribution.METHODS.items()}
 
 
-#: Command-line method id -> the UI label keying :data:`vizcore.techniques.attribution.METHODS`.
+#: Command-line method id -> the UI label keying :data:`vizcore.attribution.METHODS`.
 ATTRIBUTION_METHODS: dict[str, str] = _attribution_methods()
 
 
@@ -121,7 +121,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``vizcore`` argument parser with its three subcommands."""
-    from vizcore import train_fast_style
+    from vizcore.style import train as train_fast_style
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_index_parser(sub: argparse._SubParsersAction) -> None:
-    from vizcore import index
+    from vizcore.data import index
 
     idx = sub.add_parser(
         "index",
@@ -227,7 +227,7 @@ def _load_model(args: argparse.Namespace) -> _Loaded:
     from vizcore.models import registry, sources
 
     user_options = [f"--{n}" for n in ("arch", "weights", "classes") if getattr(args, n)]
-    from vizcore.devices import as_device
+    from vizcore.core.devices import as_device
 
     try:
         device = as_device(args.device)
@@ -268,7 +268,7 @@ def _load_model(args: argparse.Namespace) -> _Loaded:
 
 
 def _input(path: Path, spec: object) -> tuple[object, torch.Tensor]:
-    from vizcore import images
+    from vizcore.data import images
     from vizcore.models.registry import preprocess
 
     try:
@@ -283,7 +283,7 @@ def _input(path: Path, spec: object) -> tuple[object, torch.Tensor]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from vizcore.predict import predict
+    from vizcore.models.predict import predict
 
     if args.top < 1:
         raise _UsageError(f"--top must be at least 1, got {args.top}.")
@@ -309,7 +309,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _default_layer(spec: object, method_label: str) -> str | None:
-    from vizcore.techniques import attribution
+    from vizcore import attribution
 
     if not attribution.METHODS[method_label].uses_layer:
         return None
@@ -321,7 +321,7 @@ def _default_layer(spec: object, method_label: str) -> str | None:
 
 
 def _check_attribute_options(args: argparse.Namespace, loaded: _Loaded, label: str) -> str | None:
-    from vizcore.techniques import attribution
+    from vizcore import attribution
 
     num_classes = len(loaded.spec.categories())
     if args.target is not None and not 0 <= args.target < num_classes:
@@ -360,8 +360,8 @@ def _step_printer(prefix: str):
 
 
 def _attribute(args: argparse.Namespace) -> int:
-    from vizcore import render
-    from vizcore.techniques import attribution
+    from vizcore import attribution
+    from vizcore.core import render
 
     label = ATTRIBUTION_METHODS[args.method]
     info = attribution.METHODS[label]
@@ -418,7 +418,7 @@ def _attribute(args: argparse.Namespace) -> int:
 
 
 def _train_style(args: argparse.Namespace) -> int:
-    from vizcore import train_fast_style
+    from vizcore.style import train as train_fast_style
 
     return train_fast_style.run(args)
 
@@ -426,7 +426,7 @@ def _train_style(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     import time
 
-    from vizcore import index
+    from vizcore.data import index
 
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:

@@ -15,11 +15,11 @@ import streamlit as st
 import torch
 from torch import nn
 
-from vizcore import render
-from vizcore.predict import Prediction
-from vizcore.progress import OnStep, StepInfo
-from vizcore.techniques import adversarial
-from vizcore.techniques.attribution import grad_cam, saliency
+from vizcore.attribution import grad_cam, saliency
+from vizcore.core import render
+from vizcore.core.progress import OnStep, StepInfo
+from vizcore.models.predict import Prediction
+from vizcore.optvis import adversarial
 from vizui import cached
 from vizui import synthesis_view as view
 
@@ -89,7 +89,7 @@ def run_attack(
 
     Each step's adversarial image (``StepInfo.frame``) and loss are kept in the session under
     ``f"{prefix}_iterate"`` with ``evaluate_kwargs`` (the options of
-    :func:`vizcore.techniques.adversarial.evaluate`), so that :func:`keep_stopped` can turn an
+    :func:`vizcore.optvis.adversarial.evaluate`), so that :func:`keep_stopped` can turn an
     attack interrupted by Stop into a result. The frame is not drawn while running: an
     adversarial image looks like the original.
     """

@@ -1,7 +1,7 @@
 """Streamlit helpers for the Attribution page: cached computations and rendering.
 
-No math here: every number comes from :mod:`vizcore.techniques.attribution` and
-:mod:`vizcore.techniques.faithfulness`. ``COMPUTE_CALLS`` counts real (uncached) computations, so
+No math here: every number comes from :mod:`vizcore.attribution` and
+:mod:`vizcore.attribution.faithfulness`. ``COMPUTE_CALLS`` counts real (uncached) computations, so
 tests can check that display-only controls never recompute.
 """
 
@@ -19,12 +19,12 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vizcore import render
-from vizcore.progress import OnStep
-from vizcore.techniques import attribution, faithfulness
-from vizcore.techniques.attribution import AttributionMap
-from vizcore.techniques.faithfulness import FaithfulnessCurves, RandomizationCheck
-from vizcore.techniques.segmentation import Segmentation, grabcut_from_saliency
+from vizcore import attribution
+from vizcore.attribution import AttributionMap, faithfulness
+from vizcore.attribution.faithfulness import FaithfulnessCurves, RandomizationCheck
+from vizcore.attribution.segmentation import Segmentation, grabcut_from_saliency
+from vizcore.core import render
+from vizcore.core.progress import OnStep
 from vizui import cached
 
 #: Number of real computations per kind ("map", "curves", "sanity", "forward_time").

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizcore import devices, images
-from vizcore.cache import DecodedImageCache
+from vizcore.core import devices
+from vizcore.core.cache import DecodedImageCache
+from vizcore.data import images
 from vizcore.models import registry
-from vizcore.predict import Prediction, predict
+from vizcore.models.predict import Prediction, predict
 
 #: Session-state key of the device chosen in the sidebar (a string such as ``"cuda:0"``).
 DEVICE_KEY = "vz_device"

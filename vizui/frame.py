@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizcore import devices, images
+from vizcore.core import devices
+from vizcore.data import images
 from vizcore.models import registry, torchvision_zoo
 from vizui import cached, model_upload, public, view_link
 

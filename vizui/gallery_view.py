@@ -2,7 +2,7 @@
 
 Both feature pages share the selected gallery through ``st.session_state["vz_gallery"]``. User
 galleries live in the session only (``vz_user_galleries``); features of every gallery go to the
-on-disk cache of :mod:`vizcore.features`, so a second visit or a restart reuses them.
+on-disk cache of :mod:`vizcore.data.features`, so a second visit or a restart reuses them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import TypeVar
 
 import streamlit as st
 
-from vizcore import features, gallery, precision
-from vizcore.progress import StepInfo
+from vizcore.core import precision
+from vizcore.core.progress import StepInfo
+from vizcore.data import features, gallery
 from vizui import public
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri

@@ -4,7 +4,7 @@ Each panel is collapsed by default and shows, in the lecture's order: the formul
 the current run that plug into it, the algorithm's steps, what to look for, the pitfalls, where
 this code deviates from the paper, and the paper's link. The numbers come from the result
 objects the page already has (no model pass here), except the CAM decomposition, which is one
-cached call of :func:`vizcore.techniques.cam_parts.cam_parts`.
+cached call of :func:`vizcore.attribution.decomposition.cam_parts`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from vizcore import lessons, render
-from vizcore.techniques.adversarial import AdversarialResult
-from vizcore.techniques.attribution import AttributionMap
-from vizcore.techniques.cam_parts import DECOMPOSABLE, CamParts, cam_parts
-from vizcore.techniques.faithfulness import RandomizationCheck
+from vizcore import lessons
+from vizcore.attribution import AttributionMap
+from vizcore.attribution.decomposition import DECOMPOSABLE, CamParts, cam_parts
+from vizcore.attribution.faithfulness import RandomizationCheck
+from vizcore.core import render
+from vizcore.optvis.adversarial import AdversarialResult
 from vizui import cached
 
 #: Every panel's expander label starts with this (tests look for it).
@@ -212,8 +213,8 @@ def optimization_panel(
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _gram_image(model_key: str, digest: str, _x: torch.Tensor, layer: str) -> np.ndarray:
-    from vizcore.hooks import inference_session
-    from vizcore.techniques import gram
+    from vizcore.core.hooks import inference_session
+    from vizcore.style import gram
 
     model = cached.model(model_key)
     with inference_session(model), torch.no_grad():

@@ -16,11 +16,11 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from vizcore import render
-from vizcore.gallery import Gallery
-from vizcore.layers import list_layers
+from vizcore.core import render
+from vizcore.core.layers import list_layers
+from vizcore.data.gallery import Gallery
+from vizcore.inside import embedding, filters
 from vizcore.models import registry
-from vizcore.techniques import embedding, filters
 from vizui import cached
 
 _PALETTE = (

@@ -2,7 +2,7 @@
 
 Nguyen, Yosinski & Clune 2016: cluster the gallery images the model assigns to a class, start one
 class visualization per cluster from the image nearest its centre, add a centre bias, and show the
-facets beside the plain result. All math is in :mod:`vizcore.techniques.multifaceted`; this module
+facets beside the plain result. All math is in :mod:`vizcore.optvis.multifaceted`; this module
 collects widget values, runs it behind Start (with progress and Stop) and draws the result kept in
 the session.
 """
@@ -17,9 +17,10 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from torch import nn
 
-from vizcore import features, gallery, render
-from vizcore.progress import StepInfo
-from vizcore.techniques import multifaceted as mf
+from vizcore.core import render
+from vizcore.core.progress import StepInfo
+from vizcore.data import features, gallery
+from vizcore.optvis import multifaceted as mf
 from vizui import gallery_view, how_it_works
 from vizui import synthesis_view as sview
 from vizui.cached import top_classes

@@ -1,6 +1,6 @@
 """The "Exact fp32" toggle shared by the pages whose batched forwards may run in bf16.
 
-The value goes to vizcore as ``exact=`` (:mod:`vizcore.precision`) and into every cache key of
+The value goes to vizcore as ``exact=`` (:mod:`vizcore.core.precision`) and into every cache key of
 what it changes.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from vizcore import precision
+from vizcore.core import precision
 
 
 def exact_toggle(key: str, *, device: str = "cpu", container: object | None = None) -> bool:

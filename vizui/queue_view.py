@@ -1,4 +1,4 @@
-"""Heavy jobs wait in the server's one queue (:data:`vizcore.jobs.HEAVY_JOBS`), and say so.
+"""Heavy jobs wait in the server's one queue (:data:`vizcore.core.jobs.HEAVY_JOBS`), and say so.
 
 Every optimization, occlusion or Score-CAM run, gallery extraction and t-SNE of the app enters
 :func:`heavy_job` before it starts. When the server's slots are taken, the page shows the job's
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from vizcore import jobs
+from vizcore.core import jobs
 
 
 def _say(slot: st.delta_generator.DeltaGenerator, label: str, position: int) -> None:

@@ -3,7 +3,7 @@
 A page creates one :class:`PageReport` per run, draws its buttons (:meth:`PageReport.downloads`,
 anywhere on the page), adds each figure it displays (the same array it passes to ``st.image``),
 its parameters and scores, and calls :meth:`PageReport.seal` at its end to record the link that
-reopens the view. The HTML and the zip are built by :mod:`vizcore.report` only when a button is
+reopens the view. The HTML and the zip are built by :mod:`vizcore.core.report` only when a button is
 clicked (Streamlit runs a callable ``data`` on click, after the run), from everything this run
 recorded, so recording costs nothing on an ordinary rerun.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from vizcore import report
+from vizcore.core import report
 from vizui import view_link
 from vizui.frame import Context
 

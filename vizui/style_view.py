@@ -14,12 +14,12 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from vizcore import images
-from vizcore.progress import StepInfo
-from vizcore.render import gif_bytes, png_bytes
-from vizcore.techniques import fast_style
-from vizcore.techniques.style import StyleResult
-from vizcore.techniques.style_images import STYLE_PATTERNS
+from vizcore.core.progress import StepInfo
+from vizcore.core.render import gif_bytes, png_bytes
+from vizcore.data import images
+from vizcore.style import fast_style
+from vizcore.style.gatys import StyleResult
+from vizcore.style.patterns import STYLE_PATTERNS
 from vizui import cached
 from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 import numpy as np
 import streamlit as st
 
-from vizcore import optim, render
+from vizcore import optvis
+from vizcore.core import render
+from vizcore.core.progress import OnStep, StepInfo
 from vizcore.models.registry import ModelSpec
-from vizcore.progress import OnStep, StepInfo
-from vizcore.techniques.synthesis import SynthesisSettings, synthesis_preset
+from vizcore.optvis.synthesis import SynthesisSettings, synthesis_preset
 from vizui import public
 from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
@@ -226,7 +227,7 @@ def settings_controls(
         help="Gradients pass through ReLU6 above 6 (forward unchanged). EfficientNet-Lite "
         "gives noise without it.",
     )  # fmt: skip
-    regularizers = optim.PixelRegularizers()
+    regularizers = optvis.PixelRegularizers()
     init = preset.init
     if parameterization == "pixel":
         if has_relu6:
@@ -252,7 +253,7 @@ def settings_controls(
         )  # fmt: skip
         init = c3.radio("Start from", ["zeros", "noise"], horizontal=True, key=f"{k}_init",
                         format_func={"zeros": "grey (zero)", "noise": "noise"}.get)  # fmt: skip
-        regularizers = optim.PixelRegularizers(
+        regularizers = optvis.PixelRegularizers(
             l2_decay=decay,
             blur_sigma=sigma,
             blur_every=every,

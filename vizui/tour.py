@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from vizcore import images, lessons, render
+from vizcore import lessons
+from vizcore.core import render
+from vizcore.core.progress import OnStep, StepInfo
+from vizcore.data import images
+from vizcore.inside import embedding
 from vizcore.models import registry
-from vizcore.progress import OnStep, StepInfo
-from vizcore.techniques import adversarial, embedding, synthesis
-from vizcore.techniques import style as style_tech
+from vizcore.optvis import adversarial, synthesis
+from vizcore.style import gatys as style_tech
 from vizui import attribution_view, cached, gallery_view, inside_view, style_view
 from vizui.frame import Context
 from vizui.queue_view import heavy_job
@@ -75,7 +78,7 @@ def _activations(ctx: Context) -> None:
 
 def _attribution(label: str) -> Callable[[Context], None]:
     def show(ctx: Context) -> None:
-        from vizcore.techniques import attribution
+        from vizcore import attribution
 
         info = attribution.METHODS[label]
         layer = ctx.spec.preset("cam")[0] if info.uses_layer else None

@@ -18,7 +18,7 @@ import pytest
 from st_browser import StreamlitServer, assert_no_exception, open_app, wait_rendered
 from streamlit.source_util import page_icon_and_name
 
-from vizcore.techniques import attribution
+from vizcore import attribution
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e

@@ -25,7 +25,7 @@ import pytest
 from st_browser import StreamlitServer, assert_no_exception, open_app, rerun_and_wait, wait_idle
 from streamlit.source_util import page_icon_and_name
 
-from vizcore.techniques import attribution
+from vizcore import attribution
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e

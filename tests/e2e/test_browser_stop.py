@@ -34,7 +34,7 @@ from st_browser import (
 )
 from streamlit.source_util import page_icon_and_name
 
-from vizcore.techniques import attribution
+from vizcore import attribution
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e

@@ -48,11 +48,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vizcore.devices import model_device
-from vizcore.hooks import capture_activations, forward_until, inference_session
-from vizcore.layers import get_layer
-from vizcore.precision import fast_forward
-from vizcore.progress import OnStep, StepInfo, report, waiting
+from vizcore.core.devices import model_device
+from vizcore.core.hooks import capture_activations, forward_until, inference_session
+from vizcore.core.layers import get_layer
+from vizcore.core.precision import fast_forward
+from vizcore.core.progress import OnStep, StepInfo, report, waiting
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -209,7 +209,7 @@ def decode_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's input view of an image file and its thumbnail, both uint8 RGB.
 
-    The view is :func:`vizcore.images.resize_center_crop` of the decoded image, as
+    The view is :func:`vizcore.data.images.resize_center_crop` of the decoded image, as
     :func:`vizcore.models.registry.preprocess` does; the thumbnail is that view resized (bilinear,
     antialiased) to ``thumb_size``.
 
@@ -217,9 +217,9 @@ def decode_image(
         ``(input_size, input_size, 3)`` and ``(thumb_size, thumb_size, 3)`` uint8 arrays.
 
     Raises:
-        vizcore.images.ImageLoadError: The file cannot be decoded (a ``ValueError``).
+        vizcore.data.images.ImageLoadError: The file cannot be decoded (a ``ValueError``).
     """
-    from vizcore.images import load_image, resize_center_crop
+    from vizcore.data.images import load_image, resize_center_crop
 
     image = load_image(os.fspath(path))
     view = resize_center_crop(
@@ -289,7 +289,7 @@ def index_batch(
         layers: Layers whose channel maxima to keep (each must output ``(C, h, w)`` maps).
         embedding_layer: The layer whose pooled output is the image's feature vector.
         exact: ``True`` runs in float32; ``False`` allows bf16 autocast where it is fast
-            (:mod:`vizcore.precision`).
+            (:mod:`vizcore.core.precision`).
         channels_last: Feed the input in channels-last memory layout.
         on_wait: Called with the seconds waited for another session's turn on the model.
 
@@ -491,7 +491,7 @@ def _merge_all(out: Path, shards: list[_Shard], layers: Sequence[str], top_k: in
 
 
 def _field_json(model: nn.Module, layer: str) -> dict | None:
-    from vizcore.receptive_field import receptive_field
+    from vizcore.inside.receptive_fields import receptive_field
 
     try:
         rf = receptive_field(model, layer)
@@ -880,14 +880,14 @@ class ImageIndex:
     ):
         """Exact ``k`` nearest images of a ``(D,)`` feature vector, block by block over the maps.
 
-        The same distances and tie-break as :func:`vizcore.techniques.embedding.nearest` (L2
+        The same distances and tie-break as :func:`vizcore.inside.embedding.nearest` (L2
         ``||q - p||`` or cosine ``1 - cos``; ties by id), in blocks of ``block_size`` rows, so
         memory stays bounded for any index size.
 
         Returns:
-            A :class:`vizcore.techniques.embedding.Neighbours` with index ids as ``indices``.
+            A :class:`vizcore.inside.embedding.Neighbours` with index ids as ``indices``.
         """
-        from vizcore.techniques.embedding import METRICS, Neighbours
+        from vizcore.inside.embedding import METRICS, Neighbours
 
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}.")
@@ -919,7 +919,7 @@ class ImageIndex:
 
 
 def _box(rf: dict, row: int, col: int, input_size: int) -> tuple[int, int, int, int]:
-    from vizcore.receptive_field import ReceptiveField, unit_box
+    from vizcore.inside.receptive_fields import ReceptiveField, unit_box
 
     inf = lambda pair: tuple(math.inf if v is None else float(v) for v in pair)  # noqa: E731
     field_ = ReceptiveField(inf(rf["size"]), inf(rf["jump"]), inf(rf["start"]),

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vizcore.hooks import inference_session
+from vizcore.core.hooks import inference_session
 
 __all__ = [
     "ConvGeometry",
@@ -348,7 +348,7 @@ class GapHead:
 
     def class_weights(self, model: nn.Module, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The classifier's row ``w^c`` and bias ``b_c`` for class ``index`` (float32 copies)."""
-        from vizcore.layers import get_layer
+        from vizcore.core.layers import get_layer
 
         module = get_layer(model, self.classifier)
         weight = _parameter(module, "weight").detach().float()
@@ -547,7 +547,7 @@ def _find_head(model: nn.Module, probe: _Probe, infos: Sequence[LayerInfo]) -> G
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """``get_layer`` without the import cycle (hooks -> layers is fine; layers -> here is not)."""
-    from vizcore.layers import get_layer
+    from vizcore.core.layers import get_layer
 
     return get_layer(model, name)
 
@@ -667,7 +667,7 @@ def describe_model(model: nn.Module, *, input_size: int | tuple[int, int] = 224)
         cached = _FACTS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    from vizcore.devices import to_model_device
+    from vizcore.core.devices import to_model_device
 
     probe = _run_probe(model, to_model_device(model, _probe_input(input_size)))
     infos = _layer_infos(model, probe)

@@ -86,7 +86,7 @@ class EfficientNetLite(nn.Module):
     """EfficientNet-Lite taking RGB in [0, 1]; returns ImageNet logits ``(N, 1000)``."""
 
     #: Smallest input side: below 32 px a 5x5 depthwise convolution gets a 4x4 map and torch
-    #: raises (measured); :func:`vizcore.checks.check_image_batch` refuses it with a message.
+    #: raises (measured); :func:`vizcore.core.checks.check_image_batch` refuses it with a message.
     min_input_side = 32
 
     def __init__(self, source: nn.Module) -> None:

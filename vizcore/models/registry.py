@@ -2,7 +2,7 @@
 
 Every model takes float32 RGB in [0, 1] of shape ``(N, 3, S, S)`` and returns logits; its
 normalization is inside the module. :func:`load_model` caches loaded models (bounded); the cached
-module is shared, so callers must never change it (see :mod:`vizcore.hooks`).
+module is shared, so callers must never change it (see :mod:`vizcore.core.hooks`).
 
 All per-model knowledge lives in the :class:`ModelSpec`: class names, input handling, layer presets
 per technique family (derived for every model by :mod:`vizcore.models.discovery`; a spec may
@@ -516,7 +516,7 @@ _USER_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = (
 
 
 def _user_model_on(model: nn.Module, device: torch.device) -> nn.Module:
-    from vizcore.devices import model_device
+    from vizcore.core.devices import model_device
 
     if model_device(model) == device:
         return model
@@ -535,11 +535,11 @@ def load_model(key: str, *, device: str | torch.device | None = None) -> nn.Modu
     parameters frozen, on ``device``.
 
     The returned module is shared: never change it (``.to()`` included); use
-    :func:`vizcore.hooks.inference_session`.
+    :func:`vizcore.core.hooks.inference_session`.
 
     Args:
         key: The model key.
-        device: Where the model lives; ``None`` is :func:`vizcore.devices.default_device`
+        device: Where the model lives; ``None`` is :func:`vizcore.core.devices.default_device`
             (``VIZCORE_DEVICE``, else CUDA, MPS, CPU). A user model on another device is copied
             there once (the copy lives as long as the user's model).
 
@@ -547,7 +547,7 @@ def load_model(key: str, *, device: str | torch.device | None = None) -> nn.Modu
         ValueError: Unknown key or device name.
         RuntimeError: The model is unavailable; the message says why and how to get it.
     """
-    from vizcore.devices import as_device
+    from vizcore.core.devices import as_device
 
     spec = get_spec(key)
     where = as_device(device)
@@ -583,7 +583,7 @@ def preprocess(image: Image.Image, spec: ModelSpec, *, crop: bool = True) -> tor
             ``2 S`` by a centre crop) — fully convolutional nets with a global-pool head accept
             it, and methods that need the object's surroundings (segmentation) use it.
     """
-    from vizcore.images import resize_center_crop, to_tensor01
+    from vizcore.data.images import resize_center_crop, to_tensor01
 
     prep = spec.preprocessing
     if crop or prep.fixed_size:

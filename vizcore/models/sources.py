@@ -708,7 +708,7 @@ def load_user_model(
             ``pretrained_cfg``, the exported graph's input size, or torchvision's 224 px with
             ImageNet mean/std.
         label: Shown in the model picker.
-        device: Where the model lives (``None``: :func:`vizcore.devices.default_device`). It is
+        device: Where the model lives (``None``: :func:`vizcore.core.devices.default_device`). It is
             probed on the CPU first, then moved once, before anyone else sees it.
 
     Raises:
@@ -750,10 +750,10 @@ def load_user_model(
     model = NormalizedModel(net, config.mean, config.std) if config.normalizes else net
     model.eval().requires_grad_(False)
     facts = _probe(model, config)
-    model.min_input_side = _smallest_side(model, config.input_size)  # read by vizcore.checks
+    model.min_input_side = _smallest_side(model, config.input_size)  # read by vizcore.core.checks
     names = _class_names(class_names, facts.num_classes, notes)
     digest = _digest(kind, arch, weights, config, names)
-    from vizcore.devices import as_device
+    from vizcore.core.devices import as_device
 
     model.to(as_device(device))  # not shared yet: the registry sees it only below
     spec = registry.user_spec(
@@ -800,7 +800,7 @@ def _probe(model: nn.Module, config: InputConfig):
 
 def _smallest_side(model: nn.Module, input_size: int) -> int:
     """The smallest square side (of a few candidates) the model runs on, so a too-small image
-    gets a clear message from :func:`vizcore.checks.check_image_batch` instead of an error from
+    gets a clear message from :func:`vizcore.core.checks.check_image_batch` instead of an error from
     deep inside the model."""
     for side in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
         if side >= input_size:

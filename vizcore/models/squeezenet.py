@@ -151,7 +151,7 @@ class SqueezeNet11(nn.Module):
     """
 
     #: Smallest input side (measured: 31 px is the least that runs; below it a max-pool gets an
-    #: empty map); :func:`vizcore.checks.check_image_batch` refuses smaller images.
+    #: empty map); :func:`vizcore.core.checks.check_image_batch` refuses smaller images.
     min_input_side = 32
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vizcore.core.offline import OFFLINE_ENV, is_offline
 from vizcore.models.efficientnet_lite import Normalize
-from vizcore.offline import OFFLINE_ENV, is_offline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

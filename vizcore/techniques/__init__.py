@@ -1,1 +1,0 @@
-"""Visualization techniques, one module per family (see each module's docstring)."""
