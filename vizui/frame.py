@@ -326,13 +326,15 @@ def _load_selected_image(name: str) -> tuple[Image.Image, str, str | None]:
 
 
 def _share(model_key: str, image_name: str) -> None:
-    """Keep the URL on the current model and image, and offer the link to this view."""
+    """Keep the URL on the current model and image: the address bar is the link to this view."""
     view_link.notices()
     user_model = registry.is_user_key(model_key)
     upload = image_name.startswith(_UPLOAD_PREFIX)
     view_link.publish(view_link.MODEL_PARAM, None if user_model else model_key)
     view_link.publish(view_link.IMAGE_PARAM, None if upload else image_name)
-    view_link.link_popover(upload_shown=upload, user_model=user_model)
+    # The browser's address bar is the link to this view (kept current by publish()). A
+    # "Link to this view" popover made page switches with a camera photo hang in the camera
+    # browser test (cause not found; see NOTES), so it is not drawn.
 
 
 def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Context:
@@ -348,10 +350,10 @@ def frame(title: str, *, icon: str = "🔬", intro: str | None = None) -> Contex
     _device_picker()
     model_upload.section(_MODEL_KEY)
     image_name = _image_picker()
-    _share(model_key, image_name)
     st.title(title)
     if intro:
         st.caption(intro)
+    _share(model_key, image_name)
 
     spec = registry.get_spec(model_key)
     if not cached.availability(model_key).available:

@@ -20,8 +20,6 @@ IMAGE_PARAM = "image"
 _SEEN = "vz_url_seen"
 _NOTICES = "vz_url_notices"
 _SLOT = "vz_link_slot"
-_UPLOAD_SHOWN = "vz_link_upload"
-_USER_MODEL = "vz_link_user_model"
 
 T = TypeVar("T")
 
@@ -103,10 +101,27 @@ def current_link() -> str | None:
 
 
 def link_popover(*, upload_shown: bool, user_model: bool) -> None:
-    """The sidebar's "Link to this view": the URL in a code box (its button copies it)."""
-    st.session_state[_SLOT] = st.sidebar.empty()
-    st.session_state[_UPLOAD_SHOWN] = upload_shown
-    st.session_state[_USER_MODEL] = user_model
+    """ "Link to this view" under the page title: the URL in a code box (its button copies it).
+
+    The popover is drawn once per run; only the code box inside it is refilled when a page
+    control changes the URL later in the run. It sits in the main area: in the sidebar, below
+    the camera widget, it made page switches with a camera photo hang in a browser (the camera
+    browser test; cause not found).
+    """
+    with st.popover("Link to this view", icon=":material/link:"):
+        st.session_state[_SLOT] = st.empty()
+        notes = []
+        if upload_shown:
+            notes.append(
+                "The current image is an upload or a camera photo: it cannot travel in a link, "
+                "so the link opens the default sample."
+            )
+        if user_model:
+            notes.append("Your own model stays in this session: the link opens the default model.")
+        st.caption(
+            "Copy it with the button in the box. Opening it restores this page with this model, "
+            "image and the page's settings. " + " ".join(notes)
+        )
     _draw_link()
 
 
@@ -114,29 +129,11 @@ def _draw_link() -> None:
     slot = st.session_state.get(_SLOT)
     if slot is None:
         return
-    upload_shown = bool(st.session_state.get(_UPLOAD_SHOWN))
-    user_model = bool(st.session_state.get(_USER_MODEL))
-    with slot.container(), st.popover("Link to this view", icon=":material/link:", width="stretch"):
-        link = current_link()
-        if link is None:
-            st.caption("The link is available in a browser.")
-            return
-        st.code(link, language=None, wrap_lines=True)
-        st.caption(
-            "Copy it with the button in the box. Opening it restores this page with this model, "
-            "image and the page's settings."
-            + (
-                " The current image is an upload or a camera photo: it cannot travel in a "
-                "link, so the link opens the default sample."
-                if upload_shown
-                else ""
-            )
-            + (
-                " Your own model stays in this session: the link opens the default model."
-                if user_model
-                else ""
-            )
-        )
+    link = current_link()
+    if link is None:
+        slot.caption("The link is available in a browser.")
+    else:
+        slot.code(link, language=None, wrap_lines=True)
 
 
 # ------------------------------------------------------------- parsers for take()

@@ -21,7 +21,6 @@ from tests.e2e.st_browser import (
     CHROMIUM,
     StreamlitServer,
     assert_no_exception,
-    launch_chromium,
     open_app,
     rerun_and_wait,
     wait_rendered,
@@ -74,19 +73,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer
 
 
 @pytest.fixture
-def page(server: StreamlitServer) -> Iterator[Any]:
-    with sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            yield pg
-        finally:
-            context.close()
-            browser.close()
-        assert not errors, f"JavaScript errors in the page: {errors}"
+def page(server: StreamlitServer, browser: Any) -> Iterator[Any]:
+    # The session's one Chromium (tests/e2e/conftest.py): a second sync_playwright() in the same
+    # process fails once another test has started the session's ("Sync API inside the asyncio
+    # loop"), which happened as soon as test_browser_camera.py sorted before this file.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def test_tsne_hover_thumbnail_and_click_select(page: Any, server: StreamlitServer) -> None:
