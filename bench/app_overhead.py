@@ -58,7 +58,7 @@ from vizcore import attribution  # noqa: E402
 from vizcore.core.layers import list_layers  # noqa: E402
 from vizcore.data import images  # noqa: E402
 from vizcore.models import registry  # noqa: E402
-from vizcore.optvis import adversarial, synthesis  # noqa: E402
+from vizcore.optvis import adversarial, dream, inversion, synthesis  # noqa: E402
 from vizcore.style import gatys as style  # noqa: E402
 
 MODEL = registry.DEFAULT_MODEL
@@ -133,22 +133,22 @@ def build_runs(quick: bool) -> list[Run]:
     classes = [names.index(c) for c in ("goldfish", "flamingo", "pineapple") if c in names]
     presets = [n for n in spec.preset("activations") if n in called]
     nv_layer = presets[len(presets) // 2] if presets else called[-1]
-    inv_layers_all, inv_preset = synthesis.inversion_preset(spec)
+    inv_layers_all, inv_preset = inversion.inversion_preset(spec)
     inv_layers = (
         [inv_layers_all[0], inv_layers_all[len(inv_layers_all) // 2], inv_layers_all[-1]]
         if len(inv_layers_all) >= 3
         else list(inv_layers_all)
     )
-    known = {n: synthesis.depth_tv_weight(model, n) for n in inv_layers}
+    known = {n: inversion.depth_tv_weight(model, n) for n in inv_layers}
     known |= {n: w for n, w in inv_preset.tv_weights if n in known}
     inv_settings = dataclasses.replace(
         inv_preset, tv_weights=tuple(known.items()), relu6_passthrough=has_relu6
     )
     inv_size = QUICK_INV_SIZE if quick else 160
     inv_photo = images.to_tensor01(images.resize_center_crop(photo, size=inv_size))
-    dd_layers = synthesis.deepdream_layers(spec, model)
+    dd_layers = dream.deepdream_layers(spec, model)
     dd_size = 256 if quick else 400
-    dd_settings = synthesis.DreamSettings(max_size=dd_size)
+    dd_settings = dream.DreamSettings(max_size=dd_size)
 
     # Texture & style, Gatys tab (pages/6 at defaults: marble, 256 px, the measured settings).
     from vizui.style_view import default_lr, pil_tensor, style_image  # no Streamlit call
@@ -236,7 +236,7 @@ def build_runs(quick: bool) -> list[Run]:
         Run(
             f"feature inversion ({inv_size} px)",
             FEATVIS,
-            lambda: synthesis.feature_inversion(
+            lambda: inversion.feature_inversion(
                 model, inv_photo, layer=inv_layers, settings=inv_settings
             ),
             featvis_setup("Feature inversion", "featvis_inv_size", QUICK_INV_SIZE),
@@ -246,7 +246,7 @@ def build_runs(quick: bool) -> list[Run]:
         Run(
             f"DeepDream ({dd_size} px)",
             FEATVIS,
-            lambda: synthesis.deep_dream(
+            lambda: dream.deep_dream(
                 model,
                 images.to_tensor01(photo),
                 layer=dd_layers[min(1, len(dd_layers) - 1)],

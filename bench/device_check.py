@@ -53,7 +53,7 @@ from vizcore.data.gallery import builtin_gallery
 from vizcore.data.images import load_sample
 from vizcore.models.predict import predict
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.optvis import adversarial, multifaceted, synthesis
+from vizcore.optvis import adversarial, dream, inversion, multifaceted, synthesis
 from vizcore.style import fast_style
 from vizcore.style import gatys as style
 
@@ -251,13 +251,13 @@ def checks(key: str, quick: bool, gallery: object) -> list[Check]:
                 image_of,
             )
         )
-    layers, inv = synthesis.inversion_preset(spec)
+    layers, inv = inversion.inversion_preset(spec)
     if layers:
         inv = dataclasses.replace(inv, steps=steps)
         out.append(
             Check(
                 "feature inversion",
-                lambda m, x: synthesis.feature_inversion(
+                lambda m, x: inversion.feature_inversion(
                     m, x, layer=list(layers[:2]), settings=inv
                 ),
                 image_of,
@@ -265,13 +265,13 @@ def checks(key: str, quick: bool, gallery: object) -> list[Check]:
         )
     dream_layers = spec.preset("deepdream")
     if dream_layers:
-        dream = synthesis.DreamSettings(
+        dream_settings = dream.DreamSettings(
             octaves=2 if quick else 3, steps_per_octave=4 if quick else 8, max_size=224
         )
         out.append(
             Check(
                 "deepdream",
-                lambda m, x: synthesis.deep_dream(m, x, layer=dream_layers[0], settings=dream),
+                lambda m, x: dream.deep_dream(m, x, layer=dream_layers[0], settings=dream_settings),
                 compare_optimization(lambda r: float(r.losses[-1]), lambda r: r.image),
             )
         )

@@ -34,7 +34,7 @@ from _timing import interleaved
 from vizcore.core.hooks import capture_activations, forward_until, inference_session
 from vizcore.data.images import load_sample, to_tensor01
 from vizcore.models.registry import get_spec, load_model, preprocess
-from vizcore.optvis import adversarial, relu6_passthrough, synthesis
+from vizcore.optvis import adversarial, dream, inversion, relu6_passthrough, synthesis
 
 #: ``steps -> a call that runs that many steps`` of one method.
 RunOf = Callable[[int], Callable[[], object]]
@@ -116,13 +116,13 @@ def main() -> None:
     add(f"neuron viz lite0 blocks.7 3x{preset.size}px", neuron_run, n,
         limit(lite, (3, 3, side, side), ["blocks.7"], True))  # fmt: skip
 
-    layers, inv = synthesis.inversion_preset(get_spec("efficientnet_lite0"))
+    layers, inv = inversion.inversion_preset(get_spec("efficientnet_lite0"))
     chosen = [layers[0], layers[len(layers) // 2], layers[-1]]
     x160 = to_tensor01(photo.resize((160, 160)))
 
     def inversion_run(k: int) -> Callable[[], object]:
         s = dataclasses.replace(inv, steps=k)
-        return lambda: synthesis.feature_inversion(lite, x160, layer=chosen, settings=s)
+        return lambda: inversion.feature_inversion(lite, x160, layer=chosen, settings=s)
 
     add("inversion lite0 3 layers 3x160px", inversion_run, n,
         limit(lite, (3, 3, 160, 160), [chosen[-1]], True))  # fmt: skip
@@ -133,8 +133,8 @@ def main() -> None:
         width = round(photo.width * size / max(photo.size))
 
         def dream_run(k: int, size: int = size, x: torch.Tensor = x) -> Callable[[], object]:
-            d = synthesis.DreamSettings(octaves=1, steps_per_octave=k, max_size=size, jitter=16)
-            return lambda: synthesis.deep_dream(lite, x, layer="blocks.4", settings=d)
+            d = dream.DreamSettings(octaves=1, steps_per_octave=k, max_size=size, jitter=16)
+            return lambda: dream.deep_dream(lite, x, layer="blocks.4", settings=d)
 
         add(f"deepdream lite0 blocks.4 {height}x{width}px", dream_run, n,
             limit(lite, (1, 3, height, width), ["blocks.4"], False))  # fmt: skip

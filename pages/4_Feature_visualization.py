@@ -12,7 +12,7 @@ from torch import nn
 from vizcore.core import render
 from vizcore.core.layers import LayerNotFoundError, list_layers
 from vizcore.data import images
-from vizcore.optvis import synthesis
+from vizcore.optvis import dream, inversion, synthesis
 from vizui import how_it_works, view_link
 from vizui import synthesis_view as view
 from vizui.frame import frame
@@ -202,7 +202,7 @@ with tab_invert:
         r"\lambda_{TV}\,TV(I)$. Early layers keep almost everything; deep layers keep what "
         "matters for the class and lose colour and detail. The TV weight grows with depth."
     )
-    preset_layers, inv_preset = synthesis.inversion_preset(ctx.spec)
+    preset_layers, inv_preset = inversion.inversion_preset(ctx.spec)
     all_layers = _called_layers()
     default_inv = (
         [preset_layers[0], preset_layers[len(preset_layers) // 2], preset_layers[-1]]
@@ -247,7 +247,7 @@ with tab_invert:
         inv_relu6 = c3.toggle(
             "ReLU6 straight-through", value=has_relu6, disabled=not has_relu6, key=f"{P}_inv_relu6"
         )
-    known = {name: synthesis.depth_tv_weight(ctx.model, name) for name in inv_layers}
+    known = {name: inversion.depth_tv_weight(ctx.model, name) for name in inv_layers}
     known |= {n: w for n, w in inv_preset.tv_weights if n in known}
     inv_settings = dataclasses.replace(
         inv_preset,
@@ -266,7 +266,7 @@ with tab_invert:
             view.run_with_progress(
                 f"{P}_inv",
                 inv_params,
-                lambda on_step: synthesis.feature_inversion(
+                lambda on_step: inversion.feature_inversion(
                     ctx.model,
                     images.to_tensor01(photo),
                     layer=inv_layers,
@@ -319,7 +319,7 @@ with tab_dream:
         "octave pyramid with jitter. Shallow layers paint edges and stripes, deeper ones eyes, "
         "snouts and fur."
     )
-    dream_layers = synthesis.deepdream_layers(ctx.spec, ctx.model)
+    dream_layers = dream.deepdream_layers(ctx.spec, ctx.model)
     c1, c2, c3 = st.columns(3)
     dream_default = min(1, len(dream_layers) - 1)
     if (linked_layer := view_link.take("dream_layer", view_link.one_of(dream_layers))) is not None:
@@ -343,7 +343,7 @@ with tab_dream:
     dd_relu6 = st.toggle(
         "ReLU6 straight-through", value=False, disabled=not has_relu6, key=f"{P}_dd_relu6"
     )
-    dd_settings = synthesis.DreamSettings(
+    dd_settings = dream.DreamSettings(
         octaves=int(octaves),
         octave_scale=float(octave_scale),
         steps_per_octave=int(per_octave),
@@ -357,7 +357,7 @@ with tab_dream:
         view.run_with_progress(
             f"{P}_dd",
             dd_params,
-            lambda on_step: synthesis.deep_dream(
+            lambda on_step: dream.deep_dream(
                 ctx.model,
                 images.to_tensor01(ctx.image),
                 layer=dream_layer,
@@ -380,10 +380,10 @@ with tab_dream:
         c1, c2 = st.columns(2)
         original_label = "The image it started from" if other else ctx.image_label
         c1.image(render.to_uint8(result.original), caption=original_label, width="stretch")
-        dream = render.to_uint8(result.image)
-        c2.image(dream, caption=f"DeepDream · {result.layer}", width="stretch")
+        dream_image = render.to_uint8(result.image)
+        c2.image(dream_image, caption=f"DeepDream · {result.layer}", width="stretch")
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
-        view.downloads(f"{P}_dd", dream, result.frames, name=f"deepdream_{result.layer}")
+        view.downloads(f"{P}_dd", dream_image, result.frames, name=f"deepdream_{result.layer}")
         how_it_works.optimization_panel(
             "deepdream",
             losses=result.losses,

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from vizcore.core import progress
 from vizcore.models import registry
-from vizcore.optvis import synthesis
+from vizcore.optvis import dream, synthesis
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -56,7 +56,7 @@ def test_deepdream_of_another_model_is_dropped_or_labelled(featvis, monkeypatch)
             raise StopException()
         return go_on
 
-    monkeypatch.setattr(synthesis, "report", stop_at_step_2)
+    monkeypatch.setattr(dream, "report", stop_at_step_2)
     at.button(key="featvis_dd_start").click().run()
     monkeypatch.undo()
     at.selectbox(key="frame_model").set_value("squeezenet1_1").run()  # switched mid-run

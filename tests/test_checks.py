@@ -22,7 +22,7 @@ from vizcore.core.cache import DecodedImageCache, layer_activations
 from vizcore.data.images import MAX_ASPECT, ImageLoadError, load_image
 from vizcore.models.predict import predict
 from vizcore.models.registry import get_spec, preprocess
-from vizcore.optvis import adversarial, synthesis
+from vizcore.optvis import adversarial, dream, inversion, synthesis
 from vizcore.style import quilting as texture_nn
 
 CATEGORIES = [f"class {i}" for i in range(4)]
@@ -122,11 +122,11 @@ TECHNIQUES = {
         m, x, method=attribution.saliency, steps=1
     ),
     "layer_activations": lambda m, x: layer_activations(m, x, layers=["conv2"]),
-    "feature_inversion": lambda m, x: synthesis.feature_inversion(
-        m, x, layer="conv2", settings=synthesis.InversionSettings(steps=1)
+    "feature_inversion": lambda m, x: inversion.feature_inversion(
+        m, x, layer="conv2", settings=inversion.InversionSettings(steps=1)
     ),
-    "deep_dream": lambda m, x: synthesis.deep_dream(
-        m, x, layer="conv2", settings=synthesis.DreamSettings(octaves=1, steps_per_octave=1)
+    "deep_dream": lambda m, x: dream.deep_dream(
+        m, x, layer="conv2", settings=dream.DreamSettings(octaves=1, steps_per_octave=1)
     ),
 }
 

@@ -29,7 +29,7 @@ from vizcore.core.cache import layer_activations
 from vizcore.data.gallery import Gallery
 from vizcore.inside import embedding, filters
 from vizcore.models.predict import predict
-from vizcore.optvis import adversarial, multifaceted, synthesis
+from vizcore.optvis import adversarial, dream, inversion, multifaceted, synthesis
 from vizcore.style import fast_style
 from vizcore.style import gatys as style
 
@@ -125,11 +125,11 @@ TECHNIQUES: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
     "neuron_visualization": lambda m, x: synthesis.neuron_visualization(
         m, layer="conv2", channel=1, mode="neuron", settings=TINY
     ),
-    "feature_inversion": lambda m, x: synthesis.feature_inversion(
-        m, x, layer="conv2", settings=synthesis.InversionSettings(steps=2)
+    "feature_inversion": lambda m, x: inversion.feature_inversion(
+        m, x, layer="conv2", settings=inversion.InversionSettings(steps=2)
     ),
-    "deep_dream": lambda m, x: synthesis.deep_dream(
-        m, x, layer="conv2", settings=synthesis.DreamSettings(octaves=2, steps_per_octave=2)
+    "deep_dream": lambda m, x: dream.deep_dream(
+        m, x, layer="conv2", settings=dream.DreamSettings(octaves=2, steps_per_octave=2)
     ),
     "texture_synthesis": lambda m, x: style.texture_synthesis(
         m, _sample(), layers=["relu1", "relu2"], size=(32, 32), steps=2, seed=0

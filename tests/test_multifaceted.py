@@ -15,7 +15,9 @@ from vizcore.core.hooks import ModelState, count_hooks
 from vizcore.core.progress import StepInfo
 from vizcore.data.gallery import Gallery
 from vizcore.optvis import multifaceted as mf
-from vizcore.optvis.synthesis import SynthesisSettings
+from vizcore.optvis.synthesis import (
+    SynthesisSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("a", "b", "c", "d")

@@ -13,7 +13,7 @@ from vizcore.core.hooks import ModelState, count_hooks
 from vizcore.core.layers import LayerNotFoundError
 from vizcore.core.progress import StepInfo
 from vizcore.models.registry import get_spec
-from vizcore.optvis import synthesis
+from vizcore.optvis import dream, inversion, synthesis
 
 CATEGORIES = ("a", "b", "c", "d")
 TINY = synthesis.SynthesisSettings(size=16, steps=25, pad=2, jitter=1, rotate=5.0)
@@ -104,8 +104,8 @@ def test_neuron_visualization_refuses_a_missing_channel_before_any_step(tiny_cnn
 
 
 def test_feature_inversion_reduces_the_feature_error(tiny_cnn, tiny_input):
-    settings = synthesis.InversionSettings(steps=60, lr=0.05, jitter=1)
-    result = synthesis.feature_inversion(
+    settings = inversion.InversionSettings(steps=60, lr=0.05, jitter=1)
+    result = inversion.feature_inversion(
         tiny_cnn, tiny_input, layer=["conv1", "relu2"], settings=settings
     )
     assert result.images.shape == (2, 16, 16, 3)
@@ -116,7 +116,7 @@ def test_feature_inversion_reduces_the_feature_error(tiny_cnn, tiny_input):
     assert result.relative_errors[0] < 0.5
     assert result.losses[-1] < result.losses[0]
     # From the same noise, without optimizing, the error is larger.
-    quick = synthesis.feature_inversion(
+    quick = inversion.feature_inversion(
         tiny_cnn, tiny_input, layer="conv1", settings=dataclasses.replace(settings, steps=1)
     )
     assert result.relative_errors[0] < quick.relative_errors[0]
@@ -124,26 +124,26 @@ def test_feature_inversion_reduces_the_feature_error(tiny_cnn, tiny_input):
 
 def test_feature_inversion_validates(tiny_cnn, tiny_input):
     with pytest.raises(ValueError, match="duplicates"):
-        synthesis.feature_inversion(tiny_cnn, tiny_input, layer=["conv1", "conv1"])
+        inversion.feature_inversion(tiny_cnn, tiny_input, layer=["conv1", "conv1"])
     with pytest.raises(ValueError, match="RGB"):
-        synthesis.feature_inversion(tiny_cnn, tiny_input[0], layer="conv1")
+        inversion.feature_inversion(tiny_cnn, tiny_input[0], layer="conv1")
     with pytest.raises(LayerNotFoundError):
-        synthesis.feature_inversion(tiny_cnn, tiny_input, layer="nope")
+        inversion.feature_inversion(tiny_cnn, tiny_input, layer="nope")
 
 
 def test_depth_tv_weight_grows(tiny_cnn):
-    weights = [synthesis.depth_tv_weight(tiny_cnn, name) for name in ("conv1", "conv2", "fc")]
+    weights = [inversion.depth_tv_weight(tiny_cnn, name) for name in ("conv1", "conv2", "fc")]
     assert weights == sorted(weights)
     assert weights[0] >= 5.0 and weights[-1] <= 200.0
 
 
 def test_deep_dream_amplifies_the_layer(tiny_cnn):
     photo = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
-    settings = synthesis.DreamSettings(
+    settings = dream.DreamSettings(
         octaves=2, octave_scale=1.4, steps_per_octave=6, jitter=2, max_size=32
     )
     seen: list[StepInfo] = []
-    result = synthesis.deep_dream(
+    result = dream.deep_dream(
         tiny_cnn, photo, layer="relu2", settings=settings, on_step=seen.append
     )
     assert result.image.shape == (24, 32, 3) == result.original.shape
@@ -161,8 +161,8 @@ def test_deep_dream_stop_and_cleanup(tiny_cnn):
     tiny_cnn.train()
     state = ModelState.of(tiny_cnn)
     photo = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    settings = synthesis.DreamSettings(octaves=3, steps_per_octave=4, jitter=2, max_size=24)
-    result = synthesis.deep_dream(
+    settings = dream.DreamSettings(octaves=3, steps_per_octave=4, jitter=2, max_size=24)
+    result = dream.deep_dream(
         tiny_cnn, photo, layer="relu2", settings=settings, on_step=lambda info: info.step < 6
     )
     assert result.stopped and result.steps_done == 6
@@ -180,7 +180,7 @@ def test_stop_mid_run_and_failure_leave_model_unchanged(tiny_cnn, tiny_input, me
         "neuron": lambda cb: synthesis.neuron_visualization(
             tiny_cnn, layer="conv2", channel=0, settings=TINY, on_step=cb
         ),
-        "inversion": lambda cb: synthesis.feature_inversion(
+        "inversion": lambda cb: inversion.feature_inversion(
             tiny_cnn, tiny_input, layer="conv2", on_step=cb
         ),
     }[method]
@@ -205,7 +205,7 @@ def test_presets_cover_the_bundled_models():
     assert squeeze.regularizers.active and squeeze.parameterization == "pixel"
     generic = synthesis.synthesis_preset(get_spec("resnet50"), "fourier")
     assert generic.parameterization == "fourier" and generic.size == 224
-    layers, settings = synthesis.inversion_preset(get_spec("efficientnet_lite0"))
+    layers, settings = inversion.inversion_preset(get_spec("efficientnet_lite0"))
     weights = dict(settings.tv_weights)
     assert [weights[name] for name in layers] == sorted(weights[name] for name in layers)
 
@@ -226,9 +226,9 @@ def test_lite0_class_visualization_reaches_its_class(lite0):
 
 def test_lite0_deep_dream_layers_differ(lite0):
     photo = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    settings = synthesis.DreamSettings(octaves=2, steps_per_octave=3, max_size=96, jitter=8)
-    a = synthesis.deep_dream(lite0, photo, layer="blocks.2", settings=settings)
-    b = synthesis.deep_dream(lite0, photo, layer="blocks.10", settings=settings)
+    settings = dream.DreamSettings(octaves=2, steps_per_octave=3, max_size=96, jitter=8)
+    a = dream.deep_dream(lite0, photo, layer="blocks.2", settings=settings)
+    b = dream.deep_dream(lite0, photo, layer="blocks.10", settings=settings)
     assert a.image.shape == (96, 96, 3)
     assert np.abs(a.image - b.image).mean() > 0.01
-    assert synthesis.deepdream_layers(get_spec("efficientnet_lite0"), lite0)[0] == "blocks.2"
+    assert dream.deepdream_layers(get_spec("efficientnet_lite0"), lite0)[0] == "blocks.2"

@@ -23,7 +23,10 @@ from vizcore import optvis
 from vizcore.core import render
 from vizcore.core.progress import OnStep, StepInfo
 from vizcore.models.registry import ModelSpec
-from vizcore.optvis.synthesis import SynthesisSettings, synthesis_preset
+from vizcore.optvis.synthesis import (
+    SynthesisSettings,
+    synthesis_preset,
+)
 from vizui import public
 from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg

@@ -23,7 +23,7 @@ from vizcore.core.progress import OnStep, StepInfo
 from vizcore.data import images
 from vizcore.inside import embedding
 from vizcore.models import registry
-from vizcore.optvis import adversarial, synthesis
+from vizcore.optvis import adversarial, dream, inversion, synthesis
 from vizcore.style import gatys as style_tech
 from vizui import attribution_view, cached, gallery_view, inside_view, style_view
 from vizui.frame import Context
@@ -229,13 +229,13 @@ def _class_vis(ctx: Context) -> None:
 
 
 def _inversion(ctx: Context) -> None:
-    layers, settings = synthesis.inversion_preset(ctx.spec)
+    layers, settings = inversion.inversion_preset(ctx.spec)
     layer = layers[len(layers) // 2]
     settings = dataclasses.replace(settings, steps=80)
     result = _run_slow(
         ctx,
         "feature_inversion",
-        lambda on_step: synthesis.feature_inversion(
+        lambda on_step: inversion.feature_inversion(
             ctx.model, ctx.x, layer=layer, settings=settings, on_step=on_step
         ),
     )
@@ -248,12 +248,12 @@ def _inversion(ctx: Context) -> None:
 
 
 def _deepdream(ctx: Context) -> None:
-    layer = synthesis.deepdream_layers(ctx.spec, ctx.model)[0]
-    settings = synthesis.DreamSettings(octaves=2, steps_per_octave=8, max_size=256)
+    layer = dream.deepdream_layers(ctx.spec, ctx.model)[0]
+    settings = dream.DreamSettings(octaves=2, steps_per_octave=8, max_size=256)
     result = _run_slow(
         ctx,
         "deepdream",
-        lambda on_step: synthesis.deep_dream(
+        lambda on_step: dream.deep_dream(
             ctx.model, images.to_tensor01(ctx.image), layer=layer, settings=settings,
             on_step=on_step,
         ),

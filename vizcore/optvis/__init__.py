@@ -19,9 +19,10 @@ transforms):
   another session waits at most one step), reports progress through ``on_step`` and can be
   stopped.
 
-The techniques built on them: :mod:`~vizcore.optvis.synthesis` (class and neuron visualization,
-feature inversion, DeepDream), :mod:`~vizcore.optvis.multifaceted` (one image per facet of a
-class) and :mod:`~vizcore.optvis.adversarial` (FGSM, PGD). Every public name is importable from
+The techniques built on them: :mod:`~vizcore.optvis.synthesis` (class and neuron visualization),
+:mod:`~vizcore.optvis.inversion` (feature inversion), :mod:`~vizcore.optvis.dream` (DeepDream),
+:mod:`~vizcore.optvis.multifaceted` (one image per facet of a class) and
+:mod:`~vizcore.optvis.adversarial` (FGSM, PGD). Every public name is importable from
 ``vizcore.optvis``.
 
 Images are RGB in [0, 1], ``(N, 3, H, W)``; the models normalize internally.
@@ -36,6 +37,19 @@ from vizcore.optvis.adversarial import (
     evaluate,
     fgsm,
     pgd,
+)
+from vizcore.optvis.dream import (
+    DreamResult,
+    DreamSettings,
+    deep_dream,
+    deepdream_layers,
+)
+from vizcore.optvis.inversion import (
+    InversionResult,
+    InversionSettings,
+    depth_tv_weight,
+    feature_inversion,
+    inversion_preset,
 )
 from vizcore.optvis.multifaceted import (
     ClassMap,
@@ -84,21 +98,12 @@ from vizcore.optvis.runner import (
     relu6_passthrough_ctx,
 )
 from vizcore.optvis.synthesis import (
-    DreamResult,
-    DreamSettings,
-    InversionResult,
-    InversionSettings,
     Parameterization,
     SynthesisResult,
     SynthesisSettings,
     check_channels,
     class_visualization,
-    deep_dream,
-    deepdream_layers,
     default_synthesis_settings,
-    depth_tv_weight,
-    feature_inversion,
-    inversion_preset,
     layer_channels,
     neuron_visualization,
     run_with_settings,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,13 +32,24 @@ from torch import nn
 
 from vizcore.core.checks import check_class_index, check_int
 from vizcore.core.devices import model_device, to_model_device
-from vizcore.core.hooks import forward_output_hooks, inference_session
-from vizcore.core.layers import get_layer
-from vizcore.core.progress import OnStep, RunResult, StepInfo, report, waiting
-from vizcore.data.gallery import Gallery
-from vizcore.models.discovery import facts_for
+from vizcore.core.hooks import inference_session
+from vizcore.core.progress import OnStep, RunResult, StepInfo, report
 from vizcore.optvis import objectives
 from vizcore.optvis import param as image_param
+from vizcore.optvis.centre_bias import (
+    ClassMap,
+    centre_bias_objective,
+    centre_fraction,
+    centre_weights,
+    find_class_map,
+)
+from vizcore.optvis.facets import (
+    GalleryPredictions,
+    class_members,
+    cluster_features,
+    gallery_predictions,
+    reduced_features,
+)
 from vizcore.optvis.synthesis import (
     SynthesisResult,
     SynthesisSettings,
@@ -60,327 +71,9 @@ __all__ = [
     "multifaceted_class_visualization",
 ]
 
+
 InitMode = Literal["nearest", "mean"]
 MAX_FACETS = 8
-
-# --------------------------------------------------------------------------- class membership
-
-
-@dataclass(frozen=True)
-class GalleryPredictions:
-    """The model's top-k classes for every gallery image.
-
-    Attributes:
-        indices: ``(N, k)`` int64 class indices, best first.
-        probabilities: ``(N, k)`` float32 softmax probabilities of those classes.
-        gallery_digest: Content digest of the gallery.
-        stopped: Whether ``on_step`` stopped the pass (then ``N`` is smaller than the gallery).
-    """
-
-    indices: np.ndarray
-    probabilities: np.ndarray
-    gallery_digest: str
-    stopped: bool = False
-
-
-def gallery_predictions(
-    model: nn.Module,
-    gallery: Gallery,
-    *,
-    input_size: int,
-    features: np.ndarray | None = None,
-    top_k: int = 5,
-    batch_size: int = 16,
-    on_step: OnStep | None = None,
-) -> GalleryPredictions:
-    """Classify every gallery image (resized to ``input_size``) and keep its top-``k`` classes.
-
-    When ``features`` (one row per image) are the pooled input of the model's linear classifier
-    (EfficientNet-Lite0's ``pool``), the logits are computed from them, ``W·f + b``, after
-    checking on the first image that this matches the model's output; otherwise every image goes
-    through the model.
-    """
-    from vizcore.data.features import gallery_batches
-
-    if not 1 <= top_k <= 20:
-        raise ValueError(f"top_k must be between 1 and 20, got {top_k}.")
-    if len(gallery) == 0:
-        raise ValueError("The gallery is empty.")
-    if features is not None and len(features) != len(gallery):
-        raise ValueError(f"{len(features)} feature rows for {len(gallery)} gallery images.")
-    logits_of = _logits_from_features(model, gallery, features, input_size)
-    indices: list[torch.Tensor] = []
-    probs: list[torch.Tensor] = []
-    done = 0
-    stopped = False
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        # One turn per batch: another session's request waits at most about one batch.
-        with inference_session(model, on_wait=waiting(on_step, done, len(gallery))):
-            return model(x).float()
-
-    with torch.inference_mode():
-        batches = (
-            (logits_of(slice(i, i + batch_size)) for i in range(0, len(gallery), batch_size))
-            if logits_of is not None
-            else (forward(x) for x in gallery_batches(gallery, input_size,
-                                                      batch_size=batch_size,
-                                                      device=model_device(model)))
-        )  # fmt: skip
-        for logits in batches:
-            p = torch.softmax(logits, dim=1)
-            top = p.topk(min(top_k, p.shape[1]), dim=1)
-            indices.append(top.indices)
-            probs.append(top.values)
-            done += len(p)
-            info = StepInfo(done, len(gallery), message=f"Classifying: {done}/{len(gallery)}")
-            if not report(on_step, info):
-                stopped = done < len(gallery)
-                break
-    return GalleryPredictions(
-        indices=torch.cat(indices).cpu().numpy().astype(np.int64),
-        probabilities=torch.cat(probs).cpu().numpy().astype(np.float32),
-        gallery_digest=gallery.digest,
-        stopped=stopped,
-    )
-
-
-def _logits_from_features(
-    model: nn.Module, gallery: Gallery, features: np.ndarray | None, input_size: int
-) -> Callable[[slice], torch.Tensor] | None:
-    """``rows -> logits`` from the features when they feed the linear head exactly, else None."""
-    from vizcore.data.features import gallery_batches
-
-    if features is None or features.ndim != 2:
-        return None
-    try:
-        cmap = find_class_map(model, size=min(input_size, 128))
-    except ValueError:
-        return None
-    if cmap.kind != "linear" or cmap.weight is None or cmap.weight.shape[1] != features.shape[1]:
-        return None
-    weight, bias = cmap.weight, cmap.bias
-    table = torch.from_numpy(np.array(features, dtype=np.float32)).to(weight.device)
-
-    def logits_of(rows: slice) -> torch.Tensor:
-        out = table[rows] @ weight.T
-        return out if bias is None else out + bias
-
-    first = next(gallery_batches(gallery, input_size, batch_size=1, device=model_device(model)))
-    with inference_session(model), torch.inference_mode():
-        expected = model(first).float()
-    return logits_of if _close(logits_of(slice(0, 1)), expected, rtol=1e-3) else None
-
-
-def class_members(predictions: GalleryPredictions, target: int, *, top_k: int = 1) -> np.ndarray:
-    """Indices of the gallery images whose top-``top_k`` predicted classes include ``target``."""
-    available = predictions.indices.shape[1]
-    if not 1 <= top_k <= available:
-        raise ValueError(f"top_k must be between 1 and {available}, got {top_k}.")
-    hit = (predictions.indices[:, :top_k] == int(target)).any(axis=1)
-    return np.flatnonzero(hit)
-
-
-# ------------------------------------------------------------------------------- clustering
-
-
-def _kmeans_once(
-    x: np.ndarray, k: int, rng: np.random.Generator, iterations: int
-) -> tuple[np.ndarray, np.ndarray, float]:
-    n = len(x)
-    # k-means++ seeding.
-    centres = [x[int(rng.integers(n))]]
-    for _ in range(1, k):
-        d2 = np.min(((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-        total = float(d2.sum())
-        if total <= 0:
-            centres.append(x[int(rng.integers(n))])
-            continue
-        centres.append(x[int(rng.choice(n, p=d2 / total))])
-    c = np.asarray(centres, dtype=np.float64)
-    labels = np.zeros(n, dtype=np.int64)
-    for it in range(iterations):
-        d2 = ((x[:, None] - c[None]) ** 2).sum(-1)
-        new = d2.argmin(1)
-        if it and np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(k):
-            members = x[labels == j]
-            if len(members):
-                c[j] = members.mean(0)
-            else:  # an empty cluster takes the point farthest from its centre
-                far = int(d2[np.arange(n), labels].argmax())
-                c[j] = x[far]
-                labels[far] = j
-    inertia = float(((x - c[labels]) ** 2).sum())
-    return labels, c, inertia
-
-
-def cluster_features(
-    features: np.ndarray, k: int, *, seed: int = 0, restarts: int = 8, pca_dims: int = 50
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-means (k-means++ seeding, best of ``restarts``) of L2-normalized, PCA-reduced features.
-
-    Returns ``(labels (N,), centres (k, d))`` in the reduced space; clusters are renumbered by
-    decreasing size (ties by first member), so facet 0 is the largest.
-    """
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"Features must be a non-empty (N, D) array, got {x.shape}.")
-    if not 1 <= k <= len(x):
-        raise ValueError(f"Cannot make {k} clusters of {len(x)} images.")
-    x = _reduced(x, pca_dims)
-    rng = np.random.default_rng(seed)
-    best: tuple[np.ndarray, np.ndarray, float] | None = None
-    for _ in range(max(1, restarts)):
-        run = _kmeans_once(x, k, rng, iterations=100)
-        if best is None or run[2] < best[2] - 1e-12:
-            best = run
-    assert best is not None
-    labels, centres, _ = best
-    sizes = np.bincount(labels, minlength=k)
-    first = np.array([np.flatnonzero(labels == j)[0] for j in range(k)])
-    order = sorted(range(k), key=lambda j: (-sizes[j], first[j]))
-    remap = np.empty(k, dtype=np.int64)
-    remap[order] = np.arange(k)
-    return remap[labels], centres[order]
-
-
-def _reduced(features: np.ndarray, pca_dims: int = 50) -> np.ndarray:
-    x = np.asarray(features, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    x = x - x.mean(0)
-    dims = min(pca_dims, len(x) - 1, x.shape[1])
-    if dims >= 1 and len(x) > 2:
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        x = x @ vt[:dims].T
-    return x
-
-
-# ------------------------------------------------------------------------- class-evidence map
-
-
-@dataclass(frozen=True)
-class ClassMap:
-    """Where a model's class score comes from, position by position.
-
-    For a global-average-pooled head the logit is the mean over positions of a *class-evidence
-    map* ``M_c(y, x)`` (the map CAM draws, Zhou et al. 2016):
-
-    * ``kind="linear"``: ``M_c = w_c · A(y, x) + b_c`` for ``A`` = ``layer``'s output feeding
-      GAP and a linear classifier (EfficientNet-Lite0: ``head.act`` and ``fc``);
-    * ``kind="channel"``: ``M_c = A_c(y, x)``, the class's own channel (SqueezeNet: ``relu10``).
-
-    Attributes:
-        layer: The layer whose output gives the map.
-        kind: ``"linear"`` or ``"channel"``.
-        weight: ``(num_classes, C)`` classifier weights (``"linear"`` only).
-        bias: ``(num_classes,)`` classifier bias, or ``None``.
-    """
-
-    layer: str
-    kind: Literal["linear", "channel"]
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-
-    def evidence(self, act: torch.Tensor, target: int) -> torch.Tensor:
-        """``M_c`` as ``(N, h, w)`` from ``layer``'s output ``act``."""
-        if self.kind == "channel":
-            return act[:, target]
-        assert self.weight is not None
-        w = self.weight[target].to(act.dtype)
-        out = torch.einsum("nchw,c->nhw", act, w)
-        return out if self.bias is None else out + self.bias[target].to(act.dtype)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
-    scale = float(b.abs().max().clamp_min(1.0))
-    return bool((a - b).abs().max() <= rtol * scale)
-
-
-def find_class_map(model: nn.Module, *, size: int = 64) -> ClassMap:
-    """The class-evidence map of ``model``, from its GAP head
-    (:func:`vizcore.models.discovery.find_gap_head`: one probe forward, hooks removed).
-
-    A layer with one channel per class whose mean is the logits is preferred (SqueezeNet's
-    ``relu10``); else the map feeding a linear classifier (EfficientNet-Lite0's ``head.act``).
-
-    Raises:
-        ValueError: The model's head is not global average pooling of a spatial map followed by
-            a linear classifier (or a per-class channel), so no centre bias can be defined.
-    """
-    head = facts_for(model, input_size=size).head
-    if head is not None and head.class_map_layers:
-        return ClassMap(head.class_map_layers[0], "channel")
-    if head is not None and head.kind == "linear":
-        classifier = get_layer(model, head.classifier)
-        weight = classifier.weight.detach().float().clone()
-        bias = getattr(classifier, "bias", None)
-        bias = None if not isinstance(bias, torch.Tensor) else bias.detach().float().clone()
-        return ClassMap(head.feature_layer, "linear", weight.reshape(weight.shape[0], -1), bias)
-    raise ValueError(
-        "The centre bias needs a model whose class score is the average over positions of a "
-        "spatial map (global average pooling + a linear classifier, as in EfficientNet or "
-        "SqueezeNet); this model's head is different. Set the centre bias to 0."
-    )
-
-
-def centre_weights(
-    height: int, width: int, sigma: float, *, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """Gaussian weights ``g(y, x) = exp(−r²/2σ²)`` over a map, ``r`` in units of the half-side.
-
-    ``r`` is 0 at the centre and 1 at the middle of each edge. Made on ``device`` (CPU: ``None``).
-    """
-    device = device or "cpu"
-    ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width * 2 - 1
-    r2 = ys[:, None] ** 2 + xs[None, :] ** 2
-    return torch.exp(-r2 / (2 * sigma**2))
-
-
-def _centre_bias_objective(
-    cmap: ClassMap, target: int, weight: float, sigma: float
-) -> objectives.Objective:
-    def fn(acts: objectives.Acts, _logits: torch.Tensor | None) -> torch.Tensor:
-        evidence = cmap.evidence(acts[cmap.layer], target)
-        g = centre_weights(*evidence.shape[-2:], sigma, device=evidence.device).to(evidence.dtype)
-        border = 1.0 - g
-        centre = (evidence * g).flatten(1).sum(1) / g.sum()
-        outside = (F.relu(evidence) * border).flatten(1).sum(1) / border.sum().clamp_min(1e-6)
-        return weight * (centre - outside)
-
-    return objectives.Objective(
-        fn, layers={cmap.layer}, needs_logits=True, name=f"{weight:g}·centre({cmap.layer})"
-    )
-
-
-def centre_fraction(
-    model: nn.Module, images: np.ndarray, cmap: ClassMap, target: int, *, sigma: float = 0.35
-) -> np.ndarray:
-    """Share of positive class evidence in the centre: ``Σ g·relu(M) / Σ relu(M)`` per image.
-
-    ``images``: ``(N, H, W, 3)`` float in [0, 1]. 1 means all of the class is in the middle; an
-    even spread gives the mean of ``g`` over the map.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().contiguous()
-    x = to_model_device(model, x)
-    module = dict(model.named_modules())[cmap.layer]
-    captured: list[torch.Tensor] = []
-
-    def hook(_m: nn.Module, _i: tuple[torch.Tensor, ...], output: torch.Tensor):
-        captured.append(output.detach().clone())
-        return None
-
-    with inference_session(model), torch.no_grad(), forward_output_hooks([module], hook):
-        model(x)
-    evidence = F.relu(cmap.evidence(captured[-1].float(), target))
-    g = centre_weights(*evidence.shape[-2:], sigma, device=evidence.device)
-    total = evidence.flatten(1).sum(1)
-    inside = (evidence * g).flatten(1).sum(1)
-    fraction = torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
-    return fraction.cpu().numpy()
 
 
 # ------------------------------------------------------------------------ initial images
@@ -608,60 +301,177 @@ def multifaceted_class_visualization(
         settings = dataclasses.replace(settings, steps=check_int("steps", steps, minimum=1))
     names = _category_names(categories)
     target = check_class_index(target, len(names), name="Class index")
-    try:
-        cmap: ClassMap | None = find_class_map(model, size=min(settings.size, 128))
-    except ValueError:
-        if center_bias > 0:
-            raise
-        cmap = None  # without a centre bias it only measures the centre fractions
-
-    m = len(gallery_images)
-    device = model_device(model)
+    cmap = _class_map_or_none(model, settings, center_bias)
     generator = torch.Generator().manual_seed(int(seed))
-    labels = np.zeros(m, dtype=np.int64)
-    if m == 0:
-        k = 1
-        cluster_sizes = np.zeros(1, dtype=np.int64)
-        init_indices = np.full(1, -1, dtype=np.int64)
-        init_counts = np.zeros(1, dtype=np.int64)
-        param = settings.param(1, generator, device=device)
-        note = (
-            "No gallery image is predicted as this class, so there are no facets to find: one "
-            "image was optimized from the default start with the centre bias only."
-        )
-    else:
-        k = min(facets, m)
-        labels, centres = cluster_features(gallery_features, k, seed=seed)
-        reduced = _reduced(gallery_features)
-        cluster_sizes = np.bincount(labels, minlength=k).astype(np.int64)
-        init_indices = np.empty(k, dtype=np.int64)
-        init_counts = np.empty(k, dtype=np.int64)
-        starts = []
-        resized = _resize_images(gallery_images, settings.size)
-        for j in range(k):
-            members = np.flatnonzero(labels == j)
-            dist = ((reduced[members] - centres[j]) ** 2).sum(1)
-            ranked = members[np.argsort(dist, kind="stable")]
-            init_indices[j] = ranked[0]
-            chosen = ranked[:1] if init == "nearest" else ranked[:mean_of]
-            init_counts[j] = len(chosen)
-            starts.append(resized[chosen].mean(0))
-        init_batch = torch.stack(starts).to(device)
-        param = (
-            fourier_image_from(init_batch, decay=settings.decay)
-            if settings.parameterization == "fourier"
-            else image_param.pixel_image(tuple(init_batch.shape), init=init_batch)
-        )
-        note = f"{m} gallery image(s) of this class, {k} facet(s)"
-        note += "." if k == facets else f" (fewer images than the {facets} facets asked for)."
+    starts = _facet_starts(
+        gallery_images,
+        gallery_features,
+        facets=facets,
+        init=init,
+        mean_of=mean_of,
+        settings=settings,
+        generator=generator,
+        device=model_device(model),
+        seed=seed,
+    )
     with torch.no_grad():
-        init_images = param[1]().detach().clamp(0, 1)
+        init_images = starts.param[1]().detach().clamp(0, 1)
     initial_scores, _ = _logits(model, init_images, target)
-
     objective = objectives.class_logit(target)
     if center_bias > 0:
         assert cmap is not None
-        objective = objective + _centre_bias_objective(cmap, target, center_bias, center_sigma)
+        objective = objective + centre_bias_objective(cmap, target, center_bias, center_sigma)
+    runs = _run_facets_and_plain(
+        model,
+        objective,
+        starts.param,
+        target=target,
+        settings=settings,
+        names=names,
+        compare_plain=compare_plain,
+        seed=seed,
+        on_step=on_step,
+    )
+    scores, probabilities = _logits(
+        model, torch.from_numpy(runs.images).permute(0, 3, 1, 2), target
+    )
+    fractions, plain_fraction = _centre_fractions(
+        model, runs.images, runs.plain, cmap, target, sigma=center_sigma, count=starts.count
+    )
+    return MultifacetedResult(
+        target=target,
+        title=names[target],
+        images=runs.images,
+        init_images=init_images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32),
+        cluster_sizes=starts.cluster_sizes,
+        init_indices=starts.init_indices,
+        init_counts=starts.init_counts,
+        labels=starts.labels,
+        scores=scores.astype(np.float32),
+        initial_scores=initial_scores.astype(np.float32),
+        probabilities=probabilities.astype(np.float32),
+        centre_fractions=np.asarray(fractions, dtype=np.float32),
+        plain=runs.plain,
+        plain_centre_fraction=plain_fraction,
+        from_gallery=len(gallery_images) > 0,
+        facets_requested=facets,
+        center_bias=float(center_bias),
+        note=starts.note,
+        frames=runs.frames,
+        stopped=runs.stopped,
+        seconds=time.perf_counter() - start,
+        steps_done=runs.steps_done,
+    )
+
+
+def _class_map_or_none(
+    model: nn.Module, settings: SynthesisSettings, center_bias: float
+) -> ClassMap | None:
+    """The class-evidence map; without a GAP head only a run without centre bias may go on."""
+    try:
+        return find_class_map(model, size=min(settings.size, 128))
+    except ValueError:
+        if center_bias > 0:
+            raise
+        return None  # without a centre bias it only measures the centre fractions
+
+
+@dataclass(frozen=True)
+class _FacetStarts:
+    """Per facet: the gallery cluster behind it and the image parameterization it starts from."""
+
+    count: int
+    labels: np.ndarray
+    cluster_sizes: np.ndarray
+    init_indices: np.ndarray
+    init_counts: np.ndarray
+    param: image_param.Param
+    note: str
+
+
+def _facet_starts(
+    gallery_images: np.ndarray,
+    gallery_features: np.ndarray,
+    *,
+    facets: int,
+    init: InitMode,
+    mean_of: int,
+    settings: SynthesisSettings,
+    generator: torch.Generator,
+    device: torch.device,
+    seed: int,
+) -> _FacetStarts:
+    """Cluster the class's gallery images and build each facet's starting image (paper step 3)."""
+    m = len(gallery_images)
+    if m == 0:
+        return _FacetStarts(
+            count=1,
+            labels=np.zeros(0, dtype=np.int64),
+            cluster_sizes=np.zeros(1, dtype=np.int64),
+            init_indices=np.full(1, -1, dtype=np.int64),
+            init_counts=np.zeros(1, dtype=np.int64),
+            param=settings.param(1, generator, device=device),
+            note=(
+                "No gallery image is predicted as this class, so there are no facets to find: "
+                "one image was optimized from the default start with the centre bias only."
+            ),
+        )
+    k = min(facets, m)
+    labels, centres = cluster_features(gallery_features, k, seed=seed)
+    reduced = reduced_features(gallery_features)
+    init_indices = np.empty(k, dtype=np.int64)
+    init_counts = np.empty(k, dtype=np.int64)
+    starts = []
+    resized = _resize_images(gallery_images, settings.size)
+    for j in range(k):
+        members = np.flatnonzero(labels == j)
+        dist = ((reduced[members] - centres[j]) ** 2).sum(1)
+        ranked = members[np.argsort(dist, kind="stable")]
+        init_indices[j] = ranked[0]
+        chosen = ranked[:1] if init == "nearest" else ranked[:mean_of]
+        init_counts[j] = len(chosen)
+        starts.append(resized[chosen].mean(0))
+    init_batch = torch.stack(starts).to(device)
+    param = (
+        fourier_image_from(init_batch, decay=settings.decay)
+        if settings.parameterization == "fourier"
+        else image_param.pixel_image(tuple(init_batch.shape), init=init_batch)
+    )
+    note = f"{m} gallery image(s) of this class, {k} facet(s)"
+    note += "." if k == facets else f" (fewer images than the {facets} facets asked for)."
+    return _FacetStarts(
+        count=k,
+        labels=labels,
+        cluster_sizes=np.bincount(labels, minlength=k).astype(np.int64),
+        init_indices=init_indices,
+        init_counts=init_counts,
+        param=param,
+        note=note,
+    )
+
+
+@dataclass(frozen=True)
+class _Runs:
+    images: np.ndarray
+    plain: SynthesisResult | None
+    frames: tuple[np.ndarray, ...]
+    stopped: bool
+    steps_done: int
+
+
+def _run_facets_and_plain(
+    model: nn.Module,
+    objective: objectives.Objective,
+    param: image_param.Param,
+    *,
+    target: int,
+    settings: SynthesisSettings,
+    names: Sequence[str],
+    compare_plain: bool,
+    seed: int,
+    on_step: OnStep | None,
+) -> _Runs:
+    """Optimize all facets as one batch, then (unless stopped) the plain visualization."""
     total = settings.steps * (2 if compare_plain else 1)
 
     def relay(info: StepInfo, offset: int = 0, what: str = "facets") -> bool:
@@ -669,11 +479,7 @@ def multifaceted_class_visualization(
                                         f"{what}: {info.message}", info.waited))  # fmt: skip
 
     result = run_with_settings(model, objective, settings, seed=seed, on_step=relay, param=param)
-    images = result.image
-    x_final = torch.from_numpy(images).permute(0, 3, 1, 2)
-    scores, probabilities = _logits(model, x_final, target)
-    stopped = result.stopped
-    steps_done = result.steps_done
+    stopped, steps_done = result.stopped, result.steps_done
     plain: SynthesisResult | None = None
     if compare_plain and not stopped:
         plain = class_visualization(
@@ -686,38 +492,26 @@ def multifaceted_class_visualization(
         )
         stopped = plain.stopped
         steps_done += plain.steps_done
-    fractions = np.full(k, np.nan, dtype=np.float32)
-    plain_fraction = float("nan")
-    if cmap is not None:
-        fractions = centre_fraction(model, images, cmap, target, sigma=center_sigma)
-        if plain is not None:
-            plain_fraction = float(
-                centre_fraction(model, plain.images, cmap, target, sigma=center_sigma)[0]
-            )
-    return MultifacetedResult(
-        target=target,
-        title=names[target],
-        images=images,
-        init_images=init_images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32),
-        cluster_sizes=cluster_sizes,
-        init_indices=init_indices,
-        init_counts=init_counts,
-        labels=labels,
-        scores=scores.astype(np.float32),
-        initial_scores=initial_scores.astype(np.float32),
-        probabilities=probabilities.astype(np.float32),
-        centre_fractions=np.asarray(fractions, dtype=np.float32),
-        plain=plain,
-        plain_centre_fraction=plain_fraction,
-        from_gallery=m > 0,
-        facets_requested=facets,
-        center_bias=float(center_bias),
-        note=note,
-        frames=result.frames,
-        stopped=stopped,
-        seconds=time.perf_counter() - start,
-        steps_done=steps_done,
-    )
+    return _Runs(result.image, plain, result.frames, stopped, steps_done)
+
+
+def _centre_fractions(
+    model: nn.Module,
+    images: np.ndarray,
+    plain: SynthesisResult | None,
+    cmap: ClassMap | None,
+    target: int,
+    *,
+    sigma: float,
+    count: int,
+) -> tuple[np.ndarray, float]:
+    """:func:`centre_fraction` of each facet and of the plain image (NaN where unmeasurable)."""
+    if cmap is None:
+        return np.full(count, np.nan, dtype=np.float32), float("nan")
+    fractions = centre_fraction(model, images, cmap, target, sigma=sigma)
+    if plain is None:
+        return fractions, float("nan")
+    return fractions, float(centre_fraction(model, plain.images, cmap, target, sigma=sigma)[0])
 
 
 def _category_names(categories: Sequence[str] | None) -> Sequence[str]:

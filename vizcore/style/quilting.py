@@ -112,6 +112,51 @@ def quilt_texture(
             gives the largest block it allows), a bad output size, a patch under 4, an overlap
             outside ``1 .. patch // 2``, a negative or non-finite tolerance.
     """
+    sample, (height, width), patch, overlap, tolerance, seed = _checked_arguments(
+        sample, size, patch, overlap, tolerance, seed
+    )
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    step = patch - overlap
+    rows = max(1, -(-(height - overlap) // step))
+    cols = max(1, -(-(width - overlap) // step))
+    canvas_h, canvas_w = rows * step + overlap, cols * step + overlap
+    out = np.zeros((canvas_h, canvas_w, 3), np.float32)
+    src = np.zeros((canvas_h, canvas_w, 2), np.int64)
+    ref = sample.astype(np.float32)
+    grid_y, grid_x = np.mgrid[0:patch, 0:patch]
+    stopped = False
+    for i in range(rows):
+        for j in range(cols):
+            y, x = i * step, j * step
+            block = out[y : y + patch, x : x + patch]
+            py, px = _choose_block(ref, block, i, j, overlap=overlap, tolerance=tolerance, rng=rng)
+            keep_new = _paste_block(ref[py : py + patch, px : px + patch], block, i, j, overlap)
+            src_block = src[y : y + patch, x : x + patch]
+            src_block[keep_new] = np.stack([grid_y + py, grid_x + px], -1)[keep_new]
+        frame = out[:height, :width].astype(np.uint8) if i % 2 == 1 or i == rows - 1 else None
+        if not report(on_step, StepInfo(i + 1, rows, frame=frame, message="quilting rows")):
+            stopped = i + 1 < rows
+            break
+    return QuiltResult(
+        image=out[:height, :width].astype(np.uint8),
+        source=src[:height, :width],
+        seconds=time.perf_counter() - start,
+        patch=patch,
+        overlap=overlap,
+        stopped=stopped,
+    )
+
+
+def _checked_arguments(
+    sample: object,
+    size: object,
+    patch: object,
+    overlap: object,
+    tolerance: object,
+    seed: object,
+) -> tuple[np.ndarray, tuple[int, int], int, int, float, int]:
+    """:func:`quilt_texture`'s arguments, checked (its docstring lists each refusal)."""
     if not isinstance(sample, np.ndarray):
         raise ValueError(
             f"sample must be a uint8 RGB numpy array (h, w, 3), not {type(sample).__name__}."
@@ -149,61 +194,53 @@ def quilt_texture(
     tolerance = check_float("tolerance", tolerance, minimum=0.0)
     seed = check_int("seed", seed)
 
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    step = patch - overlap
-    rows = max(1, -(-(height - overlap) // step))
-    cols = max(1, -(-(width - overlap) // step))
-    canvas_h, canvas_w = rows * step + overlap, cols * step + overlap
-    out = np.zeros((canvas_h, canvas_w, 3), np.float32)
-    src = np.zeros((canvas_h, canvas_w, 2), np.int64)
-    ref = sample.astype(np.float32)
-    n_y, n_x = sh - patch + 1, sw - patch + 1
-    grid_y, grid_x = np.mgrid[0:patch, 0:patch]
-    stopped = False
+    return sample, (int(height), int(width)), patch, overlap, tolerance, seed
 
-    for i in range(rows):
-        for j in range(cols):
-            y, x = i * step, j * step
-            block = out[y : y + patch, x : x + patch]
-            error = np.zeros((n_y, n_x), np.float32)
-            if i > 0:
-                error += cv2.matchTemplate(
-                    ref, np.ascontiguousarray(block[:overlap]), cv2.TM_SQDIFF
-                )[:n_y, :n_x]
-            if j > 0:
-                error += cv2.matchTemplate(
-                    ref, np.ascontiguousarray(block[:, :overlap]), cv2.TM_SQDIFF
-                )[:n_y, :n_x]
-            if i > 0 and j > 0:
-                error -= cv2.matchTemplate(
-                    ref, np.ascontiguousarray(block[:overlap, :overlap]), cv2.TM_SQDIFF
-                )[:n_y, :n_x]
-            error = np.maximum(error, 0.0)
-            limit = error.min() * (1.0 + tolerance) + 1e-3 * overlap * patch
-            candidates = np.flatnonzero(error <= limit)
-            py, px = np.unravel_index(candidates[rng.integers(len(candidates))], error.shape)
-            new = ref[py : py + patch, px : px + patch]
-            keep_new = np.ones((patch, patch), bool)
-            if j > 0:
-                diff = ((new[:, :overlap] - block[:, :overlap]) ** 2).sum(-1)
-                keep_new[:, :overlap] &= _vertical_cut(diff)
-            if i > 0:
-                diff = ((new[:overlap] - block[:overlap]) ** 2).sum(-1)
-                keep_new[:overlap] &= _vertical_cut(diff.T).T
-            block[keep_new] = new[keep_new]
-            src_block = src[y : y + patch, x : x + patch]
-            src_block[keep_new] = np.stack([grid_y + py, grid_x + px], -1)[keep_new]
-        frame = out[:height, :width].astype(np.uint8) if i % 2 == 1 or i == rows - 1 else None
-        if not report(on_step, StepInfo(i + 1, rows, frame=frame, message="quilting rows")):
-            stopped = i + 1 < rows
-            break
 
-    return QuiltResult(
-        image=out[:height, :width].astype(np.uint8),
-        source=src[:height, :width],
-        seconds=time.perf_counter() - start,
-        patch=patch,
-        overlap=overlap,
-        stopped=stopped,
-    )
+def _choose_block(
+    ref: np.ndarray,
+    block: np.ndarray,
+    i: int,
+    j: int,
+    *,
+    overlap: int,
+    tolerance: float,
+    rng: np.random.Generator,
+) -> tuple[int, int]:
+    """Top-left corner of a sample block whose overlap with the placed ones is within tolerance.
+
+    The overlap error of every candidate position is a sum of squared differences computed with
+    ``cv2.matchTemplate`` over the top strip, the left strip, minus their shared corner.
+    """
+    patch = block.shape[0]
+    n_y, n_x = ref.shape[0] - patch + 1, ref.shape[1] - patch + 1
+    error = np.zeros((n_y, n_x), np.float32)
+    if i > 0:
+        error += _ssd(ref, block[:overlap], n_y, n_x)
+    if j > 0:
+        error += _ssd(ref, block[:, :overlap], n_y, n_x)
+    if i > 0 and j > 0:
+        error -= _ssd(ref, block[:overlap, :overlap], n_y, n_x)
+    error = np.maximum(error, 0.0)
+    limit = error.min() * (1.0 + tolerance) + 1e-3 * overlap * patch
+    candidates = np.flatnonzero(error <= limit)
+    py, px = np.unravel_index(candidates[rng.integers(len(candidates))], error.shape)
+    return int(py), int(px)
+
+
+def _ssd(ref: np.ndarray, template: np.ndarray, n_y: int, n_x: int) -> np.ndarray:
+    return cv2.matchTemplate(ref, np.ascontiguousarray(template), cv2.TM_SQDIFF)[:n_y, :n_x]
+
+
+def _paste_block(new: np.ndarray, block: np.ndarray, i: int, j: int, overlap: int) -> np.ndarray:
+    """Paste ``new`` into ``block`` (in place) behind minimum-error boundary cuts; its mask."""
+    patch = new.shape[0]
+    keep_new = np.ones((patch, patch), bool)
+    if j > 0:
+        diff = ((new[:, :overlap] - block[:, :overlap]) ** 2).sum(-1)
+        keep_new[:, :overlap] &= _vertical_cut(diff)
+    if i > 0:
+        diff = ((new[:overlap] - block[:overlap]) ** 2).sum(-1)
+        keep_new[:overlap] &= _vertical_cut(diff.T).T
+    block[keep_new] = new[keep_new]
+    return keep_new

@@ -146,25 +146,11 @@ def train(
     )
 
     net = TransformNet(len(config.styles), width=config.width, blocks=config.blocks).to(device)
-    # The per-style scales and shifts carry the styles (Dumoulin et al.); a larger step for them
-    # lets the styles separate within the few hundred steps a CPU run affords.
-    norm_params = [p for n, p in net.named_parameters() if ".norm" in n]
-    other_params = [p for n, p in net.named_parameters() if ".norm" not in n]
-    optimizer = torch.optim.Adam(
-        [
-            {"params": other_params, "lr": config.lr},
-            {"params": norm_params, "lr": config.lr * config.norm_lr_mult},
-        ]
-    )
+    optimizer = _optimizer(net, config)
     ckpt_path = out.with_suffix(".ckpt")
-    start_step, elapsed_before = 0, 0.0
-    history_before: list[dict] = []
+    start_step, elapsed_before, history = 0, 0.0, []
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        net.load_state_dict(ckpt["net"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, elapsed_before = int(ckpt["step"]), float(ckpt["seconds"])
-        history_before = list(ckpt.get("history", []))
+        start_step, elapsed_before, history = _resume(ckpt_path, net, optimizer, device)
         generator.manual_seed(config.seed + start_step)
         logger.info("Resumed from %s at step %d", ckpt_path, start_step)
 
@@ -177,45 +163,19 @@ def train(
             )
             for s in config.styles
         ]
-        layers = (*style_layers, content_layer)
+        losses = _Losses(loss_net, targets, tuple(style_layers), content_layer, config)
         started = time.perf_counter()
-        history: list[dict] = history_before
         running = {"style": 0.0, "content": 0.0, "tv": 0.0}
         step = start_step
         for step in range(start_step + 1, config.steps + 1):
             s = (step - 1) % len(config.styles)
             x = random_batch(pool, config.batch, config.size, generator).to(device)
-            with torch.no_grad():
-                content_target = gram.extract_features(loss_net, x, (content_layer,))
-            y = net(x, s)
-            feats = gram.extract_features(loss_net, y, layers)
-            l_style = gram.style_loss(feats, targets[s])
-            l_content = gram.content_loss(feats[content_layer], content_target[content_layer])
-            l_tv = gram.total_variation(y)
-            loss = (
-                config.style_weight * l_style
-                + config.content_weight * l_content
-                + config.tv_weight * l_tv
-            )
-            if eager and not math.isfinite(loss.item()):
-                raise FloatingPointError(f"Loss became {loss.item()} at step {step}.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, part in (("style", l_style), ("content", l_content), ("tv", l_tv)):
+            parts = losses.step(net, optimizer, x, s, eager=eager, step=step)
+            for key, part in parts.items():
                 running[key] += part.item() if eager else part.detach()  # type: ignore[assignment]
             if step % log_every == 0 or step == config.steps:
-                running = {k: float(v) for k, v in running.items()}
-                if not all(math.isfinite(v) for v in running.values()):
-                    raise FloatingPointError(f"The loss became non-finite by step {step}.")
-                n = log_every if step % log_every == 0 else step % log_every
                 seconds = time.perf_counter() - started
-                done = step - start_step
-                entry = {
-                    "step": step,
-                    **{k: round(v / n, 5) for k, v in running.items()},
-                    "seconds": round(elapsed_before + seconds, 1),
-                }
+                entry = _log_entry(running, step, log_every, elapsed_before + seconds)
                 history.append(entry)
                 logger.info(
                     "step %d/%d  style %.4f  content %.4f  tv %.5f  %.1f img/s  %.0f s",
@@ -224,21 +184,13 @@ def train(
                     entry["style"],
                     entry["content"],
                     entry["tv"],
-                    done * config.batch / seconds,
+                    (step - start_step) * config.batch / seconds,
                     entry["seconds"],
                 )
                 running = dict.fromkeys(running, 0.0)
             if step % checkpoint_every == 0 or step == config.steps:
-                torch.save(
-                    {
-                        "net": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "step": step,
-                        "seconds": elapsed_before + time.perf_counter() - started,
-                        "history": history,
-                    },
-                    ckpt_path,
-                )
+                seconds = elapsed_before + time.perf_counter() - started
+                _save_checkpoint(ckpt_path, net, optimizer, step, seconds, history)
     total_seconds = elapsed_before + time.perf_counter() - started
     summary = {
         "loss_model": config.loss_model,
@@ -255,6 +207,105 @@ def train(
     save_preset(net.cpu().eval(), out, config.styles, summary)
     logger.info("Saved %s (%.0f s)", out, total_seconds)
     return summary
+
+
+def _optimizer(net: TransformNet, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, with a larger step for the per-style norms.
+
+    The per-style scales and shifts carry the styles (Dumoulin et al.); a larger step for them
+    lets the styles separate within the few hundred steps a CPU run affords.
+    """
+    norm_params = [p for n, p in net.named_parameters() if ".norm" in n]
+    other_params = [p for n, p in net.named_parameters() if ".norm" not in n]
+    return torch.optim.Adam(
+        [
+            {"params": other_params, "lr": config.lr},
+            {"params": norm_params, "lr": config.lr * config.norm_lr_mult},
+        ]
+    )
+
+
+def _resume(
+    ckpt_path: Path, net: TransformNet, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, float, list[dict]]:
+    """Load a checkpoint (tensors only) into ``net`` and ``optimizer``: (step, seconds, history)."""
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    net.load_state_dict(ckpt["net"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return int(ckpt["step"]), float(ckpt["seconds"]), list(ckpt.get("history", []))
+
+
+def _save_checkpoint(
+    path: Path,
+    net: TransformNet,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    seconds: float,
+    history: list[dict],
+) -> None:
+    state = {
+        "net": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "seconds": seconds,
+        "history": history,
+    }
+    torch.save(state, path)
+
+
+@dataclass(frozen=True)
+class _Losses:
+    """Johnson et al.'s perceptual loss on the frozen loss network: style + content + TV."""
+
+    loss_net: torch.nn.Module
+    targets: list
+    style_layers: tuple[str, ...]
+    content_layer: str
+    config: TrainConfig
+
+    def step(
+        self,
+        net: TransformNet,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        style: int,
+        *,
+        eager: bool,
+        step: int,
+    ) -> dict[str, torch.Tensor]:
+        """One optimizer step on batch ``x`` for style index ``style``; the three loss terms."""
+        config = self.config
+        with torch.no_grad():
+            content_target = gram.extract_features(self.loss_net, x, (self.content_layer,))
+        y = net(x, style)
+        feats = gram.extract_features(self.loss_net, y, (*self.style_layers, self.content_layer))
+        l_style = gram.style_loss(feats, self.targets[style])
+        l_content = gram.content_loss(feats[self.content_layer], content_target[self.content_layer])
+        l_tv = gram.total_variation(y)
+        loss = (
+            config.style_weight * l_style
+            + config.content_weight * l_content
+            + config.tv_weight * l_tv
+        )
+        if eager and not math.isfinite(loss.item()):
+            raise FloatingPointError(f"Loss became {loss.item()} at step {step}.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"style": l_style, "content": l_content, "tv": l_tv}
+
+
+def _log_entry(running: dict, step: int, log_every: int, seconds: float) -> dict:
+    """The mean losses since the last log step, checked finite, for the history."""
+    totals = {k: float(v) for k, v in running.items()}
+    if not all(math.isfinite(v) for v in totals.values()):
+        raise FloatingPointError(f"The loss became non-finite by step {step}.")
+    n = log_every if step % log_every == 0 else step % log_every
+    return {
+        "step": step,
+        **{k: round(v / n, 5) for k, v in totals.items()},
+        "seconds": round(seconds, 1),
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
