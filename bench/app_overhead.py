@@ -60,6 +60,7 @@ from vizcore.data import images  # noqa: E402
 from vizcore.models import registry  # noqa: E402
 from vizcore.optvis import adversarial, dream, inversion, synthesis  # noqa: E402
 from vizcore.style import gatys as style  # noqa: E402
+from vizui import method_labels  # noqa: E402
 
 MODEL = registry.DEFAULT_MODEL
 FEATVIS = "/Feature_visualization"
@@ -177,7 +178,7 @@ def build_runs(quick: bool) -> list[Run]:
     def occlusion_setup(page: Any) -> None:
         from vizui.attribution_view import method_key
 
-        for label in attribution.DEFAULT_METHODS:
+        for label in method_labels.DEFAULT_METHODS:
             if label != "Occlusion":
                 rerun_and_wait(page, page.locator(f".st-key-{method_key(label)} label").click)
         rerun_and_wait(page, page.locator(".st-key-attribution_auc label").click)

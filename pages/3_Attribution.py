@@ -11,7 +11,7 @@ from vizcore.attribution import occlusion_grid
 from vizcore.core import render
 from vizcore.core.layers import list_layers
 from vizui import attribution_view as view
-from vizui import cached, how_it_works, view_link
+from vizui import cached, how_it_works, method_labels, view_link
 from vizui.frame import frame
 from vizui.keep import keep_choice, remember_choice
 from vizui.precision_view import exact_toggle
@@ -74,14 +74,14 @@ with right:
     # multiselect showed about five chips and cut the rest; pills scroll sideways).
     st.markdown(
         "**Methods**",
-        help="; ".join(f"{k}: {v.citation}" for k, v in attribution.METHODS.items()),
+        help="; ".join(f"{k}: {v.citation}" for k, v in method_labels.METHODS.items()),
     )
-    labels = list(attribution.METHODS)
-    method_ids = {attribution.METHODS[label].key: label for label in labels}
+    labels = list(method_labels.METHODS)
+    method_ids = {method_labels.METHODS[label].key: label for label in labels}
     linked_methods = view_link.take("methods", view_link.subset_of(list(method_ids)))
     if linked_methods is not None:
         for label in labels:
-            st.session_state[view.method_key(label)] = attribution.METHODS[label].key in set(
+            st.session_state[view.method_key(label)] = method_labels.METHODS[label].key in set(
                 linked_methods
             )
     per_column = -(-len(labels) // 3)
@@ -92,7 +92,7 @@ with right:
         if method_columns[i // per_column].checkbox(
             label,
             value=bool(
-                view_link.unless_set(view.method_key(label), label in attribution.DEFAULT_METHODS)
+                view_link.unless_set(view.method_key(label), label in method_labels.DEFAULT_METHODS)
             ),
             key=view.method_key(label),
         )
@@ -139,8 +139,8 @@ with right:
         index=view_link.unless_set("attribution_fill", 1) or 0, key="attribution_fill",
     )  # fmt: skip
     view_link.publish("target", None if int(target) == top[0] else str(int(target)))
-    chosen_ids = [attribution.METHODS[label].key for label in methods]
-    default_ids = [attribution.METHODS[label].key for label in attribution.DEFAULT_METHODS]
+    chosen_ids = [method_labels.METHODS[label].key for label in methods]
+    default_ids = [method_labels.METHODS[label].key for label in method_labels.DEFAULT_METHODS]
     same = set(chosen_ids) == set(default_ids)
     view_link.publish("methods", None if same else ",".join(chosen_ids))
     view_link.publish("layer", None if layer == layer_options[0] else layer)
@@ -182,7 +182,7 @@ times = view.pass_times(ctx.model_key, size)  # measured once per model and size
 
 def _params(label: str) -> view.MethodParams:
     chosen = cam_layer if label == "CAM" else layer
-    uses_layer = attribution.METHODS[label].uses_layer
+    uses_layer = method_labels.METHODS[label].uses_layer
     occluding = label == "Occlusion"
     return view.MethodParams(
         label=label,
@@ -447,7 +447,7 @@ how_it_works.attribution_panels(
     digest=ctx.digest,
     x=ctx.x,
     class_names=names,
-    method_keys={label: attribution.METHODS[label].key for label in results},
+    method_keys={label: method_labels.METHODS[label].key for label in results},
     sanity={label: check for label in results if (check := checks.get(_params(label))) is not None},
 )
 
@@ -526,7 +526,7 @@ st.caption(
     "the outline. It runs on the whole picture (not the centre crop), so the object's "
     "surroundings are there to be left out."
 )
-seed_methods = [label for label in attribution.METHODS if label not in view.SLOW]
+seed_methods = [label for label in method_labels.METHODS if label not in view.SLOW]
 s1, s2, s3, s4, s5 = st.columns(5)
 seg_label = s1.selectbox(
     "Seed map",

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from vizcore import attribution
-from vizui import attribution_view
+from vizui import attribution_view, method_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/3_Attribution.py"
@@ -109,7 +109,7 @@ def test_each_map_offers_the_overlay_and_the_bare_map(page):
 
 def choose_methods(at: AppTest, labels: list[str]) -> None:
     """Tick exactly ``labels`` among the method checkboxes (no run)."""
-    for label in attribution.METHODS:
+    for label in method_labels.METHODS:
         at.checkbox(key=attribution_view.method_key(label)).set_value(label in labels)
 
 

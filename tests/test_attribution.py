@@ -631,3 +631,14 @@ def test_grad_cam_when_a_tensor_from_before_the_layer_is_saved_after_it(tiny_inp
     assert not torch.is_inference_mode_enabled()
     assert attribution.cams._NO_INFERENCE_PREFIX[net] == {"conv2"}  # the next call goes straight on
     np.testing.assert_allclose(grad_cam(net, tiny_input, target=2, layer="conv2").raw, result.raw)
+
+
+def test_registry_is_keyed_by_method_id_and_labels_live_in_the_app():
+    """Issue 14: no library module names a UI label; vizui maps every id to one label."""
+    from vizui import method_labels
+
+    assert all(key == info.key for key, info in attribution.METHODS.items())
+    assert all(key.isidentifier() and key.islower() for key in attribution.METHODS)
+    assert set(method_labels.LABELS) == set(attribution.METHODS)
+    assert list(method_labels.METHODS.values()) == list(attribution.METHODS.values())
+    assert method_labels.DEFAULT_METHODS[:2] == ("Occlusion", "Saliency")

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vizcore import attribution, lessons
+from vizcore import lessons
+from vizui import method_labels
 from vizui.how_it_works import PANEL_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_attribution_method_has_a_complete_lesson() -> None:
-    for info in attribution.METHODS.values():
+    for info in method_labels.METHODS.values():
         lesson = lessons.lesson(info.key)
         assert lesson.formula and len(lesson.steps) >= 3
         assert lesson.paper[1].startswith("https://")
@@ -42,7 +43,7 @@ def test_attribution_page_panels_show_formula_and_live_numbers() -> None:
     assert not at.exception
     panels = _panels(at)
     for label in ("Saliency", "Guided backprop", "CAM", "Grad-CAM", "Grad-CAM++"):
-        title = lessons.lesson(attribution.METHODS[label].key).title
+        title = lessons.lesson(method_labels.METHODS[label].key).title
         assert f"{PANEL_PREFIX} {title}" in panels, sorted(panels)
     for label, panel in panels.items():
         assert panel.latex, f"{label}: no formula"
@@ -76,7 +77,7 @@ def test_guided_backprop_panel_shows_this_runs_sanity_check() -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.switch_page("pages/3_Attribution.py").run()
-    for label in attribution.METHODS:
+    for label in method_labels.METHODS:
         at.checkbox(key=attribution_view.method_key(label)).set_value(label == "Guided backprop")
     at.toggle(key="attribution_auc").set_value(False)
     at.toggle(key="attribution_sanity").set_value(True).run()

@@ -20,6 +20,7 @@ from vizcore.attribution import (
 )
 from vizcore.attribution.faithfulness import deletion_insertion_cost, randomization_check_cost
 from vizcore.core.hooks import ModelState, count_hooks, model_lock
+from vizui import method_labels
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_progressive_leaves_no_lock_held_when_closed_early(relu_net, tiny_input)
 
 
 def test_every_registered_method_has_a_cost(tiny_cnn):
-    for label, info in attribution.METHODS.items():
+    for label, info in method_labels.METHODS.items():
         options = {"layer": "conv2"} if info.uses_layer else {}
         if label == "Occlusion":
             options = {"window": 4, "stride": 2}

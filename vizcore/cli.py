@@ -47,10 +47,10 @@ def _method_id(key: str) -> str:
 def _attribution_methods() -> dict[str, str]:
     from vizcore import attribution
 
-    return {_method_id(info.key): label for label, info in attribution.METHODS.items()}
+    return {_method_id(key): key for key in attribution.METHODS}
 
 
-#: Command-line method id -> the UI label keying :data:`vizcore.attribution.METHODS`.
+#: Command-line method id (``grad-cam++``) -> the library's id (``grad_cam_plus_plus``).
 ATTRIBUTION_METHODS: dict[str, str] = _attribution_methods()
 
 
@@ -308,28 +308,28 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _default_layer(spec: object, method_label: str) -> str | None:
+def _default_layer(spec: object, method: str) -> str | None:
     from vizcore import attribution
 
-    if not attribution.METHODS[method_label].uses_layer:
+    if not attribution.METHODS[method].uses_layer:
         return None
-    if method_label == "CAM":
+    if method == "cam":
         layers = spec.preset("cam_features") or spec.preset("cam")
     else:
         layers = spec.preset("cam")
     return layers[0] if layers else None
 
 
-def _check_attribute_options(args: argparse.Namespace, loaded: _Loaded, label: str) -> str | None:
+def _check_attribute_options(args: argparse.Namespace, loaded: _Loaded, method: str) -> str | None:
     from vizcore import attribution
 
     num_classes = len(loaded.spec.categories())
     if args.target is not None and not 0 <= args.target < num_classes:
         raise _UsageError(f"--target {args.target} is out of range 0..{num_classes - 1}.")
-    uses_layer = attribution.METHODS[label].uses_layer
+    uses_layer = attribution.METHODS[method].uses_layer
     if args.layer is not None and not uses_layer:
         raise _UsageError(f"--layer applies only to the CAM methods, not {args.method}.")
-    layer = args.layer or _default_layer(loaded.spec, label)
+    layer = args.layer or _default_layer(loaded.spec, method)
     if uses_layer:
         names = {name for name, _ in loaded.model.named_modules() if name}
         if layer is None:
@@ -363,10 +363,10 @@ def _attribute(args: argparse.Namespace) -> int:
     from vizcore import attribution
     from vizcore.core import render
 
-    label = ATTRIBUTION_METHODS[args.method]
-    info = attribution.METHODS[label]
+    method = ATTRIBUTION_METHODS[args.method]
+    info = attribution.METHODS[method]
     loaded = _load_model(args)
-    layer = _check_attribute_options(args, loaded, label)
+    layer = _check_attribute_options(args, loaded, method)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -5,7 +5,7 @@ CS231n's "Visualizing and Understanding" teaches each technique as a formula and
 the function computes, and where the code differs from the paper the lesson says so
 (``deviation``; the function's docstring says the same). The app shows a lesson in a "How it
 works" panel beside the live result, with numbers from the current run; a notebook can print one.
-Keys are the library's method ids (:data:`vizcore.attribution.METHODS` keys' ``.key``,
+Keys are the library's method ids (the keys of :data:`vizcore.attribution.METHODS`,
 and the technique function names elsewhere).
 """
 

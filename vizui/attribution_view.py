@@ -25,13 +25,13 @@ from vizcore.attribution.faithfulness import FaithfulnessCurves, RandomizationCh
 from vizcore.attribution.segmentation import Segmentation, grabcut_from_saliency
 from vizcore.core import render
 from vizcore.core.progress import OnStep
-from vizui import cached
+from vizui import cached, method_labels
 
 #: Number of real computations per kind ("map", "curves", "sanity", "forward_time").
 COMPUTE_CALLS: Counter[str] = Counter()
 
 #: Methods whose cost is many forwards: computed only when the user presses Run.
-SLOW = frozenset(label for label, info in attribution.METHODS.items() if info.slow)
+SLOW = frozenset(label for label, info in method_labels.METHODS.items() if info.slow)
 
 #: Methods with an ``exact=`` keyword (batched forwards that may run in bf16).
 PRECISION_METHODS = frozenset({"Occlusion", "Score-CAM"})
@@ -57,7 +57,7 @@ class MethodParams:
     def kwargs(self) -> dict[str, Any]:
         """Keyword options for the vizcore function."""
         out: dict[str, Any] = {"target": self.target}
-        if attribution.METHODS[self.label].uses_layer:
+        if method_labels.METHODS[self.label].uses_layer:
             out["layer"] = self.layer
         if self.label == "Occlusion":
             out.update(window=self.window, stride=self.stride, fill=self.fill)
@@ -71,7 +71,7 @@ def compute_map(
 ) -> AttributionMap:
     """Run one method (uncached); long methods report progress through ``on_step``."""
     COMPUTE_CALLS["map"] += 1
-    info = attribution.METHODS[params.label]
+    info = method_labels.METHODS[params.label]
     kwargs = params.kwargs()
     if info.slow:
         kwargs["on_step"] = on_step
@@ -104,7 +104,7 @@ def compute_sanity(
 ) -> RandomizationCheck:
     """The cascading randomization check of one method (uncached)."""
     COMPUTE_CALLS["sanity"] += 1
-    info = attribution.METHODS[params.label]
+    info = method_labels.METHODS[params.label]
     return faithfulness.randomization_check(
         model, x, method=info.fn, steps=SANITY_STEPS, on_step=on_step, **params.kwargs()
     )
@@ -137,7 +137,7 @@ def live_seconds() -> float:
 
 def method_cost(model: torch.nn.Module, size: int, params: MethodParams) -> attribution.Cost:
     """The passes one method's map takes (:attr:`MethodInfo.cost`, the page's options)."""
-    return attribution.METHODS[params.label].cost(model, (size, size), **params.kwargs())
+    return method_labels.METHODS[params.label].cost(model, (size, size), **params.kwargs())
 
 
 def method_seconds(
@@ -156,7 +156,7 @@ def sanity_seconds(
     model: torch.nn.Module, size: int, params: MethodParams, times: attribution.PassTimes
 ) -> float:
     """Estimated seconds of one method's randomization check."""
-    info = attribution.METHODS[params.label]
+    info = method_labels.METHODS[params.label]
     cost = faithfulness.randomization_check_cost(
         model, (size, size), method=info.fn, steps=SANITY_STEPS, **params.kwargs()
     )
@@ -214,7 +214,7 @@ def blank_message(label: str, result: AttributionMap) -> str | None:
         return None
     value = float(result.map.flat[0]) if result.map.size else 0.0
     what = "all zero" if value == 0 else f"constant ({value:.3g})"
-    if attribution.METHODS[label].uses_layer:
+    if method_labels.METHODS[label].uses_layer:
         return (
             f"{label} at `{result.layer}` is {what}: the weighted sum of this layer's "
             "channels is negative or zero everywhere, and the ReLU of the CAM formula clears "

@@ -25,7 +25,7 @@ from vizcore.inside import embedding
 from vizcore.models import registry
 from vizcore.optvis import adversarial, dream, inversion, synthesis
 from vizcore.style import gatys as style_tech
-from vizui import attribution_view, cached, gallery_view, inside_view, style_view
+from vizui import attribution_view, cached, gallery_view, inside_view, method_labels, style_view
 from vizui.frame import Context
 from vizui.queue_view import heavy_job
 
@@ -78,9 +78,8 @@ def _activations(ctx: Context) -> None:
 
 def _attribution(label: str) -> Callable[[Context], None]:
     def show(ctx: Context) -> None:
-        from vizcore import attribution
 
-        info = attribution.METHODS[label]
+        info = method_labels.METHODS[label]
         layer = ctx.spec.preset("cam")[0] if info.uses_layer else None
         top = cached.top_classes(ctx.model_key, ctx.digest, ctx.x).top1[0]
         params = attribution_view.MethodParams(

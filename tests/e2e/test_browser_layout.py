@@ -18,7 +18,7 @@ import pytest
 from st_browser import StreamlitServer, assert_no_exception, open_app, wait_rendered
 from streamlit.source_util import page_icon_and_name
 
-from vizcore import attribution
+from vizui import method_labels
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def test_attribution_controls_readable_and_tiles_in_rows(
     open_app(page, server.url + url_path("pages/3_Attribution.py"), timeout_ms=180_000)
     wait_rendered(page)
     assert_no_exception(page)
-    for label in attribution.METHODS:
+    for label in method_labels.METHODS:
         box = page.locator(f".st-key-{method_key(label)}")
         text = box.get_by_text(label, exact=True)
         assert box.is_visible(), label
@@ -87,7 +87,7 @@ def test_attribution_controls_readable_and_tiles_in_rows(
 
     # The tiles: one bold title per method, rows of 4 whose titles share one top.
     y = []
-    for label in attribution.DEFAULT_METHODS:
+    for label in method_labels.DEFAULT_METHODS:
         title = page.locator('[data-testid="stMarkdown"]').filter(
             has_text=re.compile(rf"^{re.escape(label)}$")
         )

@@ -25,7 +25,7 @@ import pytest
 from st_browser import StreamlitServer, assert_no_exception, open_app, rerun_and_wait, wait_idle
 from streamlit.source_util import page_icon_and_name
 
-from vizcore import attribution
+from vizui import method_labels
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +83,7 @@ def tile_column(page: Any, method: str) -> Any:
 def test_occlusion_slider_shows_a_coarse_map_first(page: Any, server: StreamlitServer) -> None:
     url = server.url + "/" + page_icon_and_name(Path("pages/3_Attribution.py"))[1]
     open_app(page, url, timeout_ms=180_000)
-    for label in attribution.DEFAULT_METHODS:
+    for label in method_labels.DEFAULT_METHODS:
         if label != "Occlusion":
             rerun_and_wait(page, page.locator(f".st-key-{method_key(label)} label").click)
     auc = page.get_by_role("switch", name="Deletion / insertion AUC")

@@ -34,7 +34,7 @@ from st_browser import (
 )
 from streamlit.source_util import page_icon_and_name
 
-from vizcore import attribution
+from vizui import method_labels
 from vizui.attribution_view import method_key
 
 pytestmark = pytest.mark.e2e
@@ -127,11 +127,11 @@ def test_attribution_occlusion_stops_and_page_stays_usable(
     assert_no_exception(page)
 
     # Methods: Occlusion only.
-    for label in attribution.DEFAULT_METHODS:
+    for label in method_labels.DEFAULT_METHODS:
         if label != "Occlusion":
             box = page.locator(f".st-key-{method_key(label)} label")
             rerun_and_wait(page, box.click)
-    for label in attribution.METHODS:
+    for label in method_labels.METHODS:
         checkbox = page.locator(f".st-key-{method_key(label)} input[type=checkbox]")
         if label == "Occlusion":
             expect(checkbox).to_be_checked()

@@ -19,12 +19,12 @@ from vizcore.attribution.perturbation import occlusion, score_cam
 from vizcore.attribution.targets import AttributionMap
 
 # --------------------------------------------------------------------------------------------
-# Registry for the UI
+# The registry: method id -> how to call it (UI labels: vizui/method_labels.py)
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """How the UI offers one method."""
+    """One attribution method: its id, function, whether it takes a layer, speed, paper."""
 
     key: str
     fn: Callable[..., AttributionMap]
@@ -40,23 +40,23 @@ class MethodInfo:
 
 METHODS: Mapping[str, MethodInfo] = MappingProxyType(
     {
-        "Occlusion": MethodInfo("occlusion", occlusion, False, True, "Zeiler & Fergus 2014"),
-        "Saliency": MethodInfo("saliency", saliency, False, False, "Simonyan et al. 2014"),
-        "SmoothGrad": MethodInfo("smoothgrad", smoothgrad, False, True, "Smilkov et al. 2017"),
-        "Deconvnet": MethodInfo("deconvnet", deconvnet, False, False, "Zeiler & Fergus 2014"),
-        "Guided backprop": MethodInfo(
+        "occlusion": MethodInfo("occlusion", occlusion, False, True, "Zeiler & Fergus 2014"),
+        "saliency": MethodInfo("saliency", saliency, False, False, "Simonyan et al. 2014"),
+        "smoothgrad": MethodInfo("smoothgrad", smoothgrad, False, True, "Smilkov et al. 2017"),
+        "deconvnet": MethodInfo("deconvnet", deconvnet, False, False, "Zeiler & Fergus 2014"),
+        "guided_backprop": MethodInfo(
             "guided_backprop", guided_backprop, False, False, "Springenberg et al. 2015"
         ),
-        "CAM": MethodInfo("cam", cam, True, False, "Zhou et al. 2016"),
-        "Grad-CAM": MethodInfo("grad_cam", grad_cam, True, False, "Selvaraju et al. 2017"),
-        "Guided Grad-CAM": MethodInfo(
+        "cam": MethodInfo("cam", cam, True, False, "Zhou et al. 2016"),
+        "grad_cam": MethodInfo("grad_cam", grad_cam, True, False, "Selvaraju et al. 2017"),
+        "guided_grad_cam": MethodInfo(
             "guided_grad_cam", guided_grad_cam, True, False, "Selvaraju et al. 2017"
         ),
-        "Grad-CAM++": MethodInfo(
+        "grad_cam_plus_plus": MethodInfo(
             "grad_cam_plus_plus", grad_cam_plus_plus, True, False, "Chattopadhyay et al. 2018"
         ),
-        "Score-CAM": MethodInfo("score_cam", score_cam, True, True, "Wang et al. 2020"),
-        "Integrated gradients": MethodInfo(
+        "score_cam": MethodInfo("score_cam", score_cam, True, True, "Wang et al. 2020"),
+        "integrated_gradients": MethodInfo(
             "integrated_gradients",
             integrated_gradients,
             False,
@@ -66,14 +66,14 @@ METHODS: Mapping[str, MethodInfo] = MappingProxyType(
     }
 )
 
-#: The comparison grid's default selection.
+#: The comparison grid's default selection (method ids).
 DEFAULT_METHODS: tuple[str, ...] = (
-    "Occlusion",
-    "Saliency",
-    "Deconvnet",
-    "Guided backprop",
-    "CAM",
-    "Grad-CAM",
-    "Guided Grad-CAM",
-    "Grad-CAM++",
+    "occlusion",
+    "saliency",
+    "deconvnet",
+    "guided_backprop",
+    "cam",
+    "grad_cam",
+    "guided_grad_cam",
+    "grad_cam_plus_plus",
 )
