@@ -137,3 +137,16 @@ def test_engine_options_are_checked(tmp_path):
     for bad in ({"actors": 0}, {"num_cpus": 1.5}, {"cpus_per_actor": 0}, {"gpus_per_actor": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             index_ray.RayEngine(**bad)
+
+
+def test_scale_extra_matches_requirements_scale():
+    """``pip install '.[scale]'`` and the test setup (requirements-dev.txt -> -scale) agree."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["scale"]  # fmt: skip
+    lines = [ln.strip() for ln in (root / "requirements-scale.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]  # fmt: skip
+    assert extra == lines == ["ray[data]>=2.60,<3"]
+    assert "-r requirements-scale.txt" in (root / "requirements-dev.txt").read_text()
