@@ -112,6 +112,24 @@ def test_ray_engine_writes_the_local_index(local_ray, squeezenet, tmp_path):
         tmp_path / "local").top_patches("fire9", 3)[0].path  # fmt: skip
 
 
+@needs_ray
+@pytest.mark.slow
+def test_ray_build_stopped_halfway_resumes_to_the_local_index(local_ray, squeezenet, tmp_path):
+    """Stopped through ``on_step`` after the first shard, the Ray job ends (closing the
+    generator) with that shard written; the same call resumes it on Ray to the local index."""
+    folder = tmp_path / "photos"
+    _folder(folder)
+    _local_build(squeezenet, folder, tmp_path / "local")
+    out = tmp_path / "ray"
+    stopped = vindex.build_index(folder, model=squeezenet, out=out, engine="ray",
+                                 on_step=lambda info: info.step < 5, **KW)  # fmt: skip
+    assert stopped.stopped and stopped.shards_written == 1
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    resumed = vindex.build_index(folder, model=squeezenet, out=out, engine="ray", **KW)
+    assert not resumed.stopped and (resumed.shards_kept, resumed.shards_written) == (1, 2)
+    _assert_same_index(tmp_path / "local", out)
+
+
 def test_ray_engine_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     monkeypatch.setitem(sys.modules, "ray.data", None)
