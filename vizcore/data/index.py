@@ -23,9 +23,9 @@ adding images indexes only the new files and merges their top-k into the index. 
 exact: the global top-k of a channel is among the union of the per-shard top-k lists. The order is
 value descending, then image id ascending, a total order, so ties are deterministic.
 
-:func:`index_batch` is the per-batch step (decoded uint8 images in, numpy columns out), so a
-distributed engine (a Ray ``map_batches`` actor holding the model) can call it and hand its
-columns to :func:`write_shard`.
+:func:`index_batch` is the per-batch step (decoded uint8 images in, numpy columns out).
+``build_index(..., engine="ray")`` runs it on Ray actors (:mod:`vizcore.data.index_ray`) and
+feeds their columns to the same loop, which writes the same shards and merge.
 
 Not handled: a file that changes after it was indexed keeps its old entry (files are keyed by
 their path relative to the folder).
