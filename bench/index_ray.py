@@ -79,7 +79,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads here, "
           f"{os.cpu_count()} cores; load {load()}")  # fmt: skip
     t = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(f"ray.init(num_cpus={args.cpus}): {time.perf_counter() - t:.1f} s")
     try:
         l1 = build("local", num_workers=args.workers)

@@ -45,7 +45,7 @@ def _folder(root: Path) -> list[str]:
 def local_ray() -> Iterator[None]:
     """A local Ray instance of 2 CPUs for this module, shut down at the end whatever happens."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[scale]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -112,6 +112,8 @@ def test_ray_engine_writes_the_local_index(local_ray, squeezenet, tmp_path):
     idx = vindex.open_index(tmp_path / "ray")
     assert idx.top_patches("fire9", 3)[0].path == vindex.open_index(
         tmp_path / "local").top_patches("fire9", 3)[0].path  # fmt: skip
+    again = vindex.build_index(folder, model=squeezenet, out=tmp_path / "ray", engine="ray", **KW)
+    assert (again.added, again.shards_written, again.shards_kept) == (0, 0, 3)  # nothing to do
 
 
 @needs_ray

@@ -494,6 +494,8 @@ def _index(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
+    except ConnectionError as exc:  # --engine ray: the cluster is not reachable
+        raise _InputError(str(exc)) from None
     if tty:
         print(file=sys.stderr)
     for path, reason in summary.skipped:

@@ -42,7 +42,7 @@ from torch import nn
 
 from vizcore.core.devices import model_device
 
-__all__ = ["RayEngine", "ray_available", "ray_batches", "require_ray"]
+__all__ = ["RayConnectionError", "RayEngine", "ray_available", "ray_batches", "require_ray"]
 
 _PIP_HINT = "pip install 'cnn-visualization-studio[scale]' (or pip install 'ray[data]')"
 
@@ -68,6 +68,10 @@ def require_ray() -> Any:
     except ImportError as exc:
         raise RuntimeError(f"The Ray engine needs Ray with Ray Data: {_PIP_HINT}.") from exc
     return ray
+
+
+class RayConnectionError(ConnectionError):
+    """The Ray cluster named by ``RayEngine.address`` or ``RAY_ADDRESS`` could not be reached."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,17 @@ def _connect(ray: Any, engine: RayEngine) -> bool:
         return False
     address = engine.address or os.environ.get("RAY_ADDRESS") or None
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None:
-        ray.init(num_cpus=engine.num_cpus, **common)
-    else:
+    if address is None:  # "local": a new instance, even where `ray start` runs one already
+        ray.init(address="local", num_cpus=engine.num_cpus, **common)
+        return True
+    try:
         ray.init(address=address, **common)
+    except ConnectionError as exc:
+        raise RayConnectionError(
+            f"Could not connect to the Ray cluster at {address!r} ({exc}). Check the address "
+            "(--ray-address or RAY_ADDRESS); a cluster with token authentication also needs "
+            "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)."
+        ) from exc
     return True
 
 
@@ -167,10 +178,13 @@ class _IndexActor:
 
     def __init__(self, model: nn.Module, *, layers: Sequence[str], embedding_layer: str,
                  exact: bool, threads: int, root: str, view: Any, width: int) -> None:  # fmt: skip
+        import ray
         import torch
 
         torch.set_num_threads(threads)
-        if torch.cuda.is_available():  # Ray exposes only the actor's own GPUs
+        # A GPU only when Ray gave this actor one (it then exposes only that one as cuda:0);
+        # a CPU actor on a GPU node stays on the CPU.
+        if ray.get_gpu_ids() and torch.cuda.is_available():
             model = model.to("cuda")
         self.model = model.eval().requires_grad_(False)
         self.layers, self.embedding_layer, self.exact = list(layers), embedding_layer, exact
@@ -274,7 +288,12 @@ def ray_batches(
         or ``None``) and ``cols`` (:func:`~vizcore.data.index.index_batch`'s columns, or
         ``None`` when every file of the batch was corrupt). Closing the generator stops the
         Ray job (and shuts down a Ray instance it started).
+
+    Raises:
+        RayConnectionError: The cluster at the address cannot be reached.
     """
+    if not plan:  # nothing new to index: no Ray needed
+        return
     ray = require_ray()
     started = _connect(ray, engine)
     ctx = ray.data.DataContext.get_current()
