@@ -2,28 +2,29 @@
 
 ``build_index(..., engine="ray")`` (or ``engine=RayEngine(...)``) runs the same index build with
 the per-batch work on Ray (Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI
-Applications"; Ray Data's streaming ``map_batches``): the files to index become a
-``ray.data.from_items`` dataset of ``(row, path)``; a ``map_batches`` step decodes them
-(:func:`vizcore.data.index.decode_image`, a corrupt file becomes a row with ``ok=False``); a
-second ``map_batches`` step runs on a pool of actors, each of which receives the model once (from
-the object store) and calls :func:`vizcore.data.index.index_batch` on its batches, on a GPU when
-the actor has one. The driver receives per-file columns (features, thumbnails, channel maxima and
-their positions), regroups them into the local engine's batches and writes the same shards, the
-same exact top-k merge and the same manifest (the loop of ``build_index`` is shared; only where
-the columns come from differs). Resuming, extending and stopping through ``on_step`` work as in
+Applications"; Ray Data's streaming ``map_batches``): the build's batches (the local engine's
+plan: ``batch_size`` files, never crossing a shard) become a ``ray.data.from_items`` dataset;
+``map_batches`` on a pool of actors, each of which receives the model once (from the object
+store), decodes a batch's files (:func:`vizcore.data.index.decode_image`; a corrupt file
+becomes a row with ``ok=False``) and calls :func:`vizcore.data.index.index_batch` on its good
+images, on a GPU when Ray gave the actor one (GPU actors leave decoding to separate 1-CPU Ray
+tasks). The driver receives per-file columns (features, thumbnails, channel maxima and their
+positions), regroups them into the plan's batches and writes the same shards, the same exact
+top-k merge and the same manifest (the loop of ``build_index`` is shared; only where the
+columns come from differs). Resuming, extending and stopping through ``on_step`` work as in
 the local engine.
 
 Where Ray runs: ``RayEngine.address``, else the ``RAY_ADDRESS`` environment variable (an existing
-cluster, e.g. ``ray://head:10001`` or ``auto``), else a local Ray instance started for this build
-(``num_cpus``) and shut down after it. A Ray instance that is already initialized in this process
-is used as it is (and left running).
+cluster, e.g. ``auto`` on one of its nodes or ``HEAD_IP:6379``), else a new local Ray instance
+(``num_cpus``) started for this build and shut down after it. A Ray instance that is already
+initialized in this process is used as it is (and left running).
 
-Deviations from the local engine: the batches the model sees are Ray's (``batch_size`` files,
-crossing shard boundaries, corrupt files removed), not the local plan's, so the stored floats can
-differ from a local build in the last bits when the kernels depend on the batch size; ids, paths,
-skipped files and the order are the same. On a cluster, the source folder must be readable at
-the same path on every node (a shared file system), and vizcore (with the model's package) must
-be installed there: actors unpickle the model.
+Equality with the local engine: every forward sees the same images in the same batch as the
+local engine's, so the floats are bit-identical where both run the same kernels; a different
+torch thread count (the driver's default against ``cpus_per_actor``) or device can change them
+in the last bits (Lite0, 2 against 1 thread: 1.2e-6 relative). On a cluster, the source folder
+must be readable at the same path on every node (a shared file system), and vizcore (with the
+model's package) must be installed there: actors unpickle the model.
 """
 
 from __future__ import annotations
