@@ -12,7 +12,7 @@ $(VENV)/.app-installed: requirements.txt
 	$(PIP) install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.app-installed requirements-dev.txt
+$(VENV)/.dev-installed: $(VENV)/.app-installed requirements-dev.txt requirements-scale.txt
 	$(PIP) install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
 

@@ -7,7 +7,7 @@ Usage::
     vizcore attribute --method grad-cam [--model KEY] [--target N] [--layer L] \\
         IMAGES_OR_FOLDERS... --out DIR
     vizcore train-style --styles marble mosaic --out my_styles.pt ...
-    vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX
+    vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX [--engine ray]
 
 ``python -m vizcore`` is the same program. A model is a registry key (``--model``) or your own
 file (``--source torchvision|timm|export --weights FILE [--arch NAME] [--classes FILE]``, read
@@ -204,6 +204,21 @@ def _add_index_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--workers", type=int, default=2, help="decode worker processes")
     build.add_argument(
         "--thumb-size", type=int, default=index.DEFAULT_THUMB_SIZE, help="thumbnail side (px)"
+    )
+    build.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: DataLoader decode workers and the model here (default); ray: decode and "
+        "forwards on Ray actors (the cluster at --ray-address or RAY_ADDRESS, else a local Ray "
+        "instance); needs pip install '.[scale]'",
+    )
+    build.add_argument(
+        "--ray-address", default=None, help="Ray cluster to connect to (default: RAY_ADDRESS)"
+    )
+    build.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance")
+    build.add_argument(
+        "--ray-actors", type=int, default=None, help="model actors (default: one per GPU or CPU)"
     )
     build.add_argument("folder", type=Path, metavar="FOLDER")
 
@@ -433,6 +448,16 @@ def _index(args: argparse.Namespace) -> int:
         raise _UsageError("--layers needs at least one layer name.")
     if not args.folder.is_dir():
         raise _UsageError(f"{args.folder} is not a folder.")
+    engine: object = "local"
+    if args.engine == "ray":
+        from vizcore.data.index_ray import RayEngine, require_ray
+
+        try:
+            require_ray()  # before the model loads: say at once that Ray is missing
+            engine = RayEngine(address=args.ray_address, num_cpus=args.ray_cpus,
+                               actors=args.ray_actors)  # fmt: skip
+        except (ValueError, RuntimeError) as exc:
+            raise _UsageError(str(exc)) from None
     loaded = _load_model(args)
     embedding = loaded.spec.preset("embedding")
     if not embedding:
@@ -465,9 +490,12 @@ def _index(args: argparse.Namespace) -> int:
             embedding_layer=embedding[0],
             preprocessing=loaded.spec.preprocessing,
             on_step=on_step,
+            engine=engine,
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
+    except ConnectionError as exc:  # --engine ray: the cluster is not reachable
+        raise _InputError(str(exc)) from None
     if tty:
         print(file=sys.stderr)
     for path, reason in summary.skipped:

@@ -23,9 +23,9 @@ adding images indexes only the new files and merges their top-k into the index. 
 exact: the global top-k of a channel is among the union of the per-shard top-k lists. The order is
 value descending, then image id ascending, a total order, so ties are deterministic.
 
-:func:`index_batch` is the per-batch step (decoded uint8 images in, numpy columns out), so a
-distributed engine (a Ray ``map_batches`` actor holding the model) can call it and hand its
-columns to :func:`write_shard`.
+:func:`index_batch` is the per-batch step (decoded uint8 images in, numpy columns out).
+``build_index(..., engine="ray")`` runs it on Ray actors (:mod:`vizcore.data.index_ray`) and
+feeds their columns to the same loop, which writes the same shards and merge.
 
 Not handled: a file that changes after it was indexed keeps its old entry (files are keyed by
 their path relative to the folder).
@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from vizcore.core.hooks import capture_activations, forward_until, inference_ses
 from vizcore.core.layers import get_layer
 from vizcore.core.precision import fast_forward
 from vizcore.core.progress import OnStep, StepInfo, report, waiting
+
+if TYPE_CHECKING:
+    from vizcore.data.index_ray import RayEngine
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -532,6 +536,20 @@ def _settings(
     return embedding_layer, preprocessing if preprocessing is not None else spec.preprocessing
 
 
+def _ray_engine(engine: str | RayEngine) -> RayEngine | None:
+    """``None`` for the local engine, else the :class:`~vizcore.data.index_ray.RayEngine`."""
+    if engine == "local":
+        return None
+    from vizcore.data import index_ray
+
+    if engine == "ray":
+        engine = index_ray.RayEngine()
+    if not isinstance(engine, index_ray.RayEngine):
+        raise ValueError(f"engine must be 'local', 'ray' or a RayEngine, not {engine!r}.")
+    index_ray.require_ray()
+    return engine
+
+
 def _batches(counts: Sequence[int], batch_size: int) -> list[tuple[int, list[int], bool]]:
     """``(shard, rows, last_of_shard)`` batches that never cross a shard boundary."""
     plan, start = [], 0
@@ -559,6 +577,7 @@ def build_index(
     preprocessing: object | None = None,
     exact: bool = True,
     on_step: OnStep | None = None,
+    engine: str | RayEngine = "local",
 ) -> IndexSummary:
     """Index a folder of images (recursive); resume or extend the index at ``out`` if it exists.
 
@@ -583,6 +602,9 @@ def build_index(
             it is fast.
         on_step: Progress after each batch (``step`` = files handled by this call); returning
             ``False`` stops after writing nothing more (finished shards are kept).
+        engine: ``"local"`` (DataLoader decode workers, the model here) or ``"ray"`` / a
+            :class:`vizcore.data.index_ray.RayEngine` (decode and forwards on Ray actors, the
+            same files written here; ``num_workers`` is then unused).
 
     Returns:
         An :class:`IndexSummary`.
@@ -590,8 +612,10 @@ def build_index(
     Raises:
         ValueError: Bad options, unknown layers, a layer without channel maps, no images, or an
             index at ``out`` built with other settings.
+        RuntimeError: ``engine="ray"`` without Ray installed.
     """
     t0 = time.perf_counter()
+    ray_engine = _ray_engine(engine)
     for name, value, low in (("shard_size", shard_size, 1), ("top_k", top_k, 1),
                              ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                              ("thumb_size", thumb_size, 1)):  # fmt: skip
@@ -653,21 +677,22 @@ def build_index(
     plan = _batches(counts, batch_size)
     view = _View(settings["input_size"], settings["crop_fraction"], settings["resample"],
                  thumb_size)  # fmt: skip
-    device = model_device(model)
-    loader = DataLoader(
-        _Files(root, todo, view),
-        batch_sampler=[rows for _, rows, _ in plan],
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    if ray_engine is not None:
+        from vizcore.data.index_ray import ray_batches
+
+        batches: Iterator[dict] = ray_batches(
+            root, todo, plan, view, model=model, layers=layers, embedding_layer=embedding_layer,
+            exact=exact, engine=ray_engine)  # fmt: skip
+    else:
+        batches = iter(DataLoader(
+            _Files(root, todo, view), batch_sampler=[rows for _, rows, _ in plan],
+            num_workers=num_workers, collate_fn=_collate,
+            pin_memory=model_device(model).type == "cuda", persistent_workers=False))  # fmt: skip
     kept, written, added = len(shards), 0, 0
     skipped_run: list[tuple[str, str]] = []
     next_id = sum(s.count for s in shards)
     stopped, handled = False, 0
     acc: dict[str, list] = {}
-    batches: Iterator[dict] = iter(loader)
     try:
         for (shard_no, _rows, last), batch in zip(plan, batches, strict=True):
             if not acc:
@@ -677,10 +702,12 @@ def build_index(
             for row, ok, reason in zip(batch["rows"], batch["ok"], batch["reasons"], strict=True):
                 (acc["paths"].append(todo[row]) if ok else
                  acc["skipped"].append((todo[row], reason)))  # fmt: skip
-            if batch["pixels"] is not None:
+            cols = batch.get("cols")  # computed already by the Ray engine
+            if cols is None and batch["pixels"] is not None:
                 cols = index_batch(model, batch["pixels"], layers=layers,
                                    embedding_layer=embedding_layer, exact=exact,
                                    on_wait=waiting(on_step, handled, len(todo)))  # fmt: skip
+            if cols is not None:
                 for name in layers:
                     info = layer_info.setdefault(name, {})
                     shape = [int(v) for v in cols[f"shape:{name}"]]
@@ -730,7 +757,7 @@ def build_index(
                 stopped = handled < len(todo)
                 break
     finally:
-        del batches  # shuts the decode workers down
+        del batches  # shuts the decode workers down (or closes the Ray job)
     shards = _read_shards(out)
     if shards:
         _merge_all(out, shards, layers, top_k)
