@@ -41,12 +41,20 @@ from vizcore.inside.receptive_fields import (
     receptive_field,
     unit_box,
 )
+from vizcore.inside.units import (
+    CLASS_METHODS,
+    ChannelClasses,
+    channel_classes,
+    weights_apply,
+)
 
 __all__ = [
+    "CLASS_METHODS",
     "MAP_METHODS",
     "METRICS",
     "SORT_ORDERS",
     "ActivationMaps",
+    "ChannelClasses",
     "FeatureMap",
     "FilterKernels",
     "FilterTiles",
@@ -57,6 +65,7 @@ __all__ = [
     "ReceptiveField",
     "activation_maps",
     "apply_threshold",
+    "channel_classes",
     "embed_points",
     "feature_map",
     "filter_kernels",
@@ -73,4 +82,5 @@ __all__ = [
     "query_features",
     "receptive_field",
     "unit_box",
+    "weights_apply",
 ]
