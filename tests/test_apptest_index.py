@@ -121,3 +121,33 @@ def test_unit_page_without_an_index_uses_the_gallery_and_the_gradient(configured
     next(b for b in at.button if b.key == "unit_fv_start").click().run()
     assert not at.exception and not at.error
     assert "mean activation" in str([i.proto for i in at.get("image")])
+
+
+def test_public_mode_offers_only_the_server_indexes(
+    configured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIZCORE_PUBLIC", "1")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.session_state["vz_user_indexes"] = [str(tmp_path / "typed-in")]  # as if typed earlier
+    at.run()
+    at.switch_page("pages/2_Feature_space.py").run()
+    assert not at.exception
+    options = at.selectbox(key="fspace_index").options  # the labels
+    assert len(options) == 2 and options[1] == "index: 12 images, efficientnet_lite0"
+    assert not [t for t in at.text_input if t.key == "fspace_index_path"]
+
+
+def test_an_index_folder_typed_in_opens(
+    configured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIZCORE_INDEXES")
+    at = _app("pages/2_Feature_space.py")
+    assert len(at.selectbox(key="fspace_index").options) == 1  # None only
+    at.text_input(key="fspace_index_path").set_value(str(tmp_path)).run()
+    next(b for b in at.button if b.key == "fspace_index_open").click().run()
+    assert any("is not an index" in e.value for e in at.error)
+    at.text_input(key="fspace_index_path").set_value(str(configured)).run()
+    next(b for b in at.button if b.key == "fspace_index_open").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="fspace_index").value == str(configured)
+    assert "over all 12 images" in " ".join(m.value for m in at.markdown)

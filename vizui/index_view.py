@@ -32,7 +32,7 @@ NONE = ""
 _SELECTED = "vz_index"
 _USER = "vz_user_indexes"
 #: Map sample caps offered (a t-SNE of more points takes minutes on two cores).
-MAP_CAPS = (500, 1000, 2000, 5000)
+MAP_CAPS = (250, 500, 1000, 2000, 5000)
 
 
 def configured() -> list[str]:
@@ -307,7 +307,7 @@ def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
     )
     st.subheader("Map of the index")
     c1, c2, c3, c4 = st.columns(4)
-    cap = c1.select_slider("Points (a sample)", MAP_CAPS, 1000, key=f"{key}_ix_cap",
+    cap = c1.select_slider("Points (a sample)", MAP_CAPS, 500, key=f"{key}_ix_cap",
                            help="t-SNE of a uniform random sample of at most this many "
                            "images (all when the index is smaller).")  # fmt: skip
     perplexity = c2.slider("Perplexity", 5, 50, 30, key=f"{key}_ix_perplexity")
