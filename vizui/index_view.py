@@ -236,8 +236,9 @@ def thumbnail_row(idx: ImageIndex, nb: embedding.Neighbours, *, width: int = 96)
     for col, i, d in zip(st.columns(len(nb.indices)), nb.indices, nb.distances, strict=True):
         with col:
             st.image(idx.thumbnail(int(i)), width=width)
-            full = f"{d:.3g} · {idx.paths[int(i)]}"
-            st.caption(inside_view.short_caption(full, limit=16), help=full)
+            name = Path(idx.paths[int(i)]).name
+            st.caption(inside_view.short_caption(f"{d:.3g} · {name}", limit=16),
+                       help=f"{d:.3g} · {idx.paths[int(i)]}")  # fmt: skip
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -316,11 +317,15 @@ def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
     params = (path, stamp, int(min(cap, len(idx))), float(perplexity), int(seed), int(n_iter))
     shown = st.session_state.setdefault(f"{key}_ix_maps", set())
     if params not in shown:
-        n = min(cap, len(idx))
-        st.info(f"t-SNE of {n} of the {len(idx)} images takes a while on a CPU (tens of seconds "
-                "per thousand points); it is then kept for every session.")  # fmt: skip
-        if not st.button("Compute the map", key=f"{key}_ix_map", type="primary"):
-            return
+        slot = st.empty()  # the notice and button go once the map is there
+        with slot.container():
+            st.info(
+                f"t-SNE of {params[2]} of the {len(idx)} images takes a while on a CPU (about "
+                "40 s for 500 points on two busy cores); it is then kept for every session."
+            )
+            if not st.button("Compute the map", key=f"{key}_ix_map", type="primary"):
+                return
+        slot.empty()
         shown.add(params)
     with st.spinner("Running t-SNE…"):
         try:
