@@ -169,8 +169,8 @@ def patch_grid(found: index_query.UnitPatches, *, columns: int = 6) -> None:
             with col:
                 p = found.patches[i]
                 st.image(found.crops[i], width="stretch")
-                full = f"{p.value:.3g} · {p.path}"
-                st.caption(inside_view.short_caption(full), help=full)
+                short = f"{p.value:.3g} · {Path(p.path).name}"
+                st.caption(inside_view.short_caption(short), help=f"{p.value:.3g} · {p.path}")
 
 
 def patches_view(

@@ -84,7 +84,10 @@ def feature_visualization(ctx: Context, layer: str, channel: int) -> None:
         f"the Fourier parameterization at {FAST_SIZE} px (the Feature visualization page runs "
         "longer and larger)."
     )
-    if view.start_stop(f"{P}_fv", label="Visualize"):
+    # One button (the page's half-width column is too narrow for Start + Stop side by side);
+    # another widget's click stops a run, and its last frame is shown (show_interrupted).
+    if st.button("Visualize", key=f"{P}_fv_start", type="primary",
+                 icon=":material/play_arrow:"):  # fmt: skip
         view.run_with_progress(
             f"{P}_fv", params,
             lambda on_step: synthesis.neuron_visualization(
