@@ -99,8 +99,10 @@ def test_unit_page_shows_four_views_and_its_url_reopens_it(configured: Path) -> 
                  "Classes it feeds most"):  # fmt: skip
         assert view in markdown, view
     assert "read from the index (no scan)" in markdown
-    classes = at.dataframe[0].value
-    assert len(classes) == 13 and "feeds the classifier `fc`" in " ".join(
+    captions = " ".join(c.value for c in at.caption)
+    assert "`head.bn`, the input of the rectifier `head.act`" in captions  # not stuck at 0
+    raises, lowers = at.dataframe[0].value, at.dataframe[1].value
+    assert len(raises) == len(lowers) == 6 and "feeds the classifier `fc`" in " ".join(
         c.value for c in at.caption
     )
     # A fresh session from the link opens the same unit (the gallery: no index chosen there).

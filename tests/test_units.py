@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vizcore.core.hooks import capture_activations, count_hooks
-from vizcore.inside.units import channel_classes, weights_apply
+from vizcore.inside.units import channel_classes, pre_activation_layer, weights_apply
 from vizcore.models.discovery import GapHead
 
 HEAD = GapHead("linear", ("relu2", "bn2"), "fc")
@@ -44,6 +44,15 @@ def test_gradient_of_an_earlier_layer_equals_reverse_mode(tiny_cnn, tiny_input):
         assert len(got.names) == 4 and got.bottom[0] == int(np.argmin(want))
     assert count_hooks(tiny_cnn) == 0
     assert all(p.requires_grad for p in tiny_cnn.parameters())  # restored after the turn
+
+
+def test_pre_activation_layer(tiny_cnn, lite0):
+    assert pre_activation_layer(tiny_cnn, "relu1") == "conv1"
+    assert pre_activation_layer(tiny_cnn, "relu2") == "bn2"
+    assert pre_activation_layer(tiny_cnn, "conv2") is None  # not a rectifier
+    assert pre_activation_layer(tiny_cnn, "pool1") is None
+    assert pre_activation_layer(lite0, "head.act") == "head.bn"
+    assert pre_activation_layer(lite0, "blocks.4") is None
 
 
 def test_errors(tiny_cnn, tiny_input):

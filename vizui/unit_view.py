@@ -31,7 +31,7 @@ UNIT_PARAM = "unit"
 _PUBLISHED = "unit_published"
 #: The unit page's feature visualization: the model's Fourier preset, smaller and shorter.
 FAST_SIZE = 128
-FAST_STEPS = 48
+FAST_STEPS = 32
 
 
 def parse_unit(layers: list[str]) -> Callable[[str], tuple[str, int] | None]:
@@ -71,18 +71,24 @@ def feature_visualization(ctx: Context, layer: str, channel: int) -> None:
     """The channel's feature visualization, computed on a button press (kept per unit)."""
     settings = dataclasses.replace(synthesis.synthesis_preset(ctx.spec, "fourier"),
                                    size=FAST_SIZE, steps=FAST_STEPS)  # fmt: skip
+    target = units.pre_activation_layer(ctx.model, layer) or layer
     params = (ctx.model_key, layer, int(channel), FAST_SIZE, FAST_STEPS)
+    where = f"`{layer}`" if target == layer else (
+        f"`{target}`, the input of the rectifier `{layer}` (a ReLU passes no gradient where the "
+        "channel is negative, so a start from grey would stay at 0)"
+    )  # fmt: skip
     stored = view.stored_result(f"{P}_fv")
     if stored is not None and stored[0] == params:
         result = stored[1]
         st.image(result.images[0], caption=f"mean activation {result.scores[0]:.3g} after "
                  f"{result.steps_done} steps ({result.seconds:.1f} s)",
                  width="stretch")  # fmt: skip
+        st.caption(f"Maximized: channel {int(channel)} of {where}.")
         return
     st.caption(
-        f"The image that excites this channel most (mean over positions): {FAST_STEPS} steps of "
-        f"the Fourier parameterization at {FAST_SIZE} px (the Feature visualization page runs "
-        "longer and larger)."
+        f"The image that excites this channel most (mean over positions) at {where}: "
+        f"{FAST_STEPS} steps of the Fourier parameterization at {FAST_SIZE} px (the Feature "
+        "visualization page runs longer and larger; here about 20-80 s on two busy cores)."
     )
     # One button (the page's half-width column is too narrow for Start + Stop side by side);
     # another widget's click stops a run, and its last frame is shown (show_interrupted).
@@ -91,7 +97,7 @@ def feature_visualization(ctx: Context, layer: str, channel: int) -> None:
         view.run_with_progress(
             f"{P}_fv", params,
             lambda on_step: synthesis.neuron_visualization(
-                ctx.model, layer=layer, channel=int(channel), settings=settings, on_step=on_step
+                ctx.model, layer=target, channel=int(channel), settings=settings, on_step=on_step
             ),
             frame_width=200,
         )  # fmt: skip
@@ -179,22 +185,20 @@ def classes(ctx: Context, layer: str, channel: int) -> None:
         st.error(str(exc))
         return
     names = cached.categories(ctx.model_key)
-    rows = [
-        {"class": names[int(i)], "score": float(found.scores[int(i)])} for i in found.top
-    ] + [{"class": "…", "score": None}] + [
-        {"class": names[int(i)], "score": float(found.scores[int(i)])} for i in found.bottom
-    ]  # fmt: skip
-    st.dataframe(rows, hide_index=True, width="stretch")
+    for col, title, ids in zip(st.columns(2), ("Raises most", "Lowers most"),
+                               (found.top, found.bottom), strict=True):  # fmt: skip
+        rows = [{"class": names[int(i)], "score": float(found.scores[int(i)])} for i in ids]
+        col.markdown(f"*{title}*")
+        col.dataframe(rows, hide_index=True, width="stretch")
     if method == "weights":
         st.caption(
             f"`{layer}` feeds the classifier `{head.classifier}` through global average pooling: "
-            "the score is its weight W[class, channel] (the same for every image). Top: the "
-            "classes it raises most; after “…”: those it lowers most."
+            "the score is its weight W[class, channel] (the same for every image)."
         )
     else:
         st.caption(
             "Score: ∂ logit / ∂ (a uniform shift of this channel's map) on the current image, "
             "by forward-mode autodiff (the gradient of each logit with respect to the channel, "
             f"summed over positions). `{layer}` does not feed the classifier directly, so the "
-            "answer depends on the image. Top: raised most; after “…”: lowered most."
+            "answer depends on the image."
         )

@@ -45,6 +45,7 @@ from vizcore.inside.units import (
     CLASS_METHODS,
     ChannelClasses,
     channel_classes,
+    pre_activation_layer,
     weights_apply,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "pca",
     "pixel_vectors",
     "place_query",
+    "pre_activation_layer",
     "query_features",
     "receptive_field",
     "unit_box",

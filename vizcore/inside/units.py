@@ -30,9 +30,16 @@ from vizcore.core.hooks import forward_output_hooks, inference_session
 from vizcore.core.layers import get_layer
 from vizcore.models.discovery import GapHead
 
-__all__ = ["CLASS_METHODS", "ChannelClasses", "channel_classes", "weights_apply"]
+__all__ = [
+    "CLASS_METHODS",
+    "ChannelClasses",
+    "channel_classes",
+    "pre_activation_layer",
+    "weights_apply",
+]
 
 CLASS_METHODS = ("weights", "gradient")
+_RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,31 @@ class ChannelClasses:
 def weights_apply(head: GapHead | None, layer: str) -> bool:
     """True when ``layer`` feeds the classifier head directly (the weights measure applies)."""
     return head is not None and layer in head.feature_layers
+
+
+def pre_activation_layer(model: nn.Module, layer: str) -> str | None:
+    """The convolution or batch norm that feeds a rectifier ``layer``, else ``None``.
+
+    A channel that is negative on the starting image gets no gradient through a ReLU / ReLU6,
+    so activation maximization from grey stalls at 0 (Lucid's "redirected ReLU" works around
+    it; not implemented here). Maximizing the pre-activation instead is a proxy that climbs
+    (a rectifier is monotone, so the argmax of the two agree where the channel is positive).
+    Found by definition order: the rectifier's previous sibling module, when it is a
+    ``Conv2d`` or ``BatchNorm2d`` (true for sequential conv-bn-act blocks; a heuristic for a
+    custom ``forward``).
+    """
+    if not isinstance(get_layer(model, layer), _RECTIFIERS):
+        return None
+    parent_name, _, own = layer.rpartition(".")
+    parent = get_layer(model, parent_name) if parent_name else model
+    previous: tuple[str, nn.Module] | None = None
+    for name, child in parent.named_children():
+        if name == own:
+            break
+        previous = (name, child)
+    if previous is None or not isinstance(previous[1], nn.Conv2d | nn.BatchNorm2d):
+        return None
+    return f"{parent_name}.{previous[0]}" if parent_name else previous[0]
 
 
 def _weight_scores(model: nn.Module, head: GapHead, layer: str, channel: int) -> np.ndarray:
