@@ -12,7 +12,7 @@ from vizcore.core.render import COLORMAPS
 from vizcore.data.features import lookup_channel_maxima
 from vizcore.data.gallery import GalleryError
 from vizcore.inside.filters import SORT_ORDERS, apply_threshold
-from vizui import gallery_view, how_it_works, inside_view
+from vizui import gallery_view, how_it_works, index_view, inside_view
 from vizui.frame import frame
 from vizui.keep import keep_choice
 
@@ -182,6 +182,10 @@ with tab_patches:
         "receptive field (computed from the kernel sizes, strides, paddings and dilations on the "
         "path, not guessed)."
     )
+    idx = index_view.index_picker(P)
+    if idx is not None and index_view.for_model(idx, ctx.model_key):
+        index_view.patches_tab(idx, key=P, default_layer=default_layer)
+        st.stop()  # what follows is the gallery's scan
     g = gallery_view.gallery_picker(P)
     spatial = layers
     c1, c2, c3 = st.columns(3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from vizcore.inside import embedding
-from vizui import gallery_view, how_it_works, inside_view
+from vizui import gallery_view, how_it_works, index_view, inside_view
 from vizui.frame import frame
 from vizui.hover_thumbs import data_uri, hover_thumbnails
 from vizui.precision_view import exact_toggle
@@ -19,6 +19,10 @@ ctx = frame(
 P = "fspace"
 _SELECTED = f"{P}_selected"
 
+idx = index_view.index_picker(P)
+if idx is not None:
+    index_view.feature_space_view(ctx, idx, key=P)
+    st.stop()  # what follows is the gallery's
 g = gallery_view.gallery_controls(P)
 layers = list(dict.fromkeys(ctx.spec.preset("embedding") + ctx.spec.preset("activations")))
 layer = st.selectbox(

@@ -24,6 +24,7 @@ PAGES = (
     "pages/4_Feature_visualization.py",
     "pages/5_Adversarial_examples.py",
     "pages/6_Texture_and_style.py",
+    "pages/8_Unit.py",
 )
 
 

@@ -66,6 +66,12 @@ PAGES: tuple[PageInfo, ...] = (
         "Nearest neighbours, PCA and t-SNE",
     ),
     PageInfo(
+        "pages/8_Unit.py",
+        "Unit",
+        ":material/neurology:",
+        "One channel: feature visualization, top patches, activation, classes",
+    ),
+    PageInfo(
         "pages/3_Attribution.py",
         "Attribution",
         ":material/center_focus_strong:",

@@ -27,6 +27,11 @@ value descending, then image id ascending, a total order, so ties are determinis
 ``build_index(..., engine="ray")`` runs it on Ray actors (:mod:`vizcore.data.index_ray`) and
 feeds their columns to the same loop, which writes the same shards and merge.
 
+Modules: this one builds (:func:`build_index`, shard files, the merge);
+:mod:`vizcore.data.index_steps` holds the per-image and per-batch steps, and
+:mod:`vizcore.data.index_read` the reader (:func:`open_index`); every public name of both is
+importable from here.
+
 Not handled: a file that changes after it was indexed keeps its old entry (files are keyed by
 their path relative to the folder).
 """
@@ -38,25 +43,34 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from vizcore.core.devices import model_device
-from vizcore.core.hooks import capture_activations, forward_until, inference_session
 from vizcore.core.layers import get_layer
-from vizcore.core.precision import fast_forward
 from vizcore.core.progress import OnStep, StepInfo, report, waiting
+from vizcore.data.index_steps import (
+    DEFAULT_THUMB_SIZE,
+    IMAGE_SUFFIXES,
+    _collate,
+    _Files,
+    _View,
+    decode_image,
+    index_batch,
+    list_images,
+    merge_top_k,
+    shard_top_k,
+)
 
 if TYPE_CHECKING:
     from vizcore.data.index_ray import RayEngine
+    from vizcore.data.index_read import ImageIndex, open_index
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -82,11 +96,6 @@ VERSION = 1
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_TOP_K = 16
 DEFAULT_BATCH_SIZE = 16
-DEFAULT_THUMB_SIZE = 64
-#: File suffixes indexed from a folder (the same set as the command line's).
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 _SHARDS = "shards"
 _TOP = "top"
 _MANIFEST = "manifest.json"
@@ -167,228 +176,6 @@ class _Shard:
     @property
     def count(self) -> int:
         return len(self.paths)
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def list_images(folder: str | os.PathLike[str], *, exclude: Path | None = None) -> list[str]:
-    """Image files under ``folder`` (recursive, by suffix), as sorted POSIX paths relative to it.
-
-    ``exclude``: a folder inside ``folder`` to leave out (the index itself).
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{str(root)!r} is not a folder of images.")
-    skip = exclude.resolve() if exclude is not None else None
-    found = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if skip is not None and path.resolve().is_relative_to(skip):
-            continue
-        found.append(path.relative_to(root).as_posix())
-    return sorted(found)
-
-
-@dataclass(frozen=True)
-class _View:
-    """How a file becomes the model's input view (a :class:`~vizcore.models.registry.Preprocessing`
-    reduced to plain values that pickle into DataLoader workers)."""
-
-    input_size: int
-    crop_fraction: float
-    resample: int
-    thumb_size: int
-
-
-def decode_image(
-    path: str | os.PathLike[str],
-    *,
-    input_size: int,
-    crop_fraction: float = 1.0,
-    resample: int = Image.Resampling.BICUBIC,
-    thumb_size: int = DEFAULT_THUMB_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model's input view of an image file and its thumbnail, both uint8 RGB.
-
-    The view is :func:`vizcore.data.images.resize_center_crop` of the decoded image, as
-    :func:`vizcore.models.registry.preprocess` does; the thumbnail is that view resized (bilinear,
-    antialiased) to ``thumb_size``.
-
-    Returns:
-        ``(input_size, input_size, 3)`` and ``(thumb_size, thumb_size, 3)`` uint8 arrays.
-
-    Raises:
-        vizcore.data.images.ImageLoadError: The file cannot be decoded (a ``ValueError``).
-    """
-    from vizcore.data.images import load_image, resize_center_crop
-
-    image = load_image(os.fspath(path))
-    view = resize_center_crop(
-        image, size=input_size, crop_fraction=crop_fraction, resample=resample
-    )
-    thumb = view if thumb_size == input_size else view.resize(
-        (thumb_size, thumb_size), Image.Resampling.BILINEAR
-    )  # fmt: skip
-    return np.array(view, dtype=np.uint8), np.array(thumb, dtype=np.uint8)
-
-
-class _Files(Dataset):
-    """Decodes the files in DataLoader workers; a corrupt file becomes a row with ``ok=False``."""
-
-    def __init__(self, root: Path, paths: Sequence[str], view: _View) -> None:
-        self.root, self.paths, self.view = root, list(paths), view
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, np.ndarray | None, str]:
-        v = self.view
-        try:
-            pixels, thumb = decode_image(
-                self.root / self.paths[i], input_size=v.input_size,
-                crop_fraction=v.crop_fraction, resample=v.resample, thumb_size=v.thumb_size,
-            )  # fmt: skip
-        except (OSError, ValueError) as exc:  # ImageLoadError is a ValueError
-            return i, None, None, str(exc) or type(exc).__name__
-        return i, pixels, thumb, ""
-
-
-def _collate(rows: list[tuple[int, np.ndarray | None, np.ndarray | None, str]]) -> dict:
-    good = [r for r in rows if r[1] is not None]
-    return {
-        "rows": [r[0] for r in rows],
-        "ok": [r[1] is not None for r in rows],
-        "reasons": [r[3] for r in rows],
-        "pixels": torch.from_numpy(np.stack([r[1] for r in good])) if good else None,
-        "thumbs": np.stack([r[2] for r in good]) if good else None,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# The per-batch step and the per-shard reductions
-
-
-def index_batch(
-    model: nn.Module,
-    pixels: np.ndarray | torch.Tensor,
-    *,
-    layers: Sequence[str],
-    embedding_layer: str,
-    exact: bool = True,
-    channels_last: bool = True,
-    on_wait: Callable[[float], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """One forward pass over decoded images; the columns an index stores for them.
-
-    Formula: ``features_i = mean_{h,w} A_emb(x_i)`` (flattened when the embedding layer has no
-    spatial map); per layer ``L`` and channel ``c``: ``max_{h,w} A_L(x_i)[c]`` and its flat
-    position ``argmax_{h,w}``.
-
-    Args:
-        model: The model (left unchanged; runs on its own device, one locked turn).
-        pixels: ``(B, S, S, 3)`` uint8 RGB input views (:func:`decode_image`).
-        layers: Layers whose channel maxima to keep (each must output ``(C, h, w)`` maps).
-        embedding_layer: The layer whose pooled output is the image's feature vector.
-        exact: ``True`` runs in float32; ``False`` allows bf16 autocast where it is fast
-            (:mod:`vizcore.core.precision`).
-        channels_last: Feed the input in channels-last memory layout.
-        on_wait: Called with the seconds waited for another session's turn on the model.
-
-    Returns:
-        ``"features"`` ``(B, D)`` float32, and per layer ``"max:<layer>"`` ``(B, C)`` float32 and
-        ``"argmax:<layer>"`` ``(B, C)`` int32, and ``"shape:<layer>"`` its ``(C, h, w)``.
-
-    Raises:
-        ValueError: A layer does not output channel maps, or ``pixels`` has the wrong shape.
-    """
-    if isinstance(pixels, np.ndarray) and not pixels.flags.writeable:
-        pixels = pixels.copy()  # torch refuses read-only arrays
-    x = torch.as_tensor(pixels)
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-        raise ValueError(f"pixels must be (B, S, S, 3) uint8, got {tuple(x.shape)} {x.dtype}.")
-    device = model_device(model)
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    x = x.contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
-    names = list(dict.fromkeys([*layers, embedding_layer]))
-    with (
-        torch.inference_mode(),
-        inference_session(model, on_wait=on_wait),
-        capture_activations(model, names, detach=True, stop_early=True) as acts,
-        fast_forward(exact=exact, device=device),
-    ):
-        forward_until(model, x)
-    out: dict[str, np.ndarray] = {}
-    emb = acts[embedding_layer].float()
-    emb = emb.mean(dim=(2, 3)) if emb.ndim == 4 else emb.flatten(1)
-    out["features"] = emb.cpu().numpy().astype(np.float32, copy=False)
-    for name in layers:
-        act = acts[name]
-        if act.ndim != 4:
-            raise ValueError(
-                f"Layer {name!r} outputs shape {tuple(act.shape[1:])}, not channel maps; "
-                "pick a convolutional layer or block."
-            )
-        values, where = act.float().flatten(2).max(dim=2)
-        out[f"max:{name}"] = values.cpu().numpy()
-        out[f"argmax:{name}"] = where.to(torch.int32).cpu().numpy()
-        out[f"shape:{name}"] = np.array(act.shape[1:], dtype=np.int64)
-    return out
-
-
-def _order(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Per row, the column order by value descending, then id ascending (NaN last)."""
-    v = np.where(np.isnan(values), -np.inf, values)
-    return np.lexsort((ids, -v), axis=-1)
-
-
-def shard_top_k(
-    maxima: np.ndarray, argmax: np.ndarray, ids: np.ndarray, *, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per channel, the ``k`` images with the largest maxima (ties: smaller id first).
-
-    Args:
-        maxima: ``(n, C)`` channel maxima of ``n`` images.
-        argmax: ``(n, C)`` flat positions of those maxima.
-        ids: ``(n,)`` the images' ids.
-        k: How many to keep (fewer when ``n < k``).
-
-    Returns:
-        ``(C, min(k, n))`` values (float32), ids (int64) and positions (int32), best first.
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}.")
-    ids = np.asarray(ids, dtype=np.int64)
-    vt = np.ascontiguousarray(np.asarray(maxima, dtype=np.float32).T)  # (C, n)
-    it = np.broadcast_to(ids, vt.shape)
-    order = _order(vt, it)[:, :k]
-    rows = np.arange(vt.shape[0])[:, None]
-    pos = np.asarray(argmax, dtype=np.int32).T
-    return vt[rows, order], it[rows, order].copy(), pos[rows, order].copy()
-
-
-def merge_top_k(
-    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge per-shard top-k lists ``(values, ids, positions)`` of the same channels, exactly.
-
-    The top-k of a union of shards is among the union of their top-k lists; sorting that union
-    in the same total order (value descending, id ascending) gives it.
-    """
-    parts = [p for p in parts if p[0].size]  # an all-corrupt shard has an empty list
-    if not parts:
-        empty = np.zeros((0, 0))
-        return empty.astype(np.float32), empty.astype(np.int64), empty.astype(np.int32)
-    values = np.concatenate([p[0] for p in parts], axis=1)
-    ids = np.concatenate([p[1] for p in parts], axis=1)
-    pos = np.concatenate([p[2] for p in parts], axis=1)
-    order = _order(values, ids)[:, :k]
-    rows = np.arange(values.shape[0])[:, None]
-    return values[rows, order], ids[rows, order], pos[rows, order]
 
 
 # --------------------------------------------------------------------------------------------
@@ -780,212 +567,11 @@ def _feature_dim(shards: list[_Shard]) -> int | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
+def __getattr__(name: str) -> object:
+    """The reader's names (:mod:`vizcore.data.index_read` imports this module, so they are
+    imported on first use)."""
+    if name in ("ImageIndex", "open_index"):
+        from vizcore.data import index_read
 
-
-@dataclass
-class ImageIndex:
-    """An index opened for reading (:func:`open_index`); features and thumbnails memory-mapped.
-
-    Attributes:
-        path: The index folder.
-        manifest: The parsed ``manifest.json``.
-        paths: Per image id, its file relative to ``source``.
-        first_ids: Per shard, the id of its first image.
-    """
-
-    path: Path
-    manifest: dict
-    paths: list[str]
-    first_ids: np.ndarray
-    _shards: list[_Shard] = field(repr=False)
-    _features: list[np.ndarray] = field(repr=False)
-    _thumbs: list[np.ndarray] = field(repr=False)
-    _tops: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def layers(self) -> list[str]:
-        """The indexed layers."""
-        return list(self.manifest["layers"])
-
-    @property
-    def source(self) -> Path:
-        """The folder the images were read from."""
-        return Path(self.manifest["source"])
-
-    def _top(self, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if layer not in self._tops:
-            raise ValueError(f"Layer {layer!r} is not indexed; indexed: {', '.join(self.layers)}.")
-        return self._tops[layer]
-
-    def channels(self, layer: str) -> int:
-        """How many channels ``layer`` has."""
-        return int(self._top(layer)[0].shape[0])
-
-    def _locate(self, image_id: int) -> tuple[int, int]:
-        if not 0 <= image_id < len(self):
-            raise ValueError(f"image_id must be in 0..{len(self) - 1}, got {image_id}.")
-        shard = int(np.searchsorted(self.first_ids, image_id, side="right")) - 1
-        return shard, image_id - int(self.first_ids[shard])
-
-    def thumbnail(self, image_id: int) -> np.ndarray:
-        """The stored ``(t, t, 3)`` uint8 thumbnail of an image."""
-        shard, row = self._locate(image_id)
-        return np.asarray(self._thumbs[shard][row])
-
-    def features(self, image_id: int) -> np.ndarray:
-        """The stored ``(D,)`` float32 feature vector of an image."""
-        shard, row = self._locate(image_id)
-        return np.asarray(self._features[shard][row])
-
-    def feature_blocks(self, block_size: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first_id, (n, D) block)`` over every image, reading the memory maps block by block."""
-        _check_int("block_size", block_size, 1)
-        for first, feats in zip(self.first_ids, self._features, strict=True):
-            for start in range(0, feats.shape[0], block_size):
-                yield int(first) + start, np.asarray(feats[start : start + block_size])
-
-    def top_patches(self, layer: str, channel: int, k: int | None = None) -> list[TopPatch]:
-        """The ``k`` (default all stored) maximally activating images of one channel, best first.
-
-        Reads the merged top-k; runs no model and scans no image.
-        """
-        values, ids, pos = self._top(layer)
-        if not 0 <= channel < values.shape[0]:
-            raise ValueError(f"channel must be in 0..{values.shape[0] - 1}, got {channel}.")
-        k = values.shape[1] if k is None else _check_int("k", k, 1)
-        info = self.manifest["layer_info"][layer]
-        w = int(info["shape"][2])
-        rf = info.get("receptive_field")
-        size = int(self.manifest["input_size"])
-        found = []
-        for value, image_id, where in zip(values[channel, :k], ids[channel, :k],
-                                          pos[channel, :k], strict=True):  # fmt: skip
-            row, col = divmod(int(where), w)
-            box = _box(rf, row, col, size) if rf is not None else None
-            found.append(TopPatch(int(image_id), self.paths[int(image_id)], float(value),
-                                  row, col, box))  # fmt: skip
-        return found
-
-    def patch(self, found: TopPatch, *, from_source: bool = True) -> np.ndarray:
-        """The receptive-field crop of a :class:`TopPatch`, uint8 RGB.
-
-        From the source file's input view when it is still there (``from_source``), else from
-        the thumbnail (the box scaled to its size). The whole view when the box is unknown.
-        """
-        m = self.manifest
-        size = int(m["input_size"])
-        view: np.ndarray | None = None
-        if from_source:
-            try:
-                view, _ = decode_image(self.source / found.path, input_size=size,
-                                       crop_fraction=m["crop_fraction"], resample=m["resample"],
-                                       thumb_size=size)  # fmt: skip
-            except (OSError, ValueError):
-                view = None
-        scale = 1.0
-        if view is None:
-            view = self.thumbnail(found.image_id)
-            scale = view.shape[0] / size
-        if found.box is None:
-            return view
-        top, left, bottom, right = (round(v * scale) for v in found.box)
-        return view[top : max(bottom, top + 1), left : max(right, left + 1)].copy()
-
-    def nearest(
-        self,
-        query_features: np.ndarray,
-        k: int = 8,
-        *,
-        metric: str = "l2",
-        exclude: int | None = None,
-        block_size: int = 65536,
-    ):
-        """Exact ``k`` nearest images of a ``(D,)`` feature vector, block by block over the maps.
-
-        The same distances and tie-break as :func:`vizcore.inside.embedding.nearest` (L2
-        ``||q - p||`` or cosine ``1 - cos``; ties by id), in blocks of ``block_size`` rows, so
-        memory stays bounded for any index size.
-
-        Returns:
-            A :class:`vizcore.inside.embedding.Neighbours` with index ids as ``indices``.
-        """
-        from vizcore.inside.embedding import METRICS, Neighbours
-
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}.")
-        _check_int("k", k, 1)
-        q = np.asarray(query_features, dtype=np.float64).reshape(-1)
-        dim = self.manifest.get("feature_dim")
-        if dim is not None and q.shape[0] != dim:
-            raise ValueError(f"query has {q.shape[0]} dims, the index's features have {dim}.")
-        qn = q / max(np.linalg.norm(q), 1e-12)
-        best_d = np.zeros(0)
-        best_i = np.zeros(0, dtype=np.int64)
-        for first, block in self.feature_blocks(block_size):
-            p = block.astype(np.float64)
-            if metric == "l2":
-                d = np.sqrt(np.maximum(((p - q) ** 2).sum(axis=1), 0.0))
-            else:
-                pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-                d = 1.0 - pn @ qn
-            ids = np.arange(first, first + len(d), dtype=np.int64)
-            if exclude is not None:
-                d = np.where(ids == exclude, np.inf, d)
-            d, ids = np.concatenate([best_d, d]), np.concatenate([best_i, ids])
-            keep = np.lexsort((ids, d))[:k]
-            best_d, best_i = d[keep], ids[keep]
-        if exclude is not None:
-            finite = best_i != exclude
-            best_d, best_i = best_d[finite], best_i[finite]
-        return Neighbours(best_i, best_d.astype(np.float32), metric, "feature")
-
-
-def _box(rf: dict, row: int, col: int, input_size: int) -> tuple[int, int, int, int]:
-    from vizcore.inside.receptive_fields import ReceptiveField, unit_box
-
-    inf = lambda pair: tuple(math.inf if v is None else float(v) for v in pair)  # noqa: E731
-    field_ = ReceptiveField(inf(rf["size"]), inf(rf["jump"]), inf(rf["start"]),
-                            bool(rf["is_global"]))  # fmt: skip
-    return unit_box(field_, row, col, input_size)
-
-
-def open_index(path: str | os.PathLike[str]) -> ImageIndex:
-    """Open an index folder written by :func:`build_index` (features and thumbnails memory-mapped).
-
-    Raises:
-        ValueError: ``path`` is not an index (or one of another format version).
-    """
-    out = Path(path)
-    manifest_path = out / _MANIFEST
-    if not manifest_path.is_file():
-        raise ValueError(f"{str(out)!r} is not an index (no {_MANIFEST}); build one first.")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise ValueError(
-            f"{str(out)!r} is not a version {VERSION} {FORMAT} folder; build it again."
-        )
-    shards = _read_shards(out)
-    if not shards:
-        raise ValueError(f"The index at {str(out)!r} has no finished shard yet.")
-    layers = list(manifest["layers"])
-    tops = {}
-    for j, name in enumerate(layers):
-        top_file = out / _TOP / f"top-{j}.npz"
-        merged = None
-        if top_file.is_file():
-            with np.load(top_file) as data:
-                if int(data["shards"]) == len(shards):
-                    merged = (data["values"], data["ids"], data["pos"])
-        if merged is None:  # a build stopped between a shard and the merge: merge in memory
-            merged = merge_top_k([_load_top(s, j) for s in shards], k=int(manifest["top_k"]))
-        tops[name] = merged
-    features = [np.load(s.folder / "features.npy", mmap_mode="r") for s in shards]
-    thumbs = [np.load(s.folder / "thumbs.npy", mmap_mode="r") for s in shards]
-    return ImageIndex(out, manifest, [p for s in shards for p in s.paths],
-                      np.array([s.first_id for s in shards], dtype=np.int64),
-                      shards, features, thumbs, tops)  # fmt: skip
+        return getattr(index_read, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

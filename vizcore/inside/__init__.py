@@ -41,12 +41,21 @@ from vizcore.inside.receptive_fields import (
     receptive_field,
     unit_box,
 )
+from vizcore.inside.units import (
+    CLASS_METHODS,
+    ChannelClasses,
+    channel_classes,
+    pre_activation_layer,
+    weights_apply,
+)
 
 __all__ = [
+    "CLASS_METHODS",
     "MAP_METHODS",
     "METRICS",
     "SORT_ORDERS",
     "ActivationMaps",
+    "ChannelClasses",
     "FeatureMap",
     "FilterKernels",
     "FilterTiles",
@@ -57,6 +66,7 @@ __all__ = [
     "ReceptiveField",
     "activation_maps",
     "apply_threshold",
+    "channel_classes",
     "embed_points",
     "feature_map",
     "filter_kernels",
@@ -70,7 +80,9 @@ __all__ = [
     "pca",
     "pixel_vectors",
     "place_query",
+    "pre_activation_layer",
     "query_features",
     "receptive_field",
     "unit_box",
+    "weights_apply",
 ]

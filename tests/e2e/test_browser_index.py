@@ -1,0 +1,121 @@
+"""Real browser: the Feature space page over a dataset index: hover thumbnails, click to select.
+
+Builds a Lite0 index of 12 crops of the bundled photos, starts ``streamlit run app.py`` with
+``VIZCORE_INDEXES`` pointing at it, chooses the index, computes the t-SNE map with its button,
+then hovers and clicks a point in headless Debian Chromium (Playwright, the session's browser).
+Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.st_browser import (
+    CHROMIUM,
+    StreamlitServer,
+    assert_no_exception,
+    open_app,
+    rerun_and_wait,
+    wait_rendered,
+)
+from tests.e2e.test_browser_feature_space import _POINT_XY
+from tests.test_index_lite0 import _crops
+
+pytestmark = pytest.mark.e2e
+
+_REQUIRED = os.environ.get("VIZCORE_REQUIRE_E2E") == "1"
+_MISSING = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
+try:
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - depends on the environment
+    expect = None
+if (_MISSING or expect is None) and not _REQUIRED:
+    pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
+                allow_module_level=True)  # fmt: skip
+
+SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
+CHART = "fspace-index-map"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, lite0: Any) -> Iterator[StreamlitServer]:
+    from vizcore.data import index as vindex
+
+    root = tmp_path_factory.mktemp("browser-index")
+    _crops(root / "photos", 12)
+    vindex.build_index(root / "photos", model=lite0, model_key="efficientnet_lite0",
+                       layers=["blocks.4"], out=root / "index", shard_size=6, top_k=4,
+                       num_workers=0)  # fmt: skip
+    keys = ("VIZCORE_CACHE_DIR", "VIZCORE_INDEXES")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["VIZCORE_CACHE_DIR"] = str(root / "cache")
+    os.environ["VIZCORE_INDEXES"] = str(root / "index")
+    try:
+        with StreamlitServer("app.py") as srv:
+            yield srv
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def page(server: StreamlitServer, browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def test_index_map_hover_thumbnail_and_click_select(page: Any, server: StreamlitServer) -> None:
+    open_app(page, server.url + "/Feature_space", timeout_ms=180_000)
+    assert_no_exception(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_role("combobox", name="Dataset index").click()
+    option = page.get_by_role("option", name=re.compile(r"index: 12 images"))
+    rerun_and_wait(page, option.click, timeout_ms=120_000)
+    expect(page.get_by_text("over all 12 images")).to_be_visible(timeout=60_000)
+    button = page.get_by_role("button", name="Compute the map")
+    rerun_and_wait(page, button.click, timeout_ms=240_000)
+    chart = page.locator(f".st-key-{CHART} .js-plotly-plot")
+    expect(chart).to_be_visible(timeout=120_000)
+    wait_rendered(page, timeout_ms=120_000)
+    assert_no_exception(page)
+
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    x, y, point_id, _name, _ = page.evaluate(_POINT_XY, [CHART, 0, 1])
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    tip = page.locator(f"#vz-hover-thumb-{CHART}")
+    expect(tip).to_be_visible(timeout=10_000)
+    expect(tip.locator("img")).to_have_attribute("data-point-id", point_id)
+    expect(tip.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    expect(tip).to_contain_text(".jpg")  # the caption is the image's path in the index
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "feature_space_index_hover.png"))
+
+    page.mouse.move(5, 5)
+    chart.scroll_into_view_if_needed()
+    x, y, point_id, _name, _ = page.evaluate(_POINT_XY, [CHART, 0, 1])
+    rerun_and_wait(page, lambda: page.mouse.click(x, y), timeout_ms=120_000)
+    wait_rendered(page, timeout_ms=60_000)
+    expect(page.get_by_text("Its nearest neighbours over all 12 images")).to_be_visible(
+        timeout=60_000
+    )
+    assert_no_exception(page)
+    page.screenshot(path=str(SHOTS / "feature_space_index_selected.png"), full_page=True)
