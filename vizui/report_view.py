@@ -20,6 +20,9 @@ from vizcore.core import report
 from vizui import view_link
 from vizui.frame import Context
 
+#: Session-state key of the last sealed report (what a test, or a later feature, can read back).
+LAST_REPORT = "vz_last_report"
+
 
 class PageReport:
     """What one run of a page showed, for its report."""
@@ -44,8 +47,13 @@ class PageReport:
         self.tables.append(report.Table(title, tuple(columns), tuple(tuple(r) for r in rows)))
 
     def seal(self) -> None:
-        """Record the link to the view as it is at the end of the run (call last)."""
+        """Record the link to the view as it is at the end of the run (call last).
+
+        The sealed report is also kept as the session's last one (:data:`LAST_REPORT`); it
+        holds references to the arrays shown, not copies.
+        """
         self.link = view_link.current_link()
+        st.session_state[LAST_REPORT] = self
 
     def build(self) -> report.Report:
         """The report as recorded so far, with the link that reopens the view."""

@@ -1,0 +1,89 @@
+"""Every page's main controls travel in the link, and every page with figures has a report.
+
+For each page: set non-default values, read the query parameters, open a fresh AppTest with them
+(a new session from the link) and see the same values; a bad value falls back to the default with
+a notice; the page's report embeds each figure as a data URI and loads nothing over http(s).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from vizcore.core.report import to_html
+from vizui.report_view import LAST_REPORT
+
+ROOT = Path(__file__).resolve().parent.parent
+FILTERS = "pages/1_Filters_and_activations.py"
+
+
+def _page(path: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _flat(at: AppTest) -> dict[str, str]:
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def _notices(at: AppTest) -> str:
+    return " ".join(i.value for i in at.info)
+
+
+def _assert_report(at: AppTest, *, titles: tuple[str, ...]) -> None:
+    page_report = at.session_state[LAST_REPORT]
+    built = page_report.build()
+    assert built.link is None or "?" in built.link  # AppTest has no browser URL
+    shown = [f.title for f in built.figures]
+    for title in titles:
+        assert any(title in t for t in shown), (title, shown)
+    page = to_html(built)
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == len(built.figures) >= 2
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"""src=["']?https?:""", page)
+    assert "<link" not in page and "<script" not in page
+    assert built.params
+
+
+def test_filters_controls_round_trip_through_the_link() -> None:
+    at = _page(FILTERS)
+    layers = at.selectbox(key="filters_maps_layer").options
+    other = layers[1]
+    at.selectbox(key="filters_maps_layer").set_value(other).run()
+    at.radio(key="filters_maps_sort").set_value("max").run()
+    at.number_input(key="filters_maps_ch").set_value(5).run()
+    at.number_input(key="filters_kernel_filter").set_value(3).run()
+    at.slider(key="filters_patch_k").set_value(5).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    flat = _flat(at)
+    assert flat["maps_layer"] == other and flat["sort"] == "max", flat
+    assert flat["channel"] == "5" and flat["filter"] == "3" and flat["top_k"] == "5", flat
+    _assert_report(at, titles=("First-layer filters", "Activation maps", "over the input"))
+
+    fresh = _page(FILTERS, **flat)
+    assert fresh.selectbox(key="filters_maps_layer").value == other
+    assert fresh.radio(key="filters_maps_sort").value == "max"
+    assert fresh.number_input(key="filters_maps_ch").value == 5
+    assert fresh.number_input(key="filters_kernel_filter").value == 3
+    assert fresh.slider(key="filters_patch_k").value == 5
+    assert not fresh.warning and "does not fit" not in _notices(fresh)
+    assert _flat(fresh) == flat
+
+
+def test_filters_bad_link_values_fall_back_with_a_notice() -> None:
+    at = _page(FILTERS, maps_layer="no.such.layer", channel="99999", top_k="0", sort="big")
+    layer = at.selectbox(key="filters_maps_layer").value
+    assert layer != "no.such.layer"
+    assert at.slider(key="filters_patch_k").value == 12
+    assert at.radio(key="filters_maps_sort").value == "mean"
+    assert at.number_input(key="filters_maps_ch").value < 99999
+    for param in ("maps_layer", "channel", "top_k", "sort"):
+        assert f"The link's {param} “" in _notices(at), _notices(at)
