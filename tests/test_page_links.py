@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from vizcore.core.report import to_html
 from vizui.report_view import LAST_REPORT
+
+pytestmark = pytest.mark.usefixtures("small_cold_cache")  # a temporary cache, a small gallery
 
 ROOT = Path(__file__).resolve().parent.parent
 FILTERS = "pages/1_Filters_and_activations.py"
@@ -27,6 +30,14 @@ def _page(path: str, **params: str) -> AppTest:
     at.switch_page(path).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def _extract(at: AppTest) -> None:
+    """Press "extract" when the gallery's features are not on disk yet (a cold cache)."""
+    button = next((b for b in at.button if b.key == "fspace_extract"), None)
+    if button is not None:
+        button.click().run()
+        assert not at.exception
 
 
 def _flat(at: AppTest) -> dict[str, str]:
@@ -87,3 +98,40 @@ def test_filters_bad_link_values_fall_back_with_a_notice() -> None:
     assert at.number_input(key="filters_maps_ch").value < 99999
     for param in ("maps_layer", "channel", "top_k", "sort"):
         assert f"The link's {param} “" in _notices(at), _notices(at)
+
+
+FEATURE_SPACE = "pages/2_Feature_space.py"
+
+
+def test_feature_space_controls_round_trip_through_the_link() -> None:
+    at = _page(FEATURE_SPACE)
+    _extract(at)
+    layers = at.selectbox(key="fspace_layer").options
+    at.selectbox(key="fspace_layer").set_value(layers[1]).run()
+    _extract(at)  # the second layer's features
+    at.radio(key="fspace_metric").set_value("cosine").run()
+    at.slider(key="fspace_k").set_value(5).run()
+    at.radio(key="fspace_method").set_value("pca").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    flat = _flat(at)
+    assert flat["feature_layer"] == layers[1] and flat["metric"] == "cosine", flat
+    assert flat["neighbours"] == "5" and flat["map"] == "pca", flat
+    _assert_report(at, titles=("Input", "Nearest in feature space", "Nearest in pixel space"))
+    assert at.session_state[LAST_REPORT].tables  # the map's points, as numbers
+
+    fresh = _page(FEATURE_SPACE, **flat)
+    assert fresh.selectbox(key="fspace_layer").value == layers[1]
+    assert fresh.radio(key="fspace_metric").value == "cosine"
+    assert fresh.slider(key="fspace_k").value == 5
+    assert fresh.radio(key="fspace_method").value == "pca"
+    assert not fresh.warning and "does not fit" not in _notices(fresh)
+
+
+def test_feature_space_bad_link_values_fall_back_with_a_notice() -> None:
+    at = _page(FEATURE_SPACE, feature_layer="nope", neighbours="13", map="umap", metric="pca")
+    for param in ("feature_layer", "neighbours", "map", "metric"):
+        assert f"The link's {param} “" in _notices(at), _notices(at)
+    _extract(at)
+    assert at.selectbox(key="fspace_layer").value == at.selectbox(key="fspace_layer").options[0]
+    assert at.slider(key="fspace_k").value == 8
+    assert at.radio(key="fspace_method").value == "tsne"
