@@ -135,3 +135,53 @@ def test_feature_space_bad_link_values_fall_back_with_a_notice() -> None:
     assert at.selectbox(key="fspace_layer").value == at.selectbox(key="fspace_layer").options[0]
     assert at.slider(key="fspace_k").value == 8
     assert at.radio(key="fspace_method").value == "tsne"
+
+
+FEATVIS = "pages/4_Feature_visualization.py"
+INV = "featvis_inv_layers_efficientnet_lite0"
+FACET_CLASS = "featvis_mf_class_efficientnet_lite0"
+
+
+def test_feature_visualization_tabs_round_trip_through_the_link() -> None:
+    at = _page(FEATVIS)
+    layers = at.selectbox(key="featvis_nv_layer").options
+    at.selectbox(key="featvis_nv_layer").set_value(layers[2]).run()
+    at.number_input(key="featvis_nv_channel").set_value(4)
+    at.number_input(key="featvis_nv_count").set_value(2)
+    at.radio(key="featvis_nv_mode").set_value("neuron").run()
+    at.multiselect(key=INV).set_value(["blocks.2", "blocks.7"])
+    at.selectbox(key=FACET_CLASS).set_value(130)
+    at.slider(key="featvis_mf_facets").set_value(2).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    flat = _flat(at)
+    assert flat["neuron_layer"] == layers[2] and flat["neuron_channel"] == "4", flat
+    assert flat["neuron_count"] == "2" and flat["neuron_mode"] == "neuron", flat
+    assert flat["inversion_layers"] == "blocks.2,blocks.7", flat
+    assert flat["facet_class"] == "130" and flat["facets"] == "2", flat
+
+    fresh = _page(FEATVIS, **flat)
+    assert fresh.selectbox(key="featvis_nv_layer").value == layers[2]
+    assert fresh.number_input(key="featvis_nv_channel").value == 4
+    assert fresh.number_input(key="featvis_nv_count").value == 2
+    assert fresh.radio(key="featvis_nv_mode").value == "neuron"
+    assert fresh.multiselect(key=INV).value == ["blocks.2", "blocks.7"]
+    assert fresh.selectbox(key=FACET_CLASS).value == 130
+    assert fresh.slider(key="featvis_mf_facets").value == 2
+    assert not fresh.warning and "does not fit" not in _notices(fresh)
+
+
+def test_feature_visualization_bad_link_values_and_its_report() -> None:
+    at = _page(FEATVIS, neuron_layer="x", inversion_layers="blocks.2,nope", facet_class="1000",
+               neuron_channel="-1", classes="1,2,3,4,5,6,7,8,9")  # fmt: skip
+    for param in ("neuron_layer", "inversion_layers", "facet_class", "neuron_channel", "classes"):
+        assert f"The link's {param} “" in _notices(at), _notices(at)
+    assert at.number_input(key="featvis_nv_channel").value == 0
+    assert len(at.multiselect(key=INV).value) == 3  # the default layers
+    assert len(at.multiselect(key="featvis_cv_classes").value) == 3
+
+    at.slider(key="featvis_dd_octaves").set_value(1)
+    at.slider(key="featvis_dd_steps").set_value(1)
+    at.select_slider(key="featvis_dd_size").set_value(128)
+    at.button(key="featvis_dd_start").click().run()
+    assert not at.exception
+    _assert_report(at, titles=("Input", "DeepDream: the start", "DeepDream · "))
