@@ -185,3 +185,41 @@ def test_feature_visualization_bad_link_values_and_its_report() -> None:
     at.button(key="featvis_dd_start").click().run()
     assert not at.exception
     _assert_report(at, titles=("Input", "DeepDream: the start", "DeepDream · "))
+
+
+ADVERSARIAL = "pages/5_Adversarial_examples.py"
+
+
+def test_adversarial_controls_round_trip_and_the_report() -> None:
+    at = _page(ADVERSARIAL)
+    at.slider(key="adversarial_steps").set_value(3).run()  # PGD only: set it before FGSM
+    at.radio(key="adversarial_method").set_value("fgsm")
+    at.selectbox(key="adversarial_target").set_value(130)
+    at.slider(key="adversarial_eps").set_value(6).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    flat = _flat(at)
+    assert flat["attack"] == "fgsm" and flat["target_class"] == "130", flat
+    assert flat["eps"] == "6" and flat["steps"] == "3" and "targeted" not in flat, flat
+
+    fresh = _page(ADVERSARIAL, **flat, targeted="0")
+    assert fresh.radio(key="adversarial_method").value == "fgsm"
+    assert fresh.selectbox(key="adversarial_target").value == 130
+    assert fresh.slider(key="adversarial_eps").value == 6
+    assert fresh.slider(key="adversarial_steps").value == 3
+    assert fresh.toggle(key="adversarial_targeted").value is False
+    assert not fresh.warning and "does not fit" not in _notices(fresh)
+
+    fresh.toggle(key="adversarial_targeted").set_value(True)
+    fresh.button(key="adversarial_start").click().run()
+    assert not fresh.exception
+    _assert_report(fresh, titles=("Original", "Adversarial", "Perturbation"))
+    assert "success" in fresh.session_state[LAST_REPORT].scores
+
+
+def test_adversarial_bad_link_values_fall_back_with_a_notice() -> None:
+    at = _page(ADVERSARIAL, attack="cw", target_class="1000", eps="0", targeted="maybe")
+    for param in ("attack", "target_class", "eps", "targeted"):
+        assert f"The link's {param} “" in _notices(at), _notices(at)
+    assert at.radio(key="adversarial_method").value == "pgd"
+    assert at.slider(key="adversarial_eps").value == 4
+    assert at.toggle(key="adversarial_targeted").value is True
