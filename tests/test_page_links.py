@@ -223,3 +223,53 @@ def test_adversarial_bad_link_values_fall_back_with_a_notice() -> None:
     assert at.radio(key="adversarial_method").value == "pgd"
     assert at.slider(key="adversarial_eps").value == 4
     assert at.toggle(key="adversarial_targeted").value is True
+
+
+STYLE = "pages/6_Texture_and_style.py"
+TEXTURE_KEY = "texture_style_efficientnet_lite0_style"
+
+
+def test_texture_and_style_controls_round_trip_and_the_report() -> None:
+    at = _page(STYLE)
+    from vizui.style_view import style_options
+
+    textures = [k for k in style_options() if k != "upload"]
+    other_texture = next(t for t in textures if t != at.selectbox(key=TEXTURE_KEY).value)
+    at.selectbox(key=TEXTURE_KEY).set_value(other_texture)
+    at.select_slider(key="texture_style_size").set_value(128)
+    at.selectbox(key="gatys_style_style").set_value(other_texture)
+    at.select_slider(key="gatys_style_sw_efficientnet_lite0").set_value(30.0)
+    at.number_input(key="gatys_style_cw_efficientnet_lite0").set_value(2.5)
+    at.slider(key="gatys_style_steps_efficientnet_lite0").set_value(40)
+    styles = at.selectbox(key="fast_style_style").options
+    at.selectbox(key="fast_style_style").set_value(styles[1]).run()
+    at.slider(key="fast_style_blend").set_value(0.25).run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    flat = _flat(at)
+    expected = {
+        "texture": other_texture, "texture_size": "128", "style": other_texture,
+        "style_weight": "30.0", "content_weight": "2.5", "style_steps": "40",
+        "fast_style": styles[1], "blend": "0.25",
+    }  # fmt: skip
+    assert {k: flat.get(k) for k in expected} == expected, flat
+    _assert_report(at, titles=("Input", "Fast style"))
+
+    fresh = _page(STYLE, **flat)
+    assert fresh.selectbox(key=TEXTURE_KEY).value == other_texture
+    assert fresh.select_slider(key="texture_style_size").value == 128
+    assert fresh.selectbox(key="gatys_style_style").value == other_texture
+    assert fresh.select_slider(key="gatys_style_sw_efficientnet_lite0").value == 30.0
+    assert fresh.number_input(key="gatys_style_cw_efficientnet_lite0").value == 2.5
+    assert fresh.slider(key="gatys_style_steps_efficientnet_lite0").value == 40
+    assert fresh.selectbox(key="fast_style_style").value == styles[1]
+    assert fresh.slider(key="fast_style_blend").value == 0.25
+    assert not fresh.warning and "does not fit" not in _notices(fresh)
+
+
+def test_texture_and_style_bad_link_values_fall_back_with_a_notice() -> None:
+    at = _page(STYLE, texture="upload", style_weight="7", style_steps="15", blend="2",
+               fast_style="cubism")  # fmt: skip
+    for param in ("texture", "style_weight", "style_steps", "blend", "fast_style"):
+        assert f"The link's {param} “" in _notices(at), _notices(at)
+    assert at.slider(key="fast_style_blend").value == 0.0
+    assert at.selectbox(key=TEXTURE_KEY).value != "upload"
