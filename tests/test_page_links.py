@@ -273,3 +273,25 @@ def test_texture_and_style_bad_link_values_fall_back_with_a_notice() -> None:
         assert f"The link's {param} “" in _notices(at), _notices(at)
     assert at.slider(key="fast_style_blend").value == 0.0
     assert at.selectbox(key=TEXTURE_KEY).value != "upload"
+
+
+def test_every_page_has_the_copy_link_box_and_home_and_tour_have_reports() -> None:
+    from vizui.frame import existing_pages
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["image"] = "coffee"
+    at.run()
+    assert not at.exception
+    _assert_report_home = at.session_state[LAST_REPORT]
+    assert _assert_report_home.page == "What the model sees" and _assert_report_home.tables
+    for page in existing_pages():
+        if page.path != "app.py":
+            at.switch_page(page.path).run()
+        assert not at.exception, (page.path, [e.value for e in at.exception])
+        labels = [e.label for e in at.expander]
+        assert "Copy link to this view" in labels, (page.path, labels)
+        # Outside a browser the box lists the parameters (a browser shows the full URL).
+        captions = " ".join(c.value for c in at.caption)
+        assert "image=coffee" in captions, (page.path, captions)
+        if page.path.endswith("Lecture_tour.py"):
+            _assert_report(at, titles=("First-layer filters", "Grad-CAM", "FGSM: adversarial"))

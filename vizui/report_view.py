@@ -22,6 +22,7 @@ from vizui.frame import Context
 
 #: Session-state key of the last sealed report (what a test, or a later feature, can read back).
 LAST_REPORT = "vz_last_report"
+_ACTIVE = "vz_active_report"
 
 
 class PageReport:
@@ -37,6 +38,7 @@ class PageReport:
         self.tables: list[report.Table] = []
         self.link: str | None = None
         self.figure("Input", np.asarray(ctx.image.convert("RGB")), ctx.image_label)
+        st.session_state[_ACTIVE] = self  # for record(): helpers that draw figures of this run
 
     def figure(self, title: str, image: np.ndarray, caption: str = "") -> None:
         """Record one displayed image (uint8 RGB, as shown)."""
@@ -91,3 +93,13 @@ class PageReport:
             icon=":material/folder_zip:",
             help="Every figure as a full-resolution PNG, with params.json.",
         )
+
+
+def record(title: str, image: np.ndarray, caption: str = "") -> None:
+    """Add a displayed figure to this run's report, from a helper that has no handle on it.
+
+    Does nothing when no page report was started in the session.
+    """
+    active = st.session_state.get(_ACTIVE)
+    if active is not None:
+        active.figure(title, np.asarray(image), caption)
