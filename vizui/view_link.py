@@ -135,8 +135,8 @@ def share(*controls: Control) -> None:
 def publish(param: str, value: str | None) -> None:
     """Write the current choice to the URL (``None`` removes it: default, or cannot travel).
 
-    The sidebar's "Link to this view" is redrawn when the URL changes, so it always shows the
-    view as it is now, even when a page control changed late in the run.
+    "Copy link to this view" (:func:`link_box`) is redrawn when the URL changes, so it always
+    shows the view as it is now, even when a page control changed late in the run.
     """
     if value is None:
         if param not in st.query_params:
@@ -190,31 +190,6 @@ def _link_caption(*, upload_shown: bool, user_model: bool) -> str:
         "Copy it with the button in the box. Opening it restores this page with this model, "
         "image and the page's settings. " + " ".join(notes)
     )
-
-
-def link_popover(*, upload_shown: bool, user_model: bool) -> None:
-    """ "Link to this view" under the page title: the URL in a code box (its button copies it).
-
-    The popover is drawn once per run; only the code box inside it is refilled when a page
-    control changes the URL later in the run. It sits in the main area: in the sidebar, below
-    the camera widget, it made page switches with a camera photo hang in a browser (the camera
-    browser test; cause not found).
-    """
-    with st.popover("Link to this view", icon=":material/link:"):
-        st.session_state[_SLOT] = st.empty()
-        notes = []
-        if upload_shown:
-            notes.append(
-                "The current image is an upload or a camera photo: it cannot travel in a link, "
-                "so the link opens the default sample."
-            )
-        if user_model:
-            notes.append("Your own model stays in this session: the link opens the default model.")
-        st.caption(
-            "Copy it with the button in the box. Opening it restores this page with this model, "
-            "image and the page's settings. " + " ".join(notes)
-        )
-    _draw_link()
 
 
 def _draw_link() -> None:
