@@ -295,3 +295,20 @@ def test_every_page_has_the_copy_link_box_and_home_and_tour_have_reports() -> No
         assert "image=coffee" in captions, (page.path, captions)
         if page.path.endswith("Lecture_tour.py"):
             _assert_report(at, titles=("First-layer filters", "Grad-CAM", "FGSM: adversarial"))
+
+
+def test_the_link_parsers_refuse_what_the_widgets_cannot_show() -> None:
+    from vizui.view_link import flag, flag_text, float_in, int_in, list_of, list_text, one_of
+
+    assert int_in(range(4, 65, 4))("8") == 8 and int_in(range(4, 65, 4))("6") is None
+    assert int_in(range(3))("x") is None and int_in(range(3))("-1") is None
+    weight = float_in(0.0, 10.0)
+    assert weight("2.5") == 2.5 and weight("nan") is None and weight("inf") is None
+    assert weight("11") is None and weight("") is None
+    assert flag("1") is True and flag("false") is False and flag("maybe") is None
+    assert flag_text(True) == "1" and flag_text(False) == "0"
+    layers = list_of(["a.1", "b.2", "c.3"], most=2)
+    assert layers("b.2,a.1") == ["b.2", "a.1"]
+    assert layers("a.1,a.1") is None and layers("a.1,b.2,c.3") is None and layers("") is None
+    assert list_text(["b.2", "a.1"]) == "b.2,a.1"
+    assert one_of([0.1, 3.0])("3.0") == 3.0 and one_of([0.1, 3.0])("3") is None
