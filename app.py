@@ -7,6 +7,7 @@ import streamlit as st
 
 from vizui import cached
 from vizui.frame import existing_pages, frame
+from vizui.report_view import PageReport
 
 ctx = frame(
     "CNN Visualization Studio",
@@ -68,6 +69,14 @@ with right:
     )
     st.plotly_chart(fig, key="home_top5", width="stretch")
     st.caption(ctx.spec.description)
+    page_report = PageReport("What the model sees", ctx)  # the input image is its figure
+    page_report.params["model input"] = f"{size}×{size}, {ctx.spec.preprocessing.normalization}"
+    page_report.scores["top-1"] = f"{label} ({probability:.1%})"
+    page_report.table("Top-5 classes", ("class", "probability"),
+                      [(name, round(float(p), 4)) for name, p in
+                       zip(labels, prediction.probabilities, strict=True)])  # fmt: skip
+    page_report.downloads("home")
+    page_report.seal()
 
 pages = [page for page in existing_pages() if page.path != "app.py"]
 if pages:

@@ -15,6 +15,8 @@ from vizcore.inside.filters import SORT_ORDERS, apply_threshold
 from vizui import gallery_view, how_it_works, index_view, inside_view
 from vizui.frame import frame
 from vizui.keep import keep_choice
+from vizui.report_view import PageReport
+from vizui.view_link import Control, int_in, one_of, restore, share, unless_set
 
 ctx = frame(
     "Filters & activations",
@@ -23,6 +25,8 @@ ctx = frame(
     "2015; Girshick et al. 2014).",
 )
 P = "filters"
+page_report = PageReport("Filters & activations", ctx)
+page_report.downloads(P)  # the files are built on click, from every tab's figures below
 tab_filters, tab_maps, tab_patches = st.tabs(
     ["Filters", "Activation maps", "Maximally activating patches"]
 )
@@ -36,7 +40,9 @@ with tab_filters:
         f"`{first.layer}`: **{f} filters × {c} channels × {kh}×{kw}**, stride {first.stride[0]}. "
         "Each filter is scaled to its own min–max, so compare patterns, not brightness."
     )
-    st.image(inside_view.filter_grid(first.tiles, tile=48, columns=16), width="content")
+    first_grid = inside_view.filter_grid(first.tiles, tile=48, columns=16)
+    st.image(first_grid, width="content")
+    page_report.figure("First-layer filters", first_grid, f"{first.layer}: {f}×{c}×{kh}×{kw}")
     if kh <= 3:
         st.caption(
             f"{kh}×{kw} kernels are tiny: edge and colour-contrast detectors are still visible, "
@@ -55,14 +61,21 @@ with tab_filters:
     st.subheader("A later layer's filter, kernel by kernel")
     convs = [name for name in inside_view.conv_layers(ctx.model_key) if name != first.layer]
     left, right = st.columns([2, 1])
+    kernel_link = Control("kernel_layer", f"{P}_kernel_layer", one_of(convs),
+                          convs[min(2, len(convs) - 1)])  # fmt: skip
+    restore(kernel_link)
     layer = left.selectbox(
-        "Conv layer", convs, key=f"{P}_kernel_layer", index=min(2, len(convs) - 1)
-    )
-    weights_shape = inside_view.kernels(ctx.model_key, layer, 0).weight_shape
-    index = right.number_input(
-        "Filter", 0, weights_shape[0] - 1, 0, key=f"{P}_kernel_filter",
-        help=f"0 … {weights_shape[0] - 1}",
+        "Conv layer", convs, key=f"{P}_kernel_layer",
+        index=unless_set(f"{P}_kernel_layer", min(2, len(convs) - 1)) or 0,
     )  # fmt: skip
+    weights_shape = inside_view.kernels(ctx.model_key, layer, 0).weight_shape
+    filter_link = Control("filter", f"{P}_kernel_filter", int_in(range(weights_shape[0])), 0)
+    restore(filter_link)
+    index = right.number_input(
+        "Filter", 0, weights_shape[0] - 1, unless_set(f"{P}_kernel_filter", 0),
+        key=f"{P}_kernel_filter", help=f"0 … {weights_shape[0] - 1}",
+    )  # fmt: skip
+    share(kernel_link, filter_link)
     k = inside_view.kernels(ctx.model_key, layer, int(index))
     st.markdown(
         f"`{layer}`: weight shape **{' × '.join(map(str, k.weight_shape))}**, groups {k.groups}, "
@@ -75,9 +88,8 @@ with tab_filters:
             "own); "
             f"filter {int(index)} reads input channel {k.input_channels[0]}."
         )
-        st.image(
-            inside_view.filter_grid(k.depthwise_kernels01, tile=40, columns=24), width="content"
-        )
+        kernel_image = inside_view.filter_grid(k.depthwise_kernels01, tile=40, columns=24)
+        st.image(kernel_image, width="content")
     elif k.kernels.shape[-1] == 1:
         n = k.kernels.shape[0]
         side = int(np.ceil(np.sqrt(n)))
@@ -87,15 +99,17 @@ with tab_filters:
             f"A 1×1 convolution: each of the {n} “kernels” is one number, a weight per input "
             "channel. Shown as a grid (grey = 0, white = positive, black = negative), row by row."
         )
-        st.image(
-            inside_view.upscale(render.to_uint8(padded.reshape(side, side)), 320), width="content"
-        )
+        kernel_image = inside_view.upscale(render.to_uint8(padded.reshape(side, side)), 320)
+        st.image(kernel_image, width="content")
     else:
         st.caption(
             f"Filter {int(index)}: {k.kernels.shape[0]} kernels, one per input channel it reads "
             "(grey = 0, white = positive, black = negative; one scale for the whole filter)."
         )
-        st.image(inside_view.filter_grid(k.kernels01, tile=40, columns=24), width="content")
+        kernel_image = inside_view.filter_grid(k.kernels01, tile=40, columns=24)
+        st.image(kernel_image, width="content")
+    page_report.figure(f"{layer}, filter {int(index)}", kernel_image, f"groups {k.groups}")
+    page_report.params["kernels: layer, filter"] = f"{layer}, {int(index)}"
 
 # ---------------------------------------------------------------------------- activation maps
 layers = inside_view.map_layers(ctx.model_key)
@@ -104,12 +118,18 @@ default_layer = preset[min(4, len(preset) - 1)] if preset else layers[0]
 with tab_maps:
     st.subheader(f"Activation maps for “{ctx.image_label}”")
     c1, c2, c3 = st.columns(3)
+    maps_links = (
+        Control("maps_layer", f"{P}_maps_layer", one_of(layers), default_layer),
+        Control("sort", f"{P}_maps_sort", one_of(SORT_ORDERS), SORT_ORDERS[0]),
+    )
+    restore(*maps_links)
     layer = c1.selectbox(
-        "Layer", layers, index=layers.index(default_layer), key=f"{P}_maps_layer",
-        help="Every conv, activation and block output of the model.",
+        "Layer", layers, index=unless_set(f"{P}_maps_layer", layers.index(default_layer)) or 0,
+        key=f"{P}_maps_layer", help="Every conv, activation and block output of the model.",
     )  # fmt: skip
     sort = c2.radio("Sort channels by", SORT_ORDERS, horizontal=True, key=f"{P}_maps_sort",
                     format_func={"mean": "mean", "max": "max", "index": "index"}.get)  # fmt: skip
+    share(*maps_links)
     colormap = c3.selectbox("Colormap", list(COLORMAPS), index=2, key=f"{P}_maps_cmap")
     try:
         acts = inside_view.activations(ctx.model_key, ctx.digest, ctx.x, layer, sort)
@@ -119,7 +139,14 @@ with tab_maps:
     n_channels, h, w = acts.maps.shape
     top = float(acts.maps.max())
     c1, c2, c3 = st.columns(3)
-    count = c1.slider("Channels shown", 1, n_channels, min(32, n_channels), key=f"{P}_maps_count")
+    count_link = Control("count", f"{P}_maps_count", int_in(range(1, n_channels + 1)),
+                         min(32, n_channels))  # fmt: skip
+    restore(count_link)
+    count = c1.slider(
+        "Channels shown", 1, n_channels, unless_set(f"{P}_maps_count", min(32, n_channels)),
+        key=f"{P}_maps_count",
+    )  # fmt: skip
+    share(count_link)
     threshold_pct = c2.slider(
         "Hide activations below (% of the layer max)", 0, 100, 0, key=f"{P}_maps_threshold"
     )
@@ -140,6 +167,7 @@ with tab_maps:
         colormap=colormap,
     )  # fmt: skip
     st.image(grid, width="content")
+    page_report.figure(f"Activation maps: {layer}", grid, f"{count} channels by {sort}")
     how_it_works.panel(
         "activations",
         numbers={
@@ -153,12 +181,16 @@ with tab_maps:
     st.markdown("**One channel, large and over the image**")
     c1, c2 = st.columns([1, 2])
     most_active = int(np.argmax(acts.means))
+    channel_link = Control("channel", f"{P}_maps_ch", int_in(range(n_channels)), most_active,
+                           context=(ctx.model_key, ctx.digest, layer))  # fmt: skip
+    restore(channel_link)
     channel = c1.number_input(
         "Channel", 0, n_channels - 1, key=f"{P}_maps_ch",
         on_change=keep_choice(f"{P}_maps_ch", (ctx.model_key, ctx.digest, layer),
                               default=most_active),
         help=f"Default: the channel most active (largest mean) here, {most_active}.",
     )  # fmt: skip
+    share(channel_link)
     alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, key=f"{P}_maps_alpha")
     channel_map = apply_threshold(acts.maps[int(channel)], threshold)
     c1.caption(
@@ -169,10 +201,17 @@ with tab_maps:
     base = render.tensor_image(ctx.x.numpy())
     with c2:
         a, b = st.columns(2)
-        a.image(render.colorize(render.resize_map(big, base.shape[:2]), colormap=colormap),
-                caption=f"{layer}, channel {int(channel)}", width="stretch")  # fmt: skip
-        b.image(render.overlay(base, big, alpha=alpha, colormap=colormap),
-                caption="Over the model's input", width="stretch")  # fmt: skip
+        big_map = render.colorize(render.resize_map(big, base.shape[:2]), colormap=colormap)
+        over = render.overlay(base, big, alpha=alpha, colormap=colormap)
+        a.image(big_map, caption=f"{layer}, channel {int(channel)}", width="stretch")
+        b.image(over, caption="Over the model's input", width="stretch")
+    page_report.figure(f"{layer}, channel {int(channel)}", big_map, colormap)
+    page_report.figure(f"{layer}, channel {int(channel)} over the input", over, f"α {alpha}")
+    page_report.params.update({
+        "activation maps: layer": layer, "sort": sort, "channels shown": count,
+        "threshold (% of max)": threshold_pct, "own scale per map": per_channel,
+        "colormap": colormap, "channel": int(channel), "overlay opacity": alpha,
+    })  # fmt: skip
 
 # ------------------------------------------------------------------- maximally activating patches
 with tab_patches:
@@ -189,9 +228,12 @@ with tab_patches:
     g = gallery_view.gallery_picker(P)
     spatial = layers
     c1, c2, c3 = st.columns(3)
+    patch_layer_link = Control("patch_layer", f"{P}_patch_layer", one_of(spatial), default_layer)
+    restore(patch_layer_link)
     p_layer = c1.selectbox(
-        "Layer", spatial, index=spatial.index(default_layer), key=f"{P}_patch_layer"
-    )
+        "Layer", spatial, index=unless_set(f"{P}_patch_layer", spatial.index(default_layer)) or 0,
+        key=f"{P}_patch_layer",
+    )  # fmt: skip
     size = ctx.spec.preprocessing.input_size
     try:
         acts_here = inside_view.activations(ctx.model_key, ctx.digest, ctx.x, p_layer, "mean")
@@ -200,6 +242,12 @@ with tab_patches:
         st.stop()
     n_ch = acts_here.maps.shape[0]
     patch_default = int(np.argmax(acts_here.means))
+    patch_links = (
+        Control("patch_channel", f"{P}_patch_channel", int_in(range(n_ch)), patch_default,
+                context=(ctx.model_key, ctx.digest, p_layer)),
+        Control("top_k", f"{P}_patch_k", int_in(range(1, 33)), 12),
+    )  # fmt: skip
+    restore(*patch_links)
     p_channel = c2.number_input(
         "Channel", 0, n_ch - 1, key=f"{P}_patch_channel",
         on_change=keep_choice(f"{P}_patch_channel", (ctx.model_key, ctx.digest, p_layer),
@@ -207,7 +255,8 @@ with tab_patches:
         help="Default: the channel most active (largest mean) on the current image, "
         f"{patch_default}; it follows the model, image and layer.",
     )  # fmt: skip
-    top_k = c3.slider("Top k", 1, 32, 12, key=f"{P}_patch_k")
+    top_k = c3.slider("Top k", 1, 32, unless_set(f"{P}_patch_k", 12), key=f"{P}_patch_k")
+    share(patch_layer_link, *patch_links)
     stats = lookup_channel_maxima(g, layer=p_layer, model_key=ctx.model_key, input_size=size)
     if stats is None:
         st.info(
@@ -238,6 +287,10 @@ with tab_patches:
             st.error(str(exc))
             st.stop()
         rf = ps.receptive_field
+        page_report.params.update({
+            "patches: layer, channel": f"{p_layer}, {int(p_channel)}", "top k": top_k,
+            "gallery": f"{len(g)} images", "receptive field": f"{rf.size[0]:.0f} px",
+        })  # fmt: skip
         st.markdown(
             f"`{p_layer}` channel **{int(p_channel)}**: receptive field **{rf.size[0]:.0f}×"
             f"{rf.size[1]:.0f} px**, units {rf.jump[0]:.0f} px apart, on a {size}×{size} input "
@@ -251,6 +304,7 @@ with tab_patches:
                     st.image(ps.patches[i], width="stretch")
                     full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
                     st.caption(inside_view.short_caption(full), help=full)
+                    page_report.figure(f"Patch {i + 1}", np.asarray(ps.patches[i]), full)
         how_it_works.panel(
             "max_patches",
             numbers={
@@ -260,3 +314,4 @@ with tab_patches:
                 "gallery": f"{len(g)} images",
             },
         )
+page_report.seal()  # every control is published by now: the report's link is this view

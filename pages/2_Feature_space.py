@@ -3,13 +3,17 @@ with thumbnails on hover."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
+from vizcore.core import render
 from vizcore.inside import embedding
 from vizui import gallery_view, how_it_works, index_view, inside_view
 from vizui.frame import frame
 from vizui.hover_thumbs import data_uri, hover_thumbnails
 from vizui.precision_view import exact_toggle
+from vizui.report_view import PageReport
+from vizui.view_link import Control, int_in, one_of, restore, share, unless_set
 
 ctx = frame(
     "Feature space",
@@ -25,6 +29,17 @@ if idx is not None:
     st.stop()  # what follows is the gallery's
 g = gallery_view.gallery_controls(P)
 layers = list(dict.fromkeys(ctx.spec.preset("embedding") + ctx.spec.preset("activations")))
+METHODS = ("tsne", "pca")
+ITERATIONS = [250, 500, 750, 1000]
+links = (
+    Control("feature_layer", f"{P}_layer", one_of(layers), layers[0]),
+    Control("metric", f"{P}_metric", one_of(embedding.METRICS), embedding.METRICS[0]),
+    Control("neighbours", f"{P}_k", int_in(range(1, 13)), 8),
+    Control("map", f"{P}_method", one_of(METHODS), METHODS[0]),
+    Control("iterations", f"{P}_iter", one_of(ITERATIONS), 500),
+    Control("seed", f"{P}_seed", int_in(range(10_001)), 0),
+)
+restore(*links)
 layer = st.selectbox(
     "Feature layer", layers, key=f"{P}_layer",
     help="The first entry is the model's last feature layer (what its classifier reads). Conv maps "
@@ -33,8 +48,11 @@ layer = st.selectbox(
 exact = exact_toggle(P)
 result = gallery_view.gallery_features(ctx, g, layer, key=P, exact=exact)
 if result is None:
+    share(*links)
     st.stop()
 feats = result.features
+page_report = PageReport("Feature space", ctx)
+page_report.downloads(P)  # built on click from the figures below (the map as a table)
 if st.session_state.get(f"{P}_gallery_digest") != g.digest:
     st.session_state[f"{P}_gallery_digest"] = g.digest
     st.session_state.pop(_SELECTED, None)
@@ -44,7 +62,7 @@ st.subheader(f"Nearest neighbours of “{ctx.image_label}”")
 c1, c2 = st.columns(2)
 metric = c1.radio("Distance", embedding.METRICS, horizontal=True, key=f"{P}_metric",
                   format_func={"l2": "L2", "cosine": "cosine"}.get)  # fmt: skip
-k = c2.slider("Neighbours", 1, 12, 8, key=f"{P}_k")
+k = c2.slider("Neighbours", 1, 12, unless_set(f"{P}_k", 8), key=f"{P}_k")
 comparison = embedding.neighbours(
     ctx.model, ctx.x, gallery=g, gallery_features=feats, layer=layer, k=k, metric=metric,
     cache_key=(ctx.model_key, ctx.digest), gallery_pixels=inside_view.pixel_vectors(g.digest, g),
@@ -56,6 +74,16 @@ with right:
     inside_view.thumbnail_row(g, comparison.feature.indices, comparison.feature.distances)
     st.markdown(f"**Pixel space** (32×32 RGB, {metric})")
     inside_view.thumbnail_row(g, comparison.pixel.indices, comparison.pixel.distances)
+page_report.figure(f"Nearest in feature space ({layer}, {metric})",
+                   render.grid(list(g.images[comparison.feature.indices]), columns=k, pad=2),
+                   " · ".join(f"{g.labels[i]} {d:.3g}" for i, d in
+                              zip(comparison.feature.indices, comparison.feature.distances,
+                                  strict=True)))  # fmt: skip
+page_report.figure(f"Nearest in pixel space ({metric})",
+                   render.grid(list(g.images[comparison.pixel.indices]), columns=k, pad=2),
+                   " · ".join(f"{g.labels[i]} {d:.3g}" for i, d in
+                              zip(comparison.pixel.indices, comparison.pixel.distances,
+                                  strict=True)))  # fmt: skip
 st.caption(
     "Pixel neighbours share colours and layout; feature neighbours share content. With the "
     "built-in gallery both often find the same photo, because its crops share colours too: "
@@ -77,27 +105,35 @@ how_it_works.panel(
 # ------------------------------------------------------------------------------------- map
 st.subheader("Map of the gallery")
 c1, c2, c3, c4 = st.columns(4)
-method = c1.radio("Method", ("tsne", "pca"), horizontal=True, key=f"{P}_method",
+method = c1.radio("Method", METHODS, horizontal=True, key=f"{P}_method",
                   format_func={"tsne": "t-SNE", "pca": "PCA"}.get)  # fmt: skip
 # The slider offers only what t-SNE can use on this gallery (about a third of its size).
 top = min(50, int(embedding.max_perplexity(len(feats))))
 if top >= 3:
     low = 5 if top > 5 else 2
+    perplexity_link = Control(
+        "perplexity", f"{P}_perplexity_{low}_{top}", int_in(range(low, top + 1)), min(30, top)
+    )
+    restore(perplexity_link)
     perplexity = c2.slider(
-        "Perplexity", low, top, min(30, top), key=f"{P}_perplexity_{low}_{top}",
+        "Perplexity", low, top, unless_set(perplexity_link.key, min(30, top)),
+        key=perplexity_link.key,
         disabled=method != "tsne",
         help=f"Roughly the number of neighbours each point keeps close; at most {top} for "
         f"{len(feats)} images (a third of the gallery).",
     )  # fmt: skip
 else:
+    perplexity_link = None
     perplexity = 2
     c2.caption(
         f"Perplexity: {embedding.max_perplexity(len(feats)):.0f} (only {len(feats)} images)."
     )
-n_iter = c3.select_slider("Iterations", [250, 500, 750, 1000], 500, key=f"{P}_iter",
+n_iter = c3.select_slider("Iterations", ITERATIONS, unless_set(f"{P}_iter", 500), key=f"{P}_iter",
                           disabled=method != "tsne",
                           help="After 250 early-exaggeration iterations.")  # fmt: skip
-seed = c4.number_input("Seed", 0, 10_000, 0, key=f"{P}_seed", disabled=method != "tsne")
+seed = c4.number_input("Seed", 0, 10_000, unless_set(f"{P}_seed", 0), key=f"{P}_seed",
+                       disabled=method != "tsne")  # fmt: skip
+share(*links, *([perplexity_link] if perplexity_link else []))
 with st.spinner("Computing the map…" if method == "pca" else "Running t-SNE…"):
     fmap = inside_view.feature_map(
         ctx.model_key, layer, g.digest, feats, ctx.digest, ctx.x, method, float(perplexity),
@@ -127,6 +163,15 @@ captions["current"] = f"Current image: {ctx.image_label}"
 hover_thumbnails("fspace-map", thumbs, captions=captions)
 st.caption("Hover a point to see its image; click one to select it and see its neighbours.")
 map_numbers = {"points": f"{len(g)} gallery images + the current one", "method": fmap.method}
+page_report.params.update({
+    "feature layer": layer, "distance": metric, "neighbours": k, "gallery": g.name,
+    "map": fmap.method, **{f"map {key}": value for key, value in fmap.params.items()},
+})  # fmt: skip
+page_report.scores["map time (s)"] = round(fmap.seconds, 2)
+map_rows = [(g.names[i], g.labels[i], *np.round(fmap.coords[i], 3)) for i in range(len(g))]
+if fmap.query is not None:
+    map_rows.append(("current image", ctx.image_label, *np.round(fmap.query, 3)))
+page_report.table(f"Map of the gallery ({fmap.method})", ("image", "label", "x", "y"), map_rows)
 if fmap.method == "tsne":
     map_numbers.update(
         perplexity=f"{fmap.params['perplexity']:.0f}",
@@ -151,3 +196,7 @@ if selected is not None and 0 <= selected < len(g):
     with b:
         st.markdown(f"Its nearest neighbours in feature space (`{layer}`, {metric})")
         inside_view.thumbnail_row(g, nb.indices, nb.distances)
+    page_report.figure(f"Selected: {g.names[selected]}", g.images[selected], g.labels[selected])
+    page_report.figure("Its nearest neighbours", render.grid(list(g.images[nb.indices]),
+                                                             columns=k, pad=2))  # fmt: skip
+page_report.seal()

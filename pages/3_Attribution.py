@@ -13,10 +13,11 @@ from vizcore.core.layers import list_layers
 from vizui import attribution_view as view
 from vizui import cached, how_it_works, method_labels, view_link
 from vizui.frame import frame
-from vizui.keep import keep_choice, remember_choice
+from vizui.keep import keep_choice
 from vizui.precision_view import exact_toggle
 from vizui.queue_view import heavy_job
 from vizui.report_view import PageReport
+from vizui.view_link import Control, int_in, one_of, restore, share, unless_set
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,13 @@ with right:
     layer_options = [*presets, *list_layers(ctx.model, kind="activation"), *conv_layers]
     layer_options = list(dict.fromkeys(layer_options))
     layer_key = f"attribution_layer_{ctx.model_key}"
-    if (linked_layer := view_link.take("layer", view_link.one_of(layer_options))) is not None:
-        remember_choice(layer_key, ctx.model_key, linked_layer)
+    links = (
+        Control("layer", layer_key, one_of(layer_options), layer_options[0], context=ctx.model_key),
+        Control("window", "attribution_window", int_in(range(8, min(112, size) + 1, 8)), 32),
+        Control("stride", "attribution_stride", int_in(range(4, 65, 4)), 8),
+        Control("fill", "attribution_fill", one_of(attribution.FILLS), attribution.FILLS[1]),
+    )
+    restore(*links)
     layer = st.selectbox(
         "Layer for Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM",
         layer_options,
@@ -119,34 +125,24 @@ with right:
         f"CAM always uses the layer feeding the classifier's global average pool: `{cam_layer}`."
     )
     c1, c2, c3 = st.columns(3)
-    for param, key, parse in (
-        ("window", "attribution_window", view_link.int_in(range(8, min(112, size) + 1, 8))),
-        ("stride", "attribution_stride", view_link.int_in(range(4, 65, 4))),
-        ("fill", "attribution_fill", view_link.one_of(attribution.FILLS)),
-    ):
-        if (linked_value := view_link.take(param, parse)) is not None:
-            st.session_state[key] = linked_value
     window = c1.slider(
-        "Occlusion window (px)", 8, min(112, size), view_link.unless_set("attribution_window", 32),
+        "Occlusion window (px)", 8, min(112, size), unless_set("attribution_window", 32),
         8, key="attribution_window",
     )  # fmt: skip
     stride = c2.slider(
-        "Occlusion stride (px)", 4, 64, view_link.unless_set("attribution_stride", 8), 4,
+        "Occlusion stride (px)", 4, 64, unless_set("attribution_stride", 8), 4,
         key="attribution_stride",
     )  # fmt: skip
     fill = c3.selectbox(
         "Occlusion fill", attribution.FILLS,
-        index=view_link.unless_set("attribution_fill", 1) or 0, key="attribution_fill",
+        index=unless_set("attribution_fill", 1) or 0, key="attribution_fill",
     )  # fmt: skip
     view_link.publish("target", None if int(target) == top[0] else str(int(target)))
     chosen_ids = [method_labels.METHODS[label].key for label in methods]
     default_ids = [method_labels.METHODS[label].key for label in method_labels.DEFAULT_METHODS]
     same = set(chosen_ids) == set(default_ids)
     view_link.publish("methods", None if same else ",".join(chosen_ids))
-    view_link.publish("layer", None if layer == layer_options[0] else layer)
-    view_link.publish("window", None if window == 32 else str(window))
-    view_link.publish("stride", None if stride == 8 else str(stride))
-    view_link.publish("fill", None if fill == attribution.FILLS[1] else fill)
+    share(*links)
     d1, d2 = st.columns(2)
     alpha = d1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="attribution_alpha")
     colormap = d2.selectbox("Colormap", list(render.COLORMAPS), key="attribution_colormap")

@@ -13,10 +13,12 @@ from vizcore.core import render
 from vizcore.core.layers import LayerNotFoundError, list_layers
 from vizcore.data import images
 from vizcore.optvis import dream, inversion, synthesis
-from vizui import how_it_works, view_link
+from vizui import how_it_works
 from vizui import synthesis_view as view
 from vizui.frame import frame
 from vizui.multifaceted_view import render_multifaceted
+from vizui.report_view import PageReport
+from vizui.view_link import Control, int_in, list_of, list_text, one_of, restore, share, unless_set
 
 ctx = frame(
     "Feature visualization",
@@ -26,6 +28,8 @@ ctx = frame(
 )
 P = "featvis"
 names = ctx.spec.categories()
+page_report = PageReport("Feature visualization", ctx)
+page_report.downloads(P)  # built on click from every tab's result shown below
 
 
 def _called_layers() -> list[str]:
@@ -50,19 +54,18 @@ with tab_class:
         "jitter and ReLU6 straight-through gives recognizable objects."
     )
     default_classes = [names.index(c) for c in DEFAULT_CLASSES if c in names]
-    linked = view_link.take("classes", view_link.subset_of([str(i) for i in range(len(names))]))
-    if linked is not None:
-        st.session_state[f"{P}_cv_classes"] = [int(i) for i in linked][:8]
+    classes_link = Control("classes", f"{P}_cv_classes", list_of(range(len(names)), most=8),
+                           default_classes, text=list_text)  # fmt: skip
+    restore(classes_link)
     chosen = st.multiselect(
         "Classes (one image each, optimized together)",
         list(range(len(names))),
-        default=view_link.unless_set(f"{P}_cv_classes", default_classes),
+        default=unless_set(f"{P}_cv_classes", default_classes),
         format_func=lambda i: f"{i}: {names[i]}",
         max_selections=8,
         key=f"{P}_cv_classes",
     )
-    same = sorted(chosen) == sorted(default_classes)
-    view_link.publish("classes", None if same else ",".join(str(i) for i in chosen))
+    share(classes_link)
     with st.expander("Settings", expanded=False):
         settings = view.settings_controls(f"{P}_cv", ctx.spec, has_relu6=has_relu6)
         seed = st.number_input("Seed", 0, 10_000, 0, key=f"{P}_cv_seed")
@@ -93,6 +96,11 @@ with tab_class:
             f"{t} · p={p:.2f}" for t, p in zip(result.titles, result.probabilities, strict=True)
         ]
         picture = view.image_grid(result.images, captions)
+        page_report.figure("Class visualization", picture, " · ".join(captions))
+        page_report.params["class visualization"] = ", ".join(result.titles)
+        page_report.scores["class visualization: steps, seconds"] = (
+            f"{result.steps_done}, {result.seconds:.1f}"
+        )
         st.caption(
             f"{result.steps_done} steps in {result.seconds:.1f} s"
             + (" (stopped)" if result.stopped else "")
@@ -126,14 +134,27 @@ with tab_neuron:
     preset_layers = [name for name in ctx.spec.preset("activations") if name in layer_options]
     default_layer = preset_layers[len(preset_layers) // 2] if preset_layers else layer_options[-1]
     c1, c2, c3, c4 = st.columns([3, 1, 1, 2])
+    neuron_layer_link = Control("neuron_layer", f"{P}_nv_layer", one_of(layer_options),
+                                default_layer)  # fmt: skip
+    restore(neuron_layer_link)
     layer = c1.selectbox(
-        "Layer", layer_options, index=layer_options.index(default_layer), key=f"{P}_nv_layer"
-    )
-    first = c2.number_input("First channel", 0, 4095, 0, key=f"{P}_nv_channel")
-    count = c3.number_input(
-        "Channels", 1, 6, 3, key=f"{P}_nv_count", help="Consecutive channels, one image each."
-    )
+        "Layer", layer_options, key=f"{P}_nv_layer",
+        index=unless_set(f"{P}_nv_layer", layer_options.index(default_layer)) or 0,
+    )  # fmt: skip
     n_channels = synthesis.layer_channels(ctx.model, layer)
+    neuron_links = (
+        Control("neuron_channel", f"{P}_nv_channel", int_in(range(n_channels or 4096)), 0),
+        Control("neuron_count", f"{P}_nv_count", int_in(range(1, 7)), 3),
+        Control("neuron_mode", f"{P}_nv_mode", one_of(["channel", "neuron"]), "channel"),
+    )
+    restore(*neuron_links)
+    first = c2.number_input(
+        "First channel", 0, 4095, unless_set(f"{P}_nv_channel", 0), key=f"{P}_nv_channel"
+    )
+    count = c3.number_input(
+        "Channels", 1, 6, unless_set(f"{P}_nv_count", 3), key=f"{P}_nv_count",
+        help="Consecutive channels, one image each.",
+    )  # fmt: skip
     mode = c4.radio(
         "Maximize",
         ["channel", "neuron"],
@@ -141,6 +162,7 @@ with tab_neuron:
         key=f"{P}_nv_mode",
         format_func={"channel": "channel mean", "neuron": "centre neuron"}.get,
     )
+    share(neuron_layer_link, *neuron_links)
     channels = list(range(int(first), int(first) + int(count)))
     if n_channels is not None:
         st.caption(f"**{layer}** has **{n_channels}** channels, numbered 0 to {n_channels - 1}.")
@@ -179,6 +201,11 @@ with tab_neuron:
             f"{t} · activation {s:.3g}" for t, s in zip(result.titles, result.scores, strict=True)
         ]
         picture = view.image_grid(result.images, captions)
+        page_report.figure("Neuron visualization", picture, " · ".join(captions))
+        page_report.params["neuron visualization"] = ", ".join(result.titles)
+        page_report.scores["neuron visualization: steps, seconds"] = (
+            f"{result.steps_done}, {result.seconds:.1f}"
+        )
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
         view.downloads(f"{P}_nv", picture, result.frames, name="neuron_visualization")
         how_it_works.optimization_panel(
@@ -209,13 +236,18 @@ with tab_invert:
         if len(preset_layers) >= 3
         else list(preset_layers)
     )
+    inv_key = f"{P}_inv_layers_{ctx.model_key}"
+    inv_link = Control("inversion_layers", inv_key, list_of(all_layers, most=5), default_inv,
+                       text=list_text)  # fmt: skip
+    restore(inv_link)
     inv_layers = st.multiselect(
         "Layers (shallow to deep)",
         all_layers,
-        default=default_inv,
+        default=unless_set(inv_key, default_inv),
         max_selections=5,
-        key=f"{P}_inv_layers_{ctx.model_key}",
+        key=inv_key,
     )
+    share(inv_link)
     with st.expander("Settings", expanded=False):
         c1, c2, c3 = st.columns(3)
         inv_steps = c1.slider(
@@ -292,6 +324,10 @@ with tab_invert:
             columns=len(captions),
             width=200,
         )
+        page_report.figure("Feature inversion", picture, " · ".join(captions))
+        page_report.scores["feature inversion: steps, seconds"] = (
+            f"{result.steps_done}, {result.seconds:.1f}"
+        )
         st.caption(
             f"{result.steps_done} steps in {result.seconds:.1f} s. error = "
             "‖φ(I) − φ(I₀)‖² / ‖φ(I₀)‖² on the final image."
@@ -322,15 +358,14 @@ with tab_dream:
     dream_layers = dream.deepdream_layers(ctx.spec, ctx.model)
     c1, c2, c3 = st.columns(3)
     dream_default = min(1, len(dream_layers) - 1)
-    if (linked_layer := view_link.take("dream_layer", view_link.one_of(dream_layers))) is not None:
-        st.session_state[f"{P}_dd_layer"] = linked_layer
+    dream_link = Control("dream_layer", f"{P}_dd_layer", one_of(dream_layers),
+                         dream_layers[dream_default])  # fmt: skip
+    restore(dream_link)
     dream_layer = c1.selectbox(
-        "Layer", dream_layers, index=view_link.unless_set(f"{P}_dd_layer", dream_default) or 0,
+        "Layer", dream_layers, index=unless_set(f"{P}_dd_layer", dream_default) or 0,
         key=f"{P}_dd_layer",
     )  # fmt: skip
-    view_link.publish(
-        "dream_layer", None if dream_layer == dream_layers[dream_default] else dream_layer
-    )
+    share(dream_link)
     octaves = c2.slider("Octaves", 1, 6, 4, key=f"{P}_dd_octaves")
     octave_scale = c3.slider("Octave scale", 1.1, 2.0, 1.4, 0.05, key=f"{P}_dd_scale")
     c1, c2, c3, c4 = st.columns(4)
@@ -382,6 +417,11 @@ with tab_dream:
         c1.image(render.to_uint8(result.original), caption=original_label, width="stretch")
         dream_image = render.to_uint8(result.image)
         c2.image(dream_image, caption=f"DeepDream · {result.layer}", width="stretch")
+        page_report.figure("DeepDream: the start", render.to_uint8(result.original),
+                           original_label)  # fmt: skip
+        page_report.figure(f"DeepDream · {result.layer}", dream_image,
+                           f"{result.steps_done} steps in {result.seconds:.1f} s")  # fmt: skip
+        page_report.params["DeepDream layer"] = result.layer
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s.")
         view.downloads(f"{P}_dd", dream_image, result.frames, name=f"deepdream_{result.layer}")
         how_it_works.optimization_panel(
@@ -398,4 +438,10 @@ with tab_dream:
         )
 
 with tab_class:  # issue 8: multifaceted class visualization, below the plain one
-    render_multifaceted(ctx)
+    render_multifaceted(ctx, report=page_report)
+page_report.params.update({
+    "classes": ", ".join(names[i] for i in chosen), "neuron layer, channels": f"{layer} "
+    f"{channels[0]}-{channels[-1]} ({mode})", "inversion layers": ", ".join(inv_layers),
+    "DeepDream layer (chosen)": dream_layer,
+})  # fmt: skip
+page_report.seal()

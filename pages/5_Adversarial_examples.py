@@ -11,6 +11,8 @@ from vizui import adversarial_view as adv_view
 from vizui import how_it_works
 from vizui import synthesis_view as view
 from vizui.frame import frame
+from vizui.report_view import PageReport
+from vizui.view_link import Control, flag, flag_text, int_in, one_of, restore, share, unless_set
 
 ctx = frame(
     "Adversarial examples",
@@ -20,6 +22,19 @@ ctx = frame(
 )
 P = "adversarial"
 names = ctx.spec.categories()
+LEAST = adversarial.LEAST_LIKELY
+target_options: list[int | str] = [LEAST, *range(len(names))]
+target_default = 1 + names.index("goldfish") if "goldfish" in names else 0
+links = (
+    Control("attack", f"{P}_method", one_of(["pgd", "fgsm"]), "pgd"),
+    Control("targeted", f"{P}_targeted", flag, True, text=flag_text),
+    Control("target_class", f"{P}_target", one_of(target_options), target_options[target_default]),
+    Control("eps", f"{P}_eps", int_in(range(1, 17)), 4),
+    Control("step", f"{P}_step", int_in(range(1, 9)), 1),
+    Control("steps", f"{P}_steps", int_in(range(1, 101)), 10),
+    Control("random_start", f"{P}_random", flag, False, text=flag_text),
+)
+restore(*links)
 
 c1, c2, c3 = st.columns(3)
 method = c1.radio(
@@ -29,13 +44,11 @@ method = c1.radio(
     key=f"{P}_method",
     format_func={"pgd": "PGD (iterated)", "fgsm": "FGSM (one step)"}.get,
 )
-targeted = c2.toggle("Targeted", value=True, key=f"{P}_targeted")
-LEAST = adversarial.LEAST_LIKELY
-target_options: list[int | str] = [LEAST, *range(len(names))]
+targeted = c2.toggle("Targeted", value=unless_set(f"{P}_targeted", True), key=f"{P}_targeted")
 target = c3.selectbox(
     "Target class",
     target_options,
-    index=1 + names.index("goldfish") if "goldfish" in names else 0,
+    index=unless_set(f"{P}_target", target_default) or 0,
     format_func=lambda i: "the least likely class" if i == LEAST else f"{i}: {names[i]}",
     key=f"{P}_target",
     disabled=not targeted,
@@ -45,16 +58,19 @@ target = c3.selectbox(
 )
 chosen_target = (target if target == LEAST else int(target)) if targeted else None
 c1, c2, c3, c4 = st.columns(4)
-eps255 = c1.slider("ε (pixel levels, ×1/255)", 1, 16, 4, key=f"{P}_eps")
+eps255 = c1.slider("ε (pixel levels, ×1/255)", 1, 16, unless_set(f"{P}_eps", 4), key=f"{P}_eps")
 step255 = c2.slider(
-    "Step size (×1/255)", 1, 8, 1, key=f"{P}_step", disabled=method == "fgsm",
+    "Step size (×1/255)", 1, 8, unless_set(f"{P}_step", 1), key=f"{P}_step",
+    disabled=method == "fgsm",
     help="FGSM takes one step of size ε.",
 )  # fmt: skip
-steps = c3.slider("Steps", 1, 100, 10, key=f"{P}_steps", disabled=method == "fgsm")
+steps = c3.slider("Steps", 1, 100, unless_set(f"{P}_steps", 10), key=f"{P}_steps",
+                  disabled=method == "fgsm")  # fmt: skip
 random_start = c4.toggle(
-    "Random start", value=False, key=f"{P}_random", disabled=method == "fgsm",
-    help="Start from a random point of the ε-ball (Madry et al.).",
+    "Random start", value=unless_set(f"{P}_random", False), key=f"{P}_random",
+    disabled=method == "fgsm", help="Start from a random point of the ε-ball (Madry et al.).",
 )  # fmt: skip
+share(*links)
 seed = 0
 params = (
     ctx.model_key, ctx.digest, method, chosen_target, eps255, step255, steps, random_start,
@@ -104,14 +120,30 @@ if note := adv_view.untargeted_note(result, names):
     st.caption(note)
 original = render.to_uint8(result.original)
 adv_image = render.to_uint8(result.adversarial)
-c1, c2, c3 = st.columns(3)
-c1.image(original, caption=f"Original: {result.before.labels[0]}", width="stretch")
-c2.image(adv_image, caption=f"Adversarial: {result.after.labels[0]}", width="stretch")
-c3.image(
-    render.to_uint8(result.magnified_perturbation),
-    caption=f"Perturbation, magnified ×{0.5 / result.epsilon:.0f} (grey = 0)",
-    width="stretch",
+magnified = render.to_uint8(result.magnified_perturbation)
+shown = (
+    ("Original", original, f"Original: {result.before.labels[0]}"),
+    ("Adversarial", adv_image, f"Adversarial: {result.after.labels[0]}"),
+    ("Perturbation", magnified, f"Perturbation, magnified ×{0.5 / result.epsilon:.0f} (grey = 0)"),
 )
+page_report = PageReport("Adversarial examples", ctx)
+for column, (title, picture, caption) in zip(st.columns(3), shown, strict=True):
+    column.image(picture, caption=caption, width="stretch")
+    page_report.figure(title, picture, caption)
+page_report.params.update({
+    "attack": result.method.upper(), "goal": goal.replace("**", ""),
+    "ε": f"{round(result.epsilon * 255)}/255", "step size": f"{step255}/255 (PGD)",
+    "steps": f"{result.steps_done}", "random start": bool(random_start),
+})  # fmt: skip
+page_report.scores.update({
+    "success": bool(result.success), "largest pixel change": f"{result.linf * 255:.0f}/255",
+    "top-1 after": f"{result.after.labels[0]} ({result.after.probabilities[0]:.1%})",
+    "run time (s)": round(result.seconds, 2),
+})  # fmt: skip
+for title, prediction in (("Top-5 before", result.before), ("Top-5 after", result.after)):
+    page_report.table(title, ("class", "probability"),
+                      [(label, round(float(p), 4)) for label, p in
+                       zip(prediction.labels, prediction.probabilities, strict=True)])  # fmt: skip
 c1, c2 = st.columns(2)
 for column, title, prediction, side in (
     (c1, "Top-5 before", result.before, False),
@@ -122,6 +154,7 @@ for column, title, prediction, side in (
         if standing := adv_view.target_standing(result, names, adversarial_side=side):
             st.caption(standing)
 view.png_download(P, adv_image, name="adversarial")
+page_report.downloads(P)  # built on click, with the before/after maps below
 if result.on_grid:
     st.caption("The adversarial image lies on the 8-bit grid: the PNG keeps the attack exactly.")
 how_it_works.adversarial_panel(result, names)
@@ -131,7 +164,10 @@ cam_layers = ctx.spec.preset("cam")
 methods = adv_view.attribution_methods(cam_layers[0] if cam_layers else None)
 if methods:
     c1, c2 = st.columns(2)
+    map_link = Control("attr_map", f"{P}_attr_method", one_of(list(methods)), next(iter(methods)))
+    restore(map_link)
     chosen = c1.selectbox("Attribution map", list(methods), key=f"{P}_attr_method")
+    share(map_link)
     explain = c2.radio(
         "Explain the class",
         ["predicted", "original"],
@@ -154,3 +190,5 @@ if methods:
         )
         if heat is not None:
             column.image(heat, caption=f"{chosen} {label}: {names[cls]}", width="stretch")
+            page_report.figure(f"{chosen} {label}", heat, names[cls])
+page_report.seal()

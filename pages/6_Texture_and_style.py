@@ -13,6 +13,8 @@ from vizcore.style.quilting import max_patch, quilt_texture
 from vizui import how_it_works, public
 from vizui import style_view as sv
 from vizui.frame import frame
+from vizui.report_view import PageReport
+from vizui.view_link import Control, float_in, int_in, one_of, restore, share, unless_set
 
 ctx = frame(
     "Texture & style",
@@ -39,6 +41,10 @@ layer_options = list(
 #: Style weights offered (log steps of about 3x; the measured useful range is 0.1 to 30).
 STYLE_WEIGHTS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
 
+#: Style images a link can name (an uploaded one cannot travel).
+LINKABLE_STYLES = [key for key in sv.style_options() if key != sv.UPLOAD]
+page_report = PageReport("Texture & style", ctx)
+page_report.downloads("texture_style")  # built on click from every tab's figures below
 tex_tab, gatys_tab, fast_tab = st.tabs(
     ["Texture synthesis", "Style transfer (Gatys)", "Fast style (feed-forward)"]
 )
@@ -54,13 +60,21 @@ with tex_tab:
     )
     tex_settings = style_tech.style_settings(spec, texture=True)
     c1, c2, c3 = st.columns(3)
+    tex_links = (
+        Control("texture", f"texture_style_{model_key}_style", one_of(LINKABLE_STYLES),
+                tex_settings.sample or "gravel"),
+        Control("texture_size", "texture_style_size", one_of([128, 160, 192, 256]), 192),
+    )  # fmt: skip
+    restore(*tex_links)
     with c1:
         choice = sv.style_picker(
             f"texture_style_{model_key}", "Texture sample", tex_settings.sample or "gravel"
         )
         size = st.select_slider(
-            "Output size (px)", [128, 160, 192, 256], 192, key="texture_style_size"
-        )
+            "Output size (px)", [128, 160, 192, 256], unless_set("texture_style_size", 192),
+            key="texture_style_size",
+        )  # fmt: skip
+    share(*tex_links)
     # Full width: a multiselect keeps its chips on one line and hides what does not fit (in a
     # third of the page only 3 of the 5 default layers showed).
     layers = st.multiselect(
@@ -163,6 +177,16 @@ with tex_tab:
         a, b, c = st.columns(3)
         a.image(res["sample"], caption=f"Sample: {res['label']}", width="stretch")
         q, g = res["quilt"], res["gram"]
+        page_report.figure("Texture sample", res["sample"], res["label"])
+        page_report.figure("Image quilting", q.image, f"patch {q.patch} px: {q.seconds:.1f} s")
+        page_report.figure(f"Gram matching on {res['model']}", g.image,
+                           f"{g.steps_done} steps: {g.seconds:.1f} s")  # fmt: skip
+        page_report.params.update({
+            "texture: sample": res["label"], "Gram layers": ", ".join(g.settings["layers"]),
+        })  # fmt: skip
+        page_report.scores["Gram distance start → end"] = (
+            f"{g.style_loss_start:.3g} → {g.style_loss_end:.3g}"
+        )
         b.image(
             q.image,
             caption=f"Image quilting, patch {q.patch} px: {q.seconds:.1f} s",
@@ -227,11 +251,24 @@ with gatys_tab:
         "style."
     )
     c1, c2, c3 = st.columns(3)
+    sw_default = settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 3.0
+    steps_default = public.capped(settings.steps, 500)
+    gatys_links = (
+        Control("style", "gatys_style_style", one_of(LINKABLE_STYLES), "marble"),
+        Control("style_size", "gatys_style_size", one_of([128, 192, 256, 320, 384]), 256),
+        Control("style_weight", f"gatys_style_sw_{model_key}", one_of(STYLE_WEIGHTS), sw_default),
+        Control("content_weight", f"gatys_style_cw_{model_key}", float_in(0.0, 1e3),
+                float(settings.content_weight)),
+        Control("style_steps", f"gatys_style_steps_{model_key}",
+                int_in(range(10, public.max_steps(500) + 1, 10)), steps_default),
+    )  # fmt: skip
+    restore(*gatys_links)
     with c1:
         g_choice = sv.style_picker("gatys_style", "Style image", "marble")
         g_size = st.select_slider(
-            "Output size (long side, px)", [128, 192, 256, 320, 384], 256, key="gatys_style_size"
-        )
+            "Output size (long side, px)", [128, 192, 256, 320, 384],
+            unless_set("gatys_style_size", 256), key="gatys_style_size",
+        )  # fmt: skip
     g_layers = st.multiselect(  # full width, as the Gram layers above
         "Style layers",
         layer_options,
@@ -256,7 +293,7 @@ with gatys_tab:
         g_sw = st.select_slider(
             "Style weight",
             STYLE_WEIGHTS,
-            settings.style_weight if settings.style_weight in STYLE_WEIGHTS else 3.0,
+            unless_set(f"gatys_style_sw_{model_key}", sw_default),
             format_func=lambda v: f"{v:g}",
             key=f"gatys_style_sw_{model_key}",
             help="0.1 keeps the photo, 1 balances style and content, 10 paints the style over "
@@ -266,7 +303,7 @@ with gatys_tab:
             "Content weight",
             0.0,
             1e3,
-            settings.content_weight,
+            unless_set(f"gatys_style_cw_{model_key}", float(settings.content_weight)),
             0.5,
             key=f"gatys_style_cw_{model_key}",
         )
@@ -277,10 +314,11 @@ with gatys_tab:
             "Steps",
             10,
             public.max_steps(500),
-            public.capped(settings.steps, 500),
+            unless_set(f"gatys_style_steps_{model_key}", steps_default),
             10,
             key=f"gatys_style_steps_{model_key}",
         )
+    share(*gatys_links)
     if settings.note:
         st.caption(f"Measured default for {spec.label}: {settings.note}.")
     g_context = (model_key, ctx.digest, g_choice.key if g_choice is not None else None)
@@ -336,6 +374,13 @@ with gatys_tab:
         with c:
             st.caption(sv.loss_terms(g_res))
             sv.downloads("gatys_style_dl", "style_transfer", g_res.image, g_res.frames)
+        page_report.figure("Style image", np.asarray(last["style"].convert("RGB")), last["label"])
+        page_report.figure(f"Gatys on {spec.label}", g_res.image,
+                           f"{g_res.steps_done} steps, {g_res.seconds:.1f} s")  # fmt: skip
+        page_report.params.update({
+            f"style transfer: {name}": value for name, value in g_res.settings.items()
+        })  # fmt: skip
+        page_report.scores["style transfer: style loss left"] = f"{g_res.style_ratio:.3f}"
         style_image = last["style"]
         how_it_works.gram_panel(
             "style_transfer",
@@ -371,19 +416,27 @@ with fast_tab:
         f"{info.get('loss_model', '?')} as loss network; see vizcore/data/styles/README.md."
     )
     f1, f2 = st.columns(2)
+    fast_link = Control("fast_style", "fast_style_style", one_of(list(net.styles)), net.styles[0])
+    restore(fast_link)
     f_style = f1.selectbox("Style", list(net.styles), key="fast_style_style")
     others = [s for s in net.styles if s != f_style]
+    blend_links = (
+        Control("blend_with", "fast_style_other", one_of(others), others[0]),
+        Control("blend", "fast_style_blend", float_in(0.0, 1.0), 0.0, text=lambda v: f"{v:.2f}"),
+    )
+    restore(*blend_links)
     f_other = f2.selectbox("Blend with", others, key="fast_style_other")
     f_blend = st.slider(
         "Blend",
         0.0,
         1.0,
-        0.0,
+        unless_set("fast_style_blend", 0.0),
         0.05,
         key="fast_style_blend",
         help="Mixes the two styles' instance-norm scales and shifts: 0 is the "
         "first style, 1 the second.",
     )
+    share(fast_link, *blend_links)
     # At blend 0 the other style has no weight (exactly): changing it must not restyle.
     fast = sv.fast_result(ctx.digest, ctx.image, f_style, f_other if f_blend else None, f_blend)
     a, b = st.columns(2)
@@ -399,6 +452,8 @@ with fast_tab:
         caption=f"Fast style ({label}), {w}×{h} px: {fast.seconds:.2f} s",
         width="stretch",
     )
+    page_report.figure(f"Fast style ({label})", fast.image, f"{w}×{h} px: {fast.seconds:.2f} s")
+    page_report.params.update({"fast style": label, "blend": f_blend})
     with a:
         sv.downloads(
             "fast_style_dl", f"fast_style_{label if f_blend in (0.0, 1.0) else 'blend'}", fast.image
@@ -419,12 +474,12 @@ with fast_tab:
         g_done = st.session_state.get("gatys_style_results", {}).get(key)
         if g_done is not None:
             gh, gw = g_done.image.shape[:2]
-            st.image(
-                g_done.image,
-                caption=f"Gatys ({g_style}, {spec.label}), {gw}×{gh} px, "
-                f"{g_done.steps_done} steps: {g_done.seconds:.1f} s",
-                width="stretch",
+            g_caption = (
+                f"Gatys ({g_style}, {spec.label}), {gw}×{gh} px, "
+                f"{g_done.steps_done} steps: {g_done.seconds:.1f} s"
             )
+            st.image(g_done.image, caption=g_caption, width="stretch")
+            page_report.figure(f"Gatys beside the fast style ({g_style})", g_done.image, g_caption)
         else:
             st.info(f"Run Gatys with the same style ({g_style}) to compare quality and time.")
         if 0.0 < f_blend < 1.0:
@@ -461,3 +516,4 @@ with fast_tab:
         "fidelity of Gatys' per-image optimization, or robustness on images unlike the training "
         "crops. Johnson et al. trained for hours on 80,000 COCO images on a GPU."
     )
+page_report.seal()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from vizui import tour
 from vizui.frame import frame
+from vizui.report_view import PageReport
 
 ctx = frame(
     "Lecture tour",
@@ -18,5 +19,14 @@ st.caption(
     f"Model: **{ctx.spec.label}** · image: **{ctx.image_label}**. Change either in the sidebar "
     "and the tour follows."
 )
+page_report = PageReport("Lecture tour", ctx)  # the steps add what they show (report_view.record)
+page_report.downloads("tour")
+page_report.params.update({
+    "steps": len(tour.STEPS),
+    "slow steps (run on their button; short settings in each caption)": ", ".join(
+        step.key for step in tour.STEPS if step.slow
+    ),
+})  # fmt: skip
 for number, step in enumerate(tour.STEPS, 1):
     tour.render_step(number, step, ctx)
+page_report.seal()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +59,17 @@ def squeezenet() -> nn.Module:
     from vizcore.models.registry import load_model
 
     return load_model("squeezenet1_1")
+
+
+@pytest.fixture
+def small_cold_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache folder and a small built-in gallery (2 crops per photo) for one test.
+
+    Some older test files still define their own copy (autouse); theirs wins there.
+    """
+    monkeypatch.setenv("VIZCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIZCORE_GALLERY_PER_PHOTO", "2")
+    from vizui import gallery_view
+
+    gallery_view.builtin.clear()
+    return tmp_path / "cache"

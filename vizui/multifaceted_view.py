@@ -25,6 +25,8 @@ from vizui import gallery_view, how_it_works
 from vizui import synthesis_view as sview
 from vizui.cached import top_classes
 from vizui.frame import Context
+from vizui.report_view import PageReport
+from vizui.view_link import Control, int_in, restore, share, unless_set
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,11 @@ def _class_counts(preds: mf.GalleryPredictions, names: tuple[str, ...], top_k: i
     return ", ".join(f"{names[c]} ({n})" for c, n in best)
 
 
-def render_multifaceted(ctx: Context) -> None:
-    """Controls, Start/Stop with progress, and the facets beside the plain result and the inits."""
+def render_multifaceted(ctx: Context, *, report: PageReport | None = None) -> None:
+    """Controls, Start/Stop with progress, and the facets beside the plain result and the inits.
+
+    The class and the number of facets travel in the link; the result shown goes to ``report``.
+    """
     names = ctx.spec.categories()
     st.divider()
     st.markdown(
@@ -59,12 +64,18 @@ def render_multifaceted(ctx: Context) -> None:
     )
     top1 = int(top_classes(ctx.model_key, ctx.digest, ctx.x, 1).indices[0])
     c1, c2 = st.columns([3, 2])
+    class_key = f"{P}_class_{ctx.model_key}"
+    links = (
+        Control("facet_class", class_key, int_in(range(len(names))), top1),
+        Control("facets", f"{P}_facets", int_in(range(1, 7)), 3),
+    )
+    restore(*links)
     target = c1.selectbox(
         "Class",
         list(range(len(names))),
-        index=top1,
+        index=unless_set(class_key, top1) or 0,
         format_func=lambda i: f"{i}: {names[i]}",
-        key=f"{P}_class_{ctx.model_key}",
+        key=class_key,
         help="Defaults to the model's top-1 class for the current image.",
     )
     with c2:
@@ -72,7 +83,8 @@ def render_multifaceted(ctx: Context) -> None:
     hint = c1.empty()  # under the Class box; replaced once a run has classified the gallery
     st.caption(g.description)
     c1, c2, c3, c4 = st.columns(4)
-    facets = c1.slider("Facets (clusters)", 1, 6, 3, key=f"{P}_facets")
+    facets = c1.slider("Facets (clusters)", 1, 6, unless_set(f"{P}_facets", 3), key=f"{P}_facets")
+    share(*links)
     center_bias = c2.slider(
         "Centre bias β", 0.0, 10.0, 5.0, 0.5, key=f"{P}_bias",
         help="Weight of the term Σg·M/Σg − Σ(1−g)·relu(M)/Σ(1−g), where M is the class-evidence "
@@ -109,7 +121,13 @@ def render_multifaceted(ctx: Context) -> None:
             _run(ctx, g, params, layer=layer, hint=hint)
     sview.show_interrupted(P, context=(ctx.model_key, g.digest))
     if stored := sview.stored_result(P):
-        _show(*stored, params=params, g=g)
+        picture, result = _show(*stored, params=params, g=g)
+        if report is not None:
+            report.figure(f"Multifaceted: {result.title}", picture,
+                          f"{result.steps_done} steps in {result.seconds:.1f} s")  # fmt: skip
+            report.params.update({"multifaceted: class": f"{result.title} ({result.target})",
+                                  "facets": len(result.images),
+                                  "centre bias": result.center_bias})  # fmt: skip
 
 
 def _members_hint(
@@ -192,7 +210,9 @@ def _pct(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{100 * value:.0f}%"
 
 
-def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g) -> None:
+def _show(
+    old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g
+) -> tuple[np.ndarray, mf.MultifacetedResult]:
     if old_params != params:
         st.caption("Shown: the last run (the settings have changed since; press Start).")
     if result.from_gallery:
@@ -250,8 +270,8 @@ def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g)
         "evidence (the map whose mean is the class score) that falls in the central Gaussian; "
         "higher means the class sits in the middle of the image."
     )
-    sview.png_download(P, render.grid(tiles, columns=len(tiles), pad=2),
-                       name=f"multifaceted_{result.target}")  # fmt: skip
+    picture = render.grid(tiles, columns=len(tiles), pad=2)
+    sview.png_download(P, picture, name=f"multifaceted_{result.target}")
     how_it_works.panel(
         "multifaceted",
         numbers={
@@ -265,3 +285,4 @@ def _show(old_params: tuple, result: mf.MultifacetedResult, *, params: tuple, g)
             "β (centre bias)": f"{result.center_bias:g}",
         },
     )
+    return picture, result

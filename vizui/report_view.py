@@ -20,6 +20,10 @@ from vizcore.core import report
 from vizui import view_link
 from vizui.frame import Context
 
+#: Session-state key of the last sealed report (what a test, or a later feature, can read back).
+LAST_REPORT = "vz_last_report"
+_ACTIVE = "vz_active_report"
+
 
 class PageReport:
     """What one run of a page showed, for its report."""
@@ -34,6 +38,7 @@ class PageReport:
         self.tables: list[report.Table] = []
         self.link: str | None = None
         self.figure("Input", np.asarray(ctx.image.convert("RGB")), ctx.image_label)
+        st.session_state[_ACTIVE] = self  # for record(): helpers that draw figures of this run
 
     def figure(self, title: str, image: np.ndarray, caption: str = "") -> None:
         """Record one displayed image (uint8 RGB, as shown)."""
@@ -44,8 +49,13 @@ class PageReport:
         self.tables.append(report.Table(title, tuple(columns), tuple(tuple(r) for r in rows)))
 
     def seal(self) -> None:
-        """Record the link to the view as it is at the end of the run (call last)."""
+        """Record the link to the view as it is at the end of the run (call last).
+
+        The sealed report is also kept as the session's last one (:data:`LAST_REPORT`); it
+        holds references to the arrays shown, not copies.
+        """
         self.link = view_link.current_link()
+        st.session_state[LAST_REPORT] = self
 
     def build(self) -> report.Report:
         """The report as recorded so far, with the link that reopens the view."""
@@ -83,3 +93,13 @@ class PageReport:
             icon=":material/folder_zip:",
             help="Every figure as a full-resolution PNG, with params.json.",
         )
+
+
+def record(title: str, image: np.ndarray, caption: str = "") -> None:
+    """Add a displayed figure to this run's report, from a helper that has no handle on it.
+
+    Does nothing when no page report was started in the session.
+    """
+    active = st.session_state.get(_ACTIVE)
+    if active is not None:
+        active.figure(title, np.asarray(image), caption)

@@ -20,7 +20,7 @@ from vizcore.data import images
 from vizcore.style import fast_style
 from vizcore.style.gatys import StyleResult
 from vizcore.style.patterns import STYLE_PATTERNS
-from vizui import cached
+from vizui import cached, view_link
 from vizui.queue_view import heavy_job
 from vizui.throttle import FRAME_INTERVAL, PROGRESS_INTERVAL, Throttle, preview_jpeg
 
@@ -69,8 +69,9 @@ def style_picker(prefix: str, label: str, default: str) -> StyleChoice | None:
     """A selectbox of style images plus an uploader; None (after an error) when unusable."""
     options = style_options()
     keys = list(options)
+    index = view_link.unless_set(f"{prefix}_style", keys.index(default))  # None: a link set it
     key = st.selectbox(
-        label, keys, index=keys.index(default), format_func=options.get, key=f"{prefix}_style"
+        label, keys, index=index or 0, format_func=options.get, key=f"{prefix}_style"
     )
     if key != UPLOAD:
         return StyleChoice(key, options[key], style_image(key))

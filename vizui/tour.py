@@ -28,6 +28,7 @@ from vizcore.style import gatys as style_tech
 from vizui import attribution_view, cached, gallery_view, inside_view, method_labels, style_view
 from vizui.frame import Context
 from vizui.queue_view import heavy_job
+from vizui.report_view import record
 
 P = "tour"
 
@@ -58,8 +59,10 @@ class TourStep:
 
 def _filters(ctx: Context) -> None:
     first = inside_view.first_filters(ctx.model_key)
-    st.image(inside_view.filter_grid(first.tiles, tile=28, columns=16), width="content")
+    grid = inside_view.filter_grid(first.tiles, tile=28, columns=16)
+    st.image(grid, width="content")
     f, c, kh, kw = first.weight_shape
+    record("First-layer filters", grid, f"{first.layer}: {f} filters of {c}×{kh}×{kw}")
     st.caption(f"`{first.layer}`: {f} filters of {c}×{kh}×{kw}.")
 
 
@@ -73,6 +76,7 @@ def _activations(ctx: Context) -> None:
     )
     st.image(grid, width="content")
     n, h, w = acts.maps.shape
+    record(f"Activations: {layer}", grid, f"the 16 most active of {n} channels")
     st.caption(f"`{layer}`: the 16 most active of {n} channels ({h}×{w}).")
 
 
@@ -90,6 +94,7 @@ def _attribution(label: str) -> Callable[[Context], None]:
         tile = attribution_view.overlay_tile(image, result, alpha=0.5, colormap="jet")
         names = ctx.spec.categories()
         st.image(tile, caption=f"{label} for “{names[int(top)]}”", width=260)
+        record(label, tile, f"{label} for “{names[int(top)]}” ({result.seconds * 1000:.0f} ms)")
 
     return show
 
@@ -109,20 +114,22 @@ def _occlusion(ctx: Context) -> None:
         tile = attribution_view.overlay_tile(image, result, alpha=0.5, colormap="jet")
         names = ctx.spec.categories()
         st.image(tile, caption=f"Occlusion for “{names[top]}” (window 56, stride 28)", width=260)
+        record("Occlusion", tile, f"window 56, stride 28, {result.seconds:.1f} s")
 
 
 def _adversarial(ctx: Context) -> None:
     result = _fgsm(ctx.model_key, ctx.digest, ctx.x)
     before, after = result.before, result.after
-    c1, c2, c3 = st.columns(3)
-    c1.image(render.to_uint8(result.original), caption=f"{before.labels[0]}", width="stretch")
     scale = max(float(np.abs(result.perturbation).max()), 1e-12)
-    c2.image(
-        render.to_uint8(0.5 + 0.5 * result.perturbation / scale),
-        caption=f"perturbation ×{0.5 / scale:.0f}",
-        width="stretch",
-    )
-    c3.image(render.to_uint8(result.adversarial), caption=f"{after.labels[0]}", width="stretch")
+    shown = (
+        ("FGSM: original", render.to_uint8(result.original), f"{before.labels[0]}"),
+        ("FGSM: perturbation", render.to_uint8(0.5 + 0.5 * result.perturbation / scale),
+         f"perturbation ×{0.5 / scale:.0f}"),
+        ("FGSM: adversarial", render.to_uint8(result.adversarial), f"{after.labels[0]}"),
+    )  # fmt: skip
+    for column, (title, picture, caption) in zip(st.columns(3), shown, strict=True):
+        column.image(picture, caption=caption, width="stretch")
+        record(title, picture, caption)
     st.caption(
         f"FGSM, ε = 4/255: top-1 “{before.labels[0]}” ({before.probabilities[0]:.0%}) → "
         f"“{after.labels[0]}” ({after.probabilities[0]:.0%}); largest pixel change "
@@ -159,6 +166,9 @@ def _neighbours(ctx: Context) -> None:
     inside_view.thumbnail_row(g, comparison.feature.indices, comparison.feature.distances, width=80)
     st.markdown("**Pixel space** (32×32 RGB)")
     inside_view.thumbnail_row(g, comparison.pixel.indices, comparison.pixel.distances, width=80)
+    for title, found in (("feature", comparison.feature), ("pixel", comparison.pixel)):
+        row = render.grid(list(g.images[found.indices]), columns=len(found.indices), pad=2)
+        record(f"Nearest in {title} space", row, " · ".join(g.labels[i] for i in found.indices))
 
 
 def _tsne(ctx: Context) -> None:
@@ -224,6 +234,8 @@ def _class_vis(ctx: Context) -> None:
     )
     if result is not None:
         st.image(render.to_uint8(result.images[0]), caption=f"{result.titles[0]}", width=260)
+        record(f"Class visualization: {result.titles[0]}", render.to_uint8(result.images[0]),
+               f"{result.steps_done} steps in {result.seconds:.1f} s")  # fmt: skip
         st.caption(f"{result.steps_done} steps in {result.seconds:.1f} s (the page runs more).")
 
 
@@ -244,6 +256,8 @@ def _inversion(ctx: Context) -> None:
             caption=["the photo", f"from `{layer}`'s features"],
             width=200,
         )
+        record(f"Inversion from {layer}", render.to_uint8(result.images[0]),
+               f"{result.steps_done} steps in {result.seconds:.1f} s")  # fmt: skip
 
 
 def _deepdream(ctx: Context) -> None:
@@ -259,6 +273,7 @@ def _deepdream(ctx: Context) -> None:
     )  # fmt: skip
     if result is not None:
         st.image(render.to_uint8(result.image), caption=f"DeepDream · `{layer}`", width=260)
+        record(f"DeepDream · {layer}", render.to_uint8(result.image), f"{result.seconds:.1f} s")
 
 
 def _texture(ctx: Context) -> None:
@@ -280,6 +295,7 @@ def _texture(ctx: Context) -> None:
             caption=[f"sample: {sample_name}", "synthesized (60 steps)"],
             width=160,
         )
+        record("Texture synthesis", result.image, f"from {sample_name}, {result.seconds:.1f} s")
 
 
 def _style(ctx: Context) -> None:
@@ -299,6 +315,7 @@ def _style(ctx: Context) -> None:
     )  # fmt: skip
     if result is not None:
         st.image(result.image, caption=f"Gatys, style “{style_name}” (60 steps)", width=260)
+        record("Style transfer", result.image, f"style {style_name}, {result.seconds:.1f} s")
 
 
 STEPS: tuple[TourStep, ...] = (
