@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizcore.data import gallery
+from vizcore.data import datasets, gallery
 from vizcore.data.gallery import GalleryError, UploadLimits, gallery_from_uploads
 
 
@@ -154,14 +154,14 @@ def test_datasets_offline_are_unavailable_without_network(
 
     monkeypatch.setenv("VIZCORE_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", no_network)
-    for key in gallery.DATASETS:
-        status = gallery.dataset_status(key)
+    for key in datasets.DATASETS:
+        status = datasets.dataset_status(key)
         assert not status.available and not status.downloaded
         assert "Offline" in status.reason
     with pytest.raises(ConnectionError, match="Offline"):
-        gallery.download_dataset("cifar10")
+        datasets.download_dataset("cifar10")
     with pytest.raises(GalleryError, match="not been downloaded"):
-        gallery.dataset_gallery("cifar10")
+        datasets.dataset_gallery("cifar10")
 
 
 def test_dataset_status_unreachable_does_not_hang(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,7 +170,7 @@ def test_dataset_status_unreachable_does_not_hang(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.delenv("VIZCORE_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    gallery._ONLINE_MEMO.clear()
-    status = gallery.dataset_status("imagenette", timeout=0.1)
+    datasets._ONLINE_MEMO.clear()
+    status = datasets.dataset_status("imagenette", timeout=0.1)
     assert not status.available and "unreachable" in status.reason
-    gallery._ONLINE_MEMO.clear()
+    datasets._ONLINE_MEMO.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vizcore.core import offline
-from vizcore.data import gallery
+from vizcore.data import datasets
 from vizcore.models import torchvision_zoo
 
 
@@ -19,11 +19,11 @@ def test_every_module_reads_the_switch_the_same_way(
 ) -> None:
     monkeypatch.setenv(offline.OFFLINE_ENV, value)
     assert offline.is_offline() is expected
-    assert gallery.is_offline() is expected
+    assert datasets.is_offline() is expected
     assert torchvision_zoo.is_offline() is expected
 
 
 def test_unset_means_online(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(offline.OFFLINE_ENV, raising=False)
     assert not offline.is_offline()
-    assert gallery.is_offline is torchvision_zoo.is_offline is offline.is_offline
+    assert datasets.is_offline is torchvision_zoo.is_offline is offline.is_offline

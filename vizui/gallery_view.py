@@ -15,7 +15,7 @@ import streamlit as st
 
 from vizcore.core import precision
 from vizcore.core.progress import StepInfo
-from vizcore.data import features, gallery
+from vizcore.data import datasets, features, gallery
 from vizui import public
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri
@@ -40,13 +40,13 @@ def builtin() -> gallery.Gallery:
 @st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
 def dataset(key: str) -> gallery.Gallery:
     """A downloaded dataset's gallery."""
-    return gallery.dataset_gallery(key)
+    return datasets.dataset_gallery(key)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def dataset_status(key: str) -> gallery.DatasetStatus:
+def dataset_status(key: str) -> datasets.DatasetStatus:
     """Download status (cached a minute; never blocks more than ~1.5 s, never when offline)."""
-    return gallery.dataset_status(key)
+    return datasets.dataset_status(key)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -64,7 +64,7 @@ def _options() -> dict[str, str]:
     options = {BUILTIN: "Built-in demo gallery (crops of the bundled photos)"}
     for gid, g in user_galleries().items():
         options[gid] = f"{g.name}: {len(g)} images, {len(g.classes)} label(s)"
-    for key, info in gallery.DATASETS.items():
+    for key, info in datasets.DATASETS.items():
         if dataset_status(key).downloaded:
             options[f"dataset:{key}"] = info.label
     return options
@@ -152,7 +152,7 @@ def dataset_section(prefix: str) -> None:
     if public.is_public():
         st.caption("Dataset downloads are off on this public server (VIZCORE_PUBLIC).")
         return
-    for key, info in gallery.DATASETS.items():
+    for key, info in datasets.DATASETS.items():
         status = dataset_status(key)
         if status.downloaded:
             st.caption(f"✅ {info.label}: downloaded.")
@@ -166,7 +166,7 @@ def dataset_section(prefix: str) -> None:
                 return True
 
             try:
-                gallery.download_dataset(key, on_step=on_step)
+                datasets.download_dataset(key, on_step=on_step)
             except ConnectionError as exc:
                 st.error(f"{exc} The built-in gallery and uploads work offline.")
                 continue
