@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +70,14 @@ from vizcore.data.index_steps import (
 if TYPE_CHECKING:
     from vizcore.data.index_ray import RayEngine
     from vizcore.data.index_read import ImageIndex, open_index
+from vizcore.data.index_store import (
+    _MANIFEST,
+    _feature_dim,
+    _merge_all,
+    _read_shards,
+    _write_json,
+    write_shard,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -91,16 +98,12 @@ __all__ = [
     "write_shard",
 ]
 
+
 FORMAT = "vizcore-index"
 VERSION = 1
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_TOP_K = 16
 DEFAULT_BATCH_SIZE = 16
-_SHARDS = "shards"
-_TOP = "top"
-_MANIFEST = "manifest.json"
-_SHARD_JSON = "shard.json"
-_TMP_PREFIX = ".tmp-"
 # Settings that must match when an existing index is resumed or extended.
 _FIXED = ("model_key", "layers", "embedding_layer", "input_size", "crop_fraction", "resample",
           "thumb_size", "top_k", "exact")  # fmt: skip
@@ -161,124 +164,6 @@ class TopPatch:
     row: int
     col: int
     box: tuple[int, int, int, int] | None
-
-
-@dataclass
-class _Shard:
-    """A finished shard as read from its ``shard.json``."""
-
-    number: int
-    folder: Path
-    first_id: int
-    paths: list[str]
-    skipped: list[list[str]]
-
-    @property
-    def count(self) -> int:
-        return len(self.paths)
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-
-
-def _write_json(path: Path, data: Mapping) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
-
-
-def write_shard(
-    out: str | os.PathLike[str],
-    number: int,
-    *,
-    first_id: int,
-    paths: Sequence[str],
-    skipped: Sequence[tuple[str, str]],
-    features: np.ndarray,
-    thumbs: np.ndarray,
-    tops: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> Path:
-    """Write one finished shard atomically (a temporary folder renamed into place).
-
-    Args:
-        out: The index folder.
-        number: The shard's number (its folder is ``shards/shard-NNNNN``).
-        first_id: Id of the shard's first image; the others follow in order.
-        paths: The indexed files (relative to the source folder), in id order.
-        skipped: ``(path, reason)`` of the shard's files that could not be decoded.
-        features: ``(n, D)`` float32 embedding features.
-        thumbs: ``(n, t, t, 3)`` uint8 thumbnails.
-        tops: Per layer (in the index's order), this shard's :func:`shard_top_k`.
-    """
-    shards = Path(out) / _SHARDS
-    shards.mkdir(parents=True, exist_ok=True)
-    final = shards / f"shard-{number:05d}"
-    tmp = shards / f"{_TMP_PREFIX}shard-{number:05d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.save(tmp / "features.npy", np.ascontiguousarray(features, dtype=np.float32))
-    np.save(tmp / "thumbs.npy", np.ascontiguousarray(thumbs, dtype=np.uint8))
-    for j, (values, ids, pos) in enumerate(tops):
-        np.savez(tmp / f"top-{j}.npz", values=values, ids=ids, pos=pos)
-    meta = {"number": number, "first_id": first_id, "paths": list(paths),
-            "skipped": [list(s) for s in skipped]}  # fmt: skip
-    # shard.json last: a folder without it is not a finished shard.
-    _write_json(tmp / _SHARD_JSON, meta)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
-def _read_shards(out: Path, *, clean: bool = False) -> list[_Shard]:
-    """The finished shards of an index, in order; ``clean`` removes stray temporary folders
-    (only the builder may: a reader could otherwise delete a shard being written)."""
-    folder = out / _SHARDS
-    if not folder.is_dir():
-        return []
-    found: list[_Shard] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(_TMP_PREFIX):
-            if clean:
-                shutil.rmtree(entry, ignore_errors=True)
-            continue
-        meta_path = entry / _SHARD_JSON
-        if not entry.name.startswith("shard-") or not meta_path.is_file():
-            continue
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        found.append(_Shard(int(meta["number"]), entry, int(meta["first_id"]),
-                            list(meta["paths"]), [list(s) for s in meta["skipped"]]))  # fmt: skip
-    expected = 0
-    for n, shard in enumerate(found):
-        if shard.number != n or shard.first_id != expected:
-            raise ValueError(
-                f"The index at {str(out)!r} is inconsistent: shard {shard.folder.name} starts at "
-                f"image {shard.first_id}, expected {expected}. Build a new index."
-            )
-        expected += shard.count
-    return found
-
-
-def _load_top(shard: _Shard, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(shard.folder / f"top-{j}.npz") as data:
-        return data["values"], data["ids"], data["pos"]
-
-
-def _merge_all(out: Path, shards: list[_Shard], layers: Sequence[str], top_k: int) -> None:
-    top = out / _TOP
-    top.mkdir(exist_ok=True)
-    for j in range(len(layers)):
-        values, ids, pos = merge_top_k([_load_top(s, j) for s in shards], k=top_k)
-        _save_npz(top / f"top-{j}.npz", values=values, ids=ids, pos=pos,
-                  shards=np.int64(len(shards)))  # fmt: skip
 
 
 def _field_json(model: nn.Module, layer: str) -> dict | None:
@@ -403,13 +288,8 @@ def build_index(
     """
     t0 = time.perf_counter()
     ray_engine = _ray_engine(engine)
-    for name, value, low in (("shard_size", shard_size, 1), ("top_k", top_k, 1),
-                             ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                             ("thumb_size", thumb_size, 1)):  # fmt: skip
-        _check_int(name, value, low)
-    layers = list(layers)
-    if not layers or len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be a non-empty list of distinct names, got {layers!r}.")
+    layers = _checked_layers(layers, shard_size=shard_size, top_k=top_k, batch_size=batch_size,
+                             num_workers=num_workers, thumb_size=thumb_size)  # fmt: skip
     embedding_layer, prep = _settings(model_key, embedding_layer, preprocessing)
     for name in [*layers, embedding_layer]:
         get_layer(model, name)  # LayerNotFoundError (a ValueError) lists the valid names
@@ -429,22 +309,7 @@ def build_index(
     if not files:
         raise ValueError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {str(root)!r}.")
     manifest_path = out / _MANIFEST
-    manifest: dict = {}
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{str(out)!r} is not a {FORMAT} folder; choose an empty folder.")
-        differ = [k for k in _FIXED if manifest.get(k) != settings[k]]
-        if differ and _read_shards(out):  # without a finished shard there is nothing to keep
-            raise ValueError(
-                f"The index at {str(out)!r} was built with other settings ({', '.join(differ)}: "
-                + "; ".join(f"{manifest.get(k)!r} there, {settings[k]!r} now" for k in differ)
-                + "). Use another --out folder or the same settings."
-            )
-        if differ:
-            manifest = {}  # a first build that failed before its first shard: start afresh
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{str(out)!r} exists and is not an index; choose an empty folder.")
+    manifest = _existing_manifest(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     shards = _read_shards(out, clean=True)
     known = {p for s in shards for p in s.paths} | {s[0] for sh in shards for s in sh.skipped}
@@ -454,7 +319,6 @@ def build_index(
         layer_info = {name: {"receptive_field": _field_json(model, name)} for name in layers}
     manifest = {"format": FORMAT, "version": VERSION, **settings,
                 "source": os.fspath(root.resolve()), "layer_info": layer_info}  # fmt: skip
-
     manifest["images"] = sum(s.count for s in shards)
     manifest["shards"] = len(shards)
     manifest["complete"] = False
@@ -464,80 +328,23 @@ def build_index(
     plan = _batches(counts, batch_size)
     view = _View(settings["input_size"], settings["crop_fraction"], settings["resample"],
                  thumb_size)  # fmt: skip
-    if ray_engine is not None:
-        from vizcore.data.index_ray import ray_batches
-
-        batches: Iterator[dict] = ray_batches(
-            root, todo, plan, view, model=model, layers=layers, embedding_layer=embedding_layer,
-            exact=exact, engine=ray_engine)  # fmt: skip
-    else:
-        batches = iter(DataLoader(
-            _Files(root, todo, view), batch_sampler=[rows for _, rows, _ in plan],
-            num_workers=num_workers, collate_fn=_collate,
-            pin_memory=model_device(model).type == "cuda", persistent_workers=False))  # fmt: skip
-    kept, written, added = len(shards), 0, 0
-    skipped_run: list[tuple[str, str]] = []
-    next_id = sum(s.count for s in shards)
+    batches = _batch_stream(root, todo, plan, view, model=model, layers=layers,
+                            embedding_layer=embedding_layer, exact=exact, engine=ray_engine,
+                            num_workers=num_workers)  # fmt: skip
+    writer = _ShardWriter(out, manifest, layers=layers, top_k=top_k, thumb_size=thumb_size,
+                          kept=len(shards), next_id=sum(s.count for s in shards))  # fmt: skip
     stopped, handled = False, 0
-    acc: dict[str, list] = {}
     try:
         for (shard_no, _rows, last), batch in zip(plan, batches, strict=True):
-            if not acc:
-                acc = {"paths": [], "skipped": [], "features": [], "thumbs": [],
-                       **{f"max:{n}": [] for n in layers},
-                       **{f"argmax:{n}": [] for n in layers}}  # fmt: skip
-            for row, ok, reason in zip(batch["rows"], batch["ok"], batch["reasons"], strict=True):
-                (acc["paths"].append(todo[row]) if ok else
-                 acc["skipped"].append((todo[row], reason)))  # fmt: skip
             cols = batch.get("cols")  # computed already by the Ray engine
             if cols is None and batch["pixels"] is not None:
                 cols = index_batch(model, batch["pixels"], layers=layers,
                                    embedding_layer=embedding_layer, exact=exact,
                                    on_wait=waiting(on_step, handled, len(todo)))  # fmt: skip
-            if cols is not None:
-                for name in layers:
-                    info = layer_info.setdefault(name, {})
-                    shape = [int(v) for v in cols[f"shape:{name}"]]
-                    if info.get("shape") not in (None, shape):
-                        raise ValueError(
-                            f"Layer {name!r} gave maps of shape {shape}, the index has "
-                            f"{info['shape']}; an index needs a fixed input size."
-                        )
-                    info["shape"] = shape
-                for key in ("features", *(f"{p}:{n}" for n in layers for p in ("max", "argmax"))):
-                    acc[key].append(cols[key])
-                acc["thumbs"].append(batch["thumbs"])
+            writer.add(batch, cols, todo)
             handled += len(batch["rows"])
             if last:
-                n = len(acc["paths"])
-                ids = np.arange(next_id, next_id + n, dtype=np.int64)
-                tops = []
-                for name in layers:
-                    if n:
-                        maxima = np.concatenate(acc[f"max:{name}"])
-                        where = np.concatenate(acc[f"argmax:{name}"])
-                        tops.append(shard_top_k(maxima, where, ids, k=top_k))
-                    else:  # every file of the shard was corrupt: an empty list
-                        empty = np.zeros((0, 0))
-                        tops.append((empty.astype(np.float32), empty.astype(np.int64),
-                                     empty.astype(np.int32)))  # fmt: skip
-                dim = manifest.get("feature_dim") or 0
-                features = (np.concatenate(acc["features"]) if n else
-                            np.zeros((0, dim), np.float32))  # fmt: skip
-                thumbs = (np.concatenate(acc["thumbs"]) if n else
-                          np.zeros((0, thumb_size, thumb_size, 3), np.uint8))  # fmt: skip
-                if n:
-                    manifest["feature_dim"] = int(features.shape[1])
-                write_shard(out, kept + shard_no, first_id=next_id, paths=acc["paths"],
-                            skipped=acc["skipped"], features=features, thumbs=thumbs,
-                            tops=tops)  # fmt: skip
-                skipped_run.extend(acc["skipped"])
-                next_id += n
-                added += n
-                written += 1
-                acc = {}
-                manifest["images"], manifest["shards"] = next_id, kept + written
-                _write_json(manifest_path, manifest)
+                writer.finish_shard(shard_no)
             step = StepInfo(handled, len(todo),
                             message=f"Indexing: {handled}/{len(todo)} images")  # fmt: skip
             if not report(on_step, step):
@@ -545,6 +352,155 @@ def build_index(
                 break
     finally:
         del batches  # shuts the decode workers down (or closes the Ray job)
+    return _finish(out, manifest, layers=layers, top_k=top_k, writer=writer, stopped=stopped,
+                   seconds=time.perf_counter() - t0)  # fmt: skip
+
+
+def _checked_layers(layers: Sequence[str], **options: object) -> list[str]:
+    """The options' ranges (shard_size, top_k, batch_size, thumb_size >= 1, workers >= 0)."""
+    for name, value in options.items():
+        _check_int(name, value, 0 if name == "num_workers" else 1)
+    layers = list(layers)
+    if not layers or len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be a non-empty list of distinct names, got {layers!r}.")
+    return layers
+
+
+def _existing_manifest(out: Path, settings: Mapping) -> dict:
+    """The manifest of the index at ``out`` if it can be resumed or extended, else ``{}``.
+
+    Raises ValueError for a folder that is not an index or an index with other settings (one
+    that failed before its first shard is started afresh).
+    """
+    manifest_path = out / _MANIFEST
+    if not manifest_path.is_file():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{str(out)!r} exists and is not an index; choose an empty folder.")
+        return {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{str(out)!r} is not a {FORMAT} folder; choose an empty folder.")
+    differ = [k for k in _FIXED if manifest.get(k) != settings[k]]
+    if differ and _read_shards(out):  # without a finished shard there is nothing to keep
+        raise ValueError(
+            f"The index at {str(out)!r} was built with other settings ({', '.join(differ)}: "
+            + "; ".join(f"{manifest.get(k)!r} there, {settings[k]!r} now" for k in differ)
+            + "). Use another --out folder or the same settings."
+        )
+    return {} if differ else manifest
+
+
+def _batch_stream(
+    root: Path,
+    todo: list[str],
+    plan: list[tuple[int, list[int], bool]],
+    view: _View,
+    *,
+    model: nn.Module,
+    layers: list[str],
+    embedding_layer: str,
+    exact: bool,
+    engine: RayEngine | None,
+    num_workers: int,
+) -> Iterator[dict]:
+    """Decoded batches in ``plan`` order: DataLoader workers here, or Ray actors (with cols)."""
+    if engine is not None:
+        from vizcore.data.index_ray import ray_batches
+
+        return ray_batches(root, todo, plan, view, model=model, layers=layers,
+                           embedding_layer=embedding_layer, exact=exact, engine=engine)  # fmt: skip
+    return iter(DataLoader(
+        _Files(root, todo, view), batch_sampler=[rows for _, rows, _ in plan],
+        num_workers=num_workers, collate_fn=_collate,
+        pin_memory=model_device(model).type == "cuda", persistent_workers=False))  # fmt: skip
+
+
+class _ShardWriter:
+    """Collects one shard's batches and writes it (with its exact top-k) when it is complete."""
+
+    def __init__(self, out: Path, manifest: dict, *, layers: list[str], top_k: int,
+                 thumb_size: int, kept: int, next_id: int) -> None:  # fmt: skip
+        self.out, self.manifest, self.layers = out, manifest, layers
+        self.top_k, self.thumb_size = top_k, thumb_size
+        self.kept, self.next_id = kept, next_id
+        self.written = self.added = 0
+        self.skipped_run: list[tuple[str, str]] = []
+        self.acc: dict[str, list] = {}
+
+    def add(self, batch: dict, cols: dict | None, todo: list[str]) -> None:
+        """Keep a batch's paths, skipped files, features, per-channel maxima and thumbnails."""
+        if not self.acc:
+            self.acc = {"paths": [], "skipped": [], "features": [], "thumbs": [],
+                        **{f"max:{n}": [] for n in self.layers},
+                        **{f"argmax:{n}": [] for n in self.layers}}  # fmt: skip
+        acc = self.acc
+        for row, ok, reason in zip(batch["rows"], batch["ok"], batch["reasons"], strict=True):
+            (acc["paths"].append(todo[row]) if ok else
+             acc["skipped"].append((todo[row], reason)))  # fmt: skip
+        if cols is None:
+            return
+        self._check_shapes(cols)
+        for key in ("features", *(f"{p}:{n}" for n in self.layers for p in ("max", "argmax"))):
+            acc[key].append(cols[key])
+        acc["thumbs"].append(batch["thumbs"])
+
+    def _check_shapes(self, cols: dict) -> None:
+        layer_info = self.manifest["layer_info"]
+        for name in self.layers:
+            info = layer_info.setdefault(name, {})
+            shape = [int(v) for v in cols[f"shape:{name}"]]
+            if info.get("shape") not in (None, shape):
+                raise ValueError(
+                    f"Layer {name!r} gave maps of shape {shape}, the index has "
+                    f"{info['shape']}; an index needs a fixed input size."
+                )
+            info["shape"] = shape
+
+    def finish_shard(self, shard_no: int) -> None:
+        """Write the collected shard (``shard_no`` of this call) and update the manifest."""
+        acc, n = self.acc, len(self.acc["paths"])
+        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
+        tops = []
+        for name in self.layers:
+            if n:
+                maxima = np.concatenate(acc[f"max:{name}"])
+                where = np.concatenate(acc[f"argmax:{name}"])
+                tops.append(shard_top_k(maxima, where, ids, k=self.top_k))
+            else:  # every file of the shard was corrupt: an empty list
+                empty = np.zeros((0, 0))
+                tops.append((empty.astype(np.float32), empty.astype(np.int64),
+                             empty.astype(np.int32)))  # fmt: skip
+        dim = self.manifest.get("feature_dim") or 0
+        features = (np.concatenate(acc["features"]) if n else
+                    np.zeros((0, dim), np.float32))  # fmt: skip
+        thumbs = (np.concatenate(acc["thumbs"]) if n else
+                  np.zeros((0, self.thumb_size, self.thumb_size, 3), np.uint8))  # fmt: skip
+        if n:
+            self.manifest["feature_dim"] = int(features.shape[1])
+        write_shard(self.out, self.kept + shard_no, first_id=self.next_id, paths=acc["paths"],
+                    skipped=acc["skipped"], features=features, thumbs=thumbs,
+                    tops=tops)  # fmt: skip
+        self.skipped_run.extend(acc["skipped"])
+        self.next_id += n
+        self.added += n
+        self.written += 1
+        self.acc = {}
+        self.manifest["images"] = self.next_id
+        self.manifest["shards"] = self.kept + self.written
+        _write_json(self.out / _MANIFEST, self.manifest)
+
+
+def _finish(
+    out: Path,
+    manifest: dict,
+    *,
+    layers: list[str],
+    top_k: int,
+    writer: _ShardWriter,
+    stopped: bool,
+    seconds: float,
+) -> IndexSummary:
+    """Merge every shard's top-k, write the final manifest, summarize this call."""
     shards = _read_shards(out)
     if shards:
         _merge_all(out, shards, layers, top_k)
@@ -554,17 +510,9 @@ def build_index(
     manifest["shards"] = len(shards)
     manifest["skipped"] = [list(s) for sh in shards for s in sh.skipped]
     manifest["complete"] = not stopped
-    _write_json(manifest_path, manifest)
-    return IndexSummary(out, manifest["images"], added, tuple(skipped_run), written, kept,
-                        time.perf_counter() - t0, stopped=stopped)  # fmt: skip
-
-
-def _feature_dim(shards: list[_Shard]) -> int | None:
-    for shard in shards:
-        arr = np.load(shard.folder / "features.npy", mmap_mode="r")
-        if arr.shape[0]:
-            return int(arr.shape[1])
-    return None
+    _write_json(out / _MANIFEST, manifest)
+    return IndexSummary(out, manifest["images"], writer.added, tuple(writer.skipped_run),
+                        writer.written, writer.kept, seconds, stopped=stopped)  # fmt: skip
 
 
 def __getattr__(name: str) -> object:

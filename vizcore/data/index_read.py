@@ -15,18 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vizcore.data.index import (
-    _MANIFEST,
-    _TOP,
-    FORMAT,
-    VERSION,
-    TopPatch,
-    _check_int,
-    _load_top,
-    _read_shards,
-    _Shard,
-)
+from vizcore.data.index import FORMAT, VERSION, TopPatch, _check_int
 from vizcore.data.index_steps import decode_image, merge_top_k
+from vizcore.data.index_store import _MANIFEST, _TOP, _load_top, _read_shards, _Shard
 
 __all__ = ["ImageIndex", "TopPatch", "open_index"]
 
