@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vizcore_cli as cli
 from tests import model_files as mf
-from vizcore import cli
 from vizcore.data import images
 
 CHELSEA = images.SAMPLES_DIR / "chelsea.png"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vizcore import cli
+import vizcore_cli as cli
 from vizcore.core.hooks import capture_activations, inference_session
 from vizcore.data import images
 from vizcore.data import index as vindex

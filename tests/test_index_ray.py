@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+import vizcore_cli as cli
 from tests.conftest import TinyCNN
-from vizcore import cli
 from vizcore.data import index as vindex
 from vizcore.data import index_ray
 from vizcore.data.images import SAMPLES_DIR

@@ -72,8 +72,9 @@ def test_only_the_library_and_its_data_are_installed(installed: Path) -> None:
     assert (package / "data/styles/fast_styles.json").is_file()
     for app_part in ("vizui", "pages", "app.py", "tests", "bench"):
         assert not (installed / app_part).exists(), app_part
+    assert (installed / "vizcore_cli" / "__init__.py").is_file()  # the command line, beside it
     entry_points = next(installed.glob("*.dist-info")) / "entry_points.txt"
-    assert "vizcore = vizcore.cli:main" in entry_points.read_text(encoding="utf-8")
+    assert "vizcore = vizcore_cli:main" in entry_points.read_text(encoding="utf-8")
 
 
 def test_readme_example_runs_from_outside_the_repo(installed: Path, tmp_path: Path) -> None:

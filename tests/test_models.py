@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import http.server
 import os
 import subprocess
@@ -32,6 +33,16 @@ def test_vizcore_never_imports_streamlit():
         "assert 'streamlit' not in sys.modules, 'vizcore imported streamlit'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_vizcore_never_prints():
+    """The library logs or returns; printing is the command line's job (vizcore_cli/)."""
+    printing = []
+    for path in sorted((ROOT / "vizcore").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                printing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not printing, printing
 
 
 def test_imagenet_categories_come_from_torchvision():
