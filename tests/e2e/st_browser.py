@@ -8,6 +8,7 @@ with ``executable_path``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ import tempfile
 import time
 import urllib.request
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +291,86 @@ def full_page_screenshot(page: Any, path: str | os.PathLike[str]) -> Path:
     if height > viewport["height"]:
         page.set_viewport_size(viewport)
     return out
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables (for a server started inside), then restore what was there."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def checked_page(browser: Any, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """A page in a fresh browser context (a new Streamlit session); fails on JavaScript errors.
+
+    Uses the session's one Chromium (tests/e2e/conftest.py): a second ``sync_playwright()`` in
+    the same process fails once another test has started the session's ("Sync API inside the
+    asyncio loop").
+    """
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+#: Screen position and customdata of a Plotly scatter point: ``[key, curve, index]`` -> ``[x, y,
+#: customdata[0] (the point id), trace name, customdata[1] (the image's name)]``.
+_POINT_XY = """([key, curve, index]) => {
+  const gd = document.querySelector('.st-key-' + CSS.escape(key) + ' .js-plotly-plot');
+  const trace = gd._fullData[curve];
+  const fl = gd._fullLayout;
+  const xa = fl[(trace.xaxis || 'x').replace('x', 'xaxis')];
+  const ya = fl[(trace.yaxis || 'y').replace('y', 'yaxis')];
+  const r = gd.querySelector('.main-svg').getBoundingClientRect();
+  return [r.left + xa._offset + xa.c2p(xa.d2c(trace.x[index])),
+          r.top + ya._offset + ya.c2p(ya.d2c(trace.y[index])),
+          String(trace.customdata[index][0]), trace.name,
+          String(trace.customdata[index][1])];
+}"""
+
+
+def point_xy(page: Any, chart: str, curve: int, index: int) -> tuple[float, float, str, str, str]:
+    """Where point ``index`` of trace ``curve`` of the chart keyed ``chart`` is on screen:
+    ``(x, y, point id, trace name, image name)``."""
+    x, y, point_id, trace_name, name = page.evaluate(_POINT_XY, [chart, curve, index])
+    return x, y, point_id, trace_name, name
+
+
+def hover_thumbnail(page: Any, chart: str, curve: int, index: int) -> tuple[Any, str, str]:
+    """Hover a map point: its floating thumbnail (``#vz-hover-thumb-<chart>``) shows that
+    point's image, a JPEG data URL. Returns ``(thumbnail locator, point id, trace name)``."""
+    from playwright.sync_api import expect
+
+    page.locator(f".st-key-{chart} .js-plotly-plot").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    x, y, point_id, trace_name, _ = point_xy(page, chart, curve, index)
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    tip = page.locator(f"#vz-hover-thumb-{chart}")
+    expect(tip).to_be_visible(timeout=10_000)
+    expect(tip.locator("img")).to_have_attribute("data-point-id", point_id)
+    expect(tip.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    return tip, point_id, trace_name
+
+
+def click_point(page: Any, chart: str, curve: int, index: int) -> str:
+    """Click a map point and wait for the rerun it causes to render; returns the image name."""
+    page.locator(f".st-key-{chart} .js-plotly-plot").scroll_into_view_if_needed()
+    x, y, _, _, name = point_xy(page, chart, curve, index)
+    rerun_and_wait(page, lambda: page.mouse.click(x, y), timeout_ms=120_000)
+    wait_rendered(page, timeout_ms=60_000)
+    return name

@@ -9,7 +9,6 @@ browser). Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,10 @@ from tests.e2e.st_browser import (
     CHROMIUM,
     StreamlitServer,
     assert_no_exception,
+    checked_page,
+    click_point,
+    environment,
+    hover_thumbnail,
     open_app,
     rerun_and_wait,
     wait_rendered,
@@ -41,51 +44,19 @@ if (_MISSING or sync_playwright is None) and not _REQUIRED:
 SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
 CHART = "fspace-map"
 
-_POINT_XY = """([key, curve, index]) => {
-  const gd = document.querySelector('.st-key-' + CSS.escape(key) + ' .js-plotly-plot');
-  const trace = gd._fullData[curve];
-  const fl = gd._fullLayout;
-  const xa = fl[(trace.xaxis || 'x').replace('x', 'xaxis')];
-  const ya = fl[(trace.yaxis || 'y').replace('y', 'yaxis')];
-  const r = gd.querySelector('.main-svg').getBoundingClientRect();
-  return [r.left + xa._offset + xa.c2p(xa.d2c(trace.x[index])),
-          r.top + ya._offset + ya.c2p(ya.d2c(trace.y[index])),
-          String(trace.customdata[index][0]), trace.name,
-          String(trace.customdata[index][1])];
-}"""
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
     cache = tmp_path_factory.mktemp("vizcore-cache")
-    saved = {k: os.environ.get(k) for k in ("VIZCORE_CACHE_DIR", "VIZCORE_GALLERY_PER_PHOTO")}
-    os.environ["VIZCORE_CACHE_DIR"] = str(cache)
-    os.environ["VIZCORE_GALLERY_PER_PHOTO"] = "3"
-    try:
+    with environment(VIZCORE_CACHE_DIR=str(cache), VIZCORE_GALLERY_PER_PHOTO="3"):
         with StreamlitServer("app.py") as srv:
             yield srv
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture
 def page(server: StreamlitServer, browser: Any) -> Iterator[Any]:
-    # The session's one Chromium (tests/e2e/conftest.py): a second sync_playwright() in the same
-    # process fails once another test has started the session's ("Sync API inside the asyncio
-    # loop"), which happened as soon as test_browser_camera.py sorted before this file.
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
+    with checked_page(browser) as pg:  # the session's one Chromium, 1400x1000
         yield pg
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def test_tsne_hover_thumbnail_and_click_select(page: Any, server: StreamlitServer) -> None:
@@ -104,15 +75,8 @@ def test_tsne_hover_thumbnail_and_click_select(page: Any, server: StreamlitServe
     expect(page.get_by_text("t-SNE (openTSNE, Barnes-Hut")).to_be_visible()
 
     # Hover a gallery point (trace 1, point 1): the floating thumbnail shows that image.
-    chart.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    x, y, point_id, label, _name = page.evaluate(_POINT_XY, [CHART, 1, 1])
-    page.mouse.move(x - 40, y - 40)
-    page.mouse.move(x, y, steps=4)
-    tip = page.locator(f"#vz-hover-thumb-{CHART}")
-    expect(tip).to_be_visible(timeout=10_000)
-    expect(tip.locator("img")).to_have_attribute("data-point-id", point_id)
-    expect(tip.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    # (hover_thumbnail checks the tip is visible with this point's id and a JPEG data URL.)
+    tip, _point_id, label = hover_thumbnail(page, CHART, 1, 1)
     expect(tip).to_contain_text(label)
     natural = page.evaluate(
         "(id) => document.querySelector('#' + id + ' img').naturalWidth", f"vz-hover-thumb-{CHART}"
@@ -126,10 +90,7 @@ def test_tsne_hover_thumbnail_and_click_select(page: Any, server: StreamlitServe
     expect(tip).to_be_hidden()
 
     # Click the point: it becomes the selected image, with its neighbours below.
-    chart.scroll_into_view_if_needed()
-    x, y, point_id, label, name = page.evaluate(_POINT_XY, [CHART, 1, 1])
-    rerun_and_wait(page, lambda: page.mouse.click(x, y), timeout_ms=120_000)
-    wait_rendered(page, timeout_ms=60_000)
+    name = click_point(page, CHART, 1, 1)
     caption = page.locator('[data-testid="stImageCaption"]', has_text=f"Selected: {name}")
     expect(caption).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Its nearest neighbours in feature space")).to_be_visible()

@@ -21,11 +21,14 @@ from tests.e2e.st_browser import (
     CHROMIUM,
     StreamlitServer,
     assert_no_exception,
+    checked_page,
+    click_point,
+    environment,
+    hover_thumbnail,
     open_app,
     rerun_and_wait,
     wait_rendered,
 )
-from tests.e2e.test_browser_feature_space import _POINT_XY
 from tests.test_index_lite0 import _crops
 
 pytestmark = pytest.mark.e2e
@@ -53,32 +56,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, lite0: Any) -> Iterator[Str
     vindex.build_index(root / "photos", model=lite0, model_key="efficientnet_lite0",
                        layers=["blocks.4"], out=root / "index", shard_size=6, top_k=4,
                        num_workers=0)  # fmt: skip
-    keys = ("VIZCORE_CACHE_DIR", "VIZCORE_INDEXES")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["VIZCORE_CACHE_DIR"] = str(root / "cache")
-    os.environ["VIZCORE_INDEXES"] = str(root / "index")
-    try:
+    with environment(VIZCORE_CACHE_DIR=str(root / "cache"), VIZCORE_INDEXES=str(root / "index")):
         with StreamlitServer("app.py") as srv:
             yield srv
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture
 def page(server: StreamlitServer, browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    try:
+    with checked_page(browser) as pg:  # the session's one Chromium, 1400x1000
         yield pg
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def test_index_map_hover_thumbnail_and_click_select(page: Any, server: StreamlitServer) -> None:
@@ -96,24 +82,14 @@ def test_index_map_hover_thumbnail_and_click_select(page: Any, server: Streamlit
     wait_rendered(page, timeout_ms=120_000)
     assert_no_exception(page)
 
-    chart.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    x, y, point_id, _name, _ = page.evaluate(_POINT_XY, [CHART, 0, 1])
-    page.mouse.move(x - 40, y - 40)
-    page.mouse.move(x, y, steps=4)
-    tip = page.locator(f"#vz-hover-thumb-{CHART}")
-    expect(tip).to_be_visible(timeout=10_000)
-    expect(tip.locator("img")).to_have_attribute("data-point-id", point_id)
-    expect(tip.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))
+    # (hover_thumbnail checks the tip is visible with this point's id and a JPEG data URL.)
+    tip, _point_id, _name = hover_thumbnail(page, CHART, 0, 1)
     expect(tip).to_contain_text(".jpg")  # the caption is the image's path in the index
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "feature_space_index_hover.png"))
 
     page.mouse.move(5, 5)
-    chart.scroll_into_view_if_needed()
-    x, y, point_id, _name, _ = page.evaluate(_POINT_XY, [CHART, 0, 1])
-    rerun_and_wait(page, lambda: page.mouse.click(x, y), timeout_ms=120_000)
-    wait_rendered(page, timeout_ms=60_000)
+    click_point(page, CHART, 0, 1)
     expect(page.get_by_text("Its nearest neighbours over all 12 images")).to_be_visible(
         timeout=60_000
     )
