@@ -296,15 +296,8 @@ with tab_patches:
             f"{rf.size[1]:.0f} px**, units {rf.jump[0]:.0f} px apart, on a {size}×{size} input "
             f"({ps.map_shape[0]}×{ps.map_shape[1]} map). Patches at the border are clipped."
         )
-        # Row by row (one st.columns per row) with one-line captions: the rows line up.
-        for start in range(0, len(ps.values), 6):
-            row = range(start, min(start + 6, len(ps.values)))
-            for col, i in zip(st.columns(6), row, strict=False):
-                with col:
-                    st.image(ps.patches[i], width="stretch")
-                    full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
-                    st.caption(inside_view.short_caption(full), help=full)
-                    page_report.figure(f"Patch {i + 1}", np.asarray(ps.patches[i]), full)
+        for i, full in enumerate(inside_view.patch_grid(ps, columns=6)):
+            page_report.figure(f"Patch {i + 1}", np.asarray(ps.patches[i]), full)
         how_it_works.panel(
             "max_patches",
             numbers={

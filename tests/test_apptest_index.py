@@ -121,6 +121,7 @@ def test_unit_page_without_an_index_uses_the_gallery_and_the_gradient(configured
     next(b for b in at.button if b.key == "unit_scan").click().run()
     assert not at.exception and not at.error
     assert "From the built-in gallery" in " ".join(c.value for c in at.caption)
+    assert len([c for c in at.caption if " · " in c.value]) == 8  # the top 8, four a row
     next(b for b in at.button if b.key == "unit_fv_start").click().run()
     assert not at.exception and not at.error
     assert "mean activation" in str([i.proto for i in at.get("image")])

@@ -256,6 +256,23 @@ def short_caption(text: str, *, limit: int = 18) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def patch_grid(ps: filters.PatchSet, *, columns: int) -> list[str]:
+    """The top patches row by row (one ``st.columns`` per row, so the rows line up), each
+    captioned with its value and label on one line (the whole caption on hover).
+
+    Returns:
+        The whole caption of each patch, in order (for a report).
+    """
+    captions = [f"{value:.3g} · {label}" for value, label in zip(ps.values, ps.labels, strict=True)]
+    for start in range(0, len(ps.values), columns):
+        row = range(start, min(start + columns, len(ps.values)))
+        for col, i in zip(st.columns(columns), row, strict=False):
+            with col:
+                st.image(ps.patches[i], width="stretch")
+                st.caption(short_caption(captions[i]), help=captions[i])
+    return captions
+
+
 def thumbnail_row(
     g: Gallery, indices: np.ndarray, distances: np.ndarray, *, width: int = 96
 ) -> None:

@@ -139,13 +139,7 @@ def gallery_patches(ctx: Context, layer: str, channel: int, k: int) -> None:
         return
     st.caption(f"From the built-in gallery ({len(g)} crops of the bundled photos; choose a "
                "dataset index above for a real dataset).")  # fmt: skip
-    for start in range(0, len(ps.values), 4):
-        row = range(start, min(start + 4, len(ps.values)))
-        for col, i in zip(st.columns(4), row, strict=False):
-            with col:
-                st.image(ps.patches[i], width="stretch")
-                full = f"{ps.values[i]:.3g} · {ps.labels[i]}"
-                st.caption(inside_view.short_caption(full), help=full)
+    inside_view.patch_grid(ps, columns=4)
 
 
 def activation(ctx: Context, layer: str, channel: int) -> None:
