@@ -8,6 +8,7 @@ Usage::
         IMAGES_OR_FOLDERS... --out DIR
     vizcore train-style --styles marble mosaic --out my_styles.pt ...
     vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX [--engine ray]
+    vizcore index tsne INDEX [--sample N | --all] [--perplexity P] [--seed S]
 
 ``python -m vizcore`` is the same program. A model is a registry key (``--model``) or your own
 file (``--source torchvision|timm|export --weights FILE [--arch NAME] [--classes FILE]``, read
@@ -178,7 +179,8 @@ def _add_index_parser(sub: argparse._SubParsersAction) -> None:
     idx = sub.add_parser(
         "index",
         help="build a dataset index (features, thumbnails, per-channel top images)",
-        description="Dataset indexes: see `vizcore index build --help`.",
+        description="Dataset indexes: see `vizcore index build --help` and "
+        "`vizcore index tsne --help`.",
     )
     isub = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     build = isub.add_parser(
@@ -221,6 +223,31 @@ def _add_index_parser(sub: argparse._SubParsersAction) -> None:
         "--ray-actors", type=int, default=None, help="model actors (default: one per GPU or CPU)"
     )
     build.add_argument("folder", type=Path, metavar="FOLDER")
+    _add_tsne_parser(isub)
+
+
+def _add_tsne_parser(isub: argparse._SubParsersAction) -> None:
+    from vizcore.data import index_tsne
+
+    tsne = isub.add_parser(
+        "tsne",
+        help="precompute a t-SNE map of an index (stored next to it, shown by the app)",
+        description="A 2-D t-SNE map of every image of an index (or a seeded sample), from its "
+        f"stored features: PCA to 50 dims, then openTSNE (Barnes-Hut up to "
+        f"{index_tsne.FFT_ABOVE:,} points, FFT gradient above). Written atomically into "
+        f"INDEX/{index_tsne.MAP_FOLDER.as_posix()}/; the Feature space page shows it.",
+    )
+    tsne.add_argument("index", type=Path, metavar="INDEX", help="an index folder")
+    tsne.add_argument(
+        "--layer", default=None, help="feature layer (default and only choice: the embedding layer)"
+    )
+    size = tsne.add_mutually_exclusive_group()
+    size.add_argument("--sample", type=int, default=None, metavar="N", help="map N random images")
+    size.add_argument("--all", action="store_true", help="map every image (the default)")
+    tsne.add_argument("--perplexity", type=float, default=30.0, help="perplexity (default: 30)")
+    tsne.add_argument("--iterations", type=int, default=500, help="steps after exaggeration")
+    tsne.add_argument("--seed", type=int, default=0, help="seed of the sample and the map")
+    tsne.add_argument("--jobs", type=int, default=2, help="openTSNE threads (default: 2)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,6 +466,58 @@ def _train_style(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    if args.index_command == "tsne":
+        return _index_tsne(args)
+    return _index_build(args)
+
+
+def _progress_line(what: str):
+    """An ``on_step`` that rewrites one line on a terminal, else prints one every 10 s."""
+    import time
+
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def on_step(info: object) -> None:
+        now = time.perf_counter()
+        if info.waited is not None or (not tty and now - last[0] < 10 and info.step < info.total):
+            return
+        last[0] = now
+        line = f"{what} {info.step}/{info.total}"
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    return on_step
+
+
+def _index_tsne(args: argparse.Namespace) -> int:
+    from vizcore.data import index_read, index_tsne
+
+    try:
+        idx = index_read.open_index(args.index)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    n = len(idx) if args.sample is None else min(args.sample, len(idx))
+    gradient = "FFT" if n > index_tsne.FFT_ABOVE else "Barnes-Hut"
+    print(f"t-SNE of {n} of {len(idx)} images ({gradient} gradient)", file=sys.stderr)
+    try:
+        result = index_tsne.index_tsne(
+            idx, layer=args.layer, sample=args.sample, perplexity=args.perplexity,
+            n_iter=args.iterations, seed=args.seed, n_jobs=args.jobs,
+            on_step=_progress_line("t-SNE iteration"),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    except RuntimeError as exc:  # openTSNE missing and too many points for the fallback
+        raise _InputError(str(exc)) from None
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    p = result.params
+    print(f"{result.path}: {len(result.ids)} points, {p['library']}, gradient {p['gradient']}, "
+          f"perplexity {p['perplexity']:g}, seed {p['seed']}, {p['seconds']:.1f} s")  # fmt: skip
+    return 0
+
+
+def _index_build(args: argparse.Namespace) -> int:
     import time
 
     from vizcore.data import index
