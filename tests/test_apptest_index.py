@@ -190,3 +190,22 @@ def test_an_index_folder_typed_in_opens(
     assert not at.exception and not at.error
     assert at.selectbox(key="fspace_index").value == str(configured)
     assert "over all 12 images" in " ".join(m.value for m in at.markdown)
+
+
+def test_the_chosen_index_travels_in_the_link_by_name_never_as_a_path(configured: Path) -> None:
+    at = _app("pages/2_Feature_space.py")
+    assert "index" not in _flat(at)
+    at.selectbox(key="fspace_index").set_value(str(configured)).run()
+    assert _flat(at)["index"] == configured.name  # the folder's name, not its path
+    fresh = _app("pages/2_Feature_space.py", **_flat(at))
+    assert fresh.selectbox(key="fspace_index").value == str(configured)
+    assert "over all 12 images" in " ".join(m.value for m in fresh.markdown)
+    by_position = _app("pages/8_Unit.py", index="1")
+    assert by_position.selectbox(key="unit_index").value == str(configured)
+    for bad in ("elsewhere", str(configured), "/etc", "2"):  # a path, even the same one: no
+        stale = _app("pages/2_Feature_space.py", index=bad)
+        assert stale.selectbox(key="fspace_index").value == ""
+        assert any(f"The link's index “{bad}” does not fit here" in i.value for i in stale.info)
+        assert "index" not in _flat(stale)
+    at.selectbox(key="fspace_index").set_value("").run()
+    assert "index" not in _flat(at)

@@ -21,7 +21,7 @@ import streamlit as st
 from vizcore.data import index_query, index_tsne
 from vizcore.data.index import ImageIndex, open_index
 from vizcore.inside import embedding
-from vizui import inside_view, public
+from vizui import inside_view, public, view_link
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri, hover_thumbnails
 
@@ -31,6 +31,9 @@ INDEXES_ENV = "VIZCORE_INDEXES"
 NONE = ""
 _SELECTED = "vz_index"
 _USER = "vz_user_indexes"
+#: The URL parameter of the chosen index: a ``VIZCORE_INDEXES`` entry's folder name (its
+#: 1-based position when two entries share a name), never a path.
+INDEX_PARAM = "index"
 #: Map sample caps offered (a t-SNE of more points takes minutes on two cores).
 MAP_CAPS = (250, 500, 1000, 2000, 5000)
 #: A precomputed map: points drawn at most (a seeded sample above), hover thumbnails at most
@@ -63,6 +66,28 @@ def _opened(path: str, stamp: float) -> ImageIndex:
 def opened(path: str) -> ImageIndex:
     """The opened index at ``path`` (cached per server). Raises ``ValueError`` if it is not one."""
     return _opened(path, _stamp(path))
+
+
+def link_name(path: str) -> str | None:
+    """How ``path`` travels in a link: its folder name, or its position when the name is not
+    unique; ``None`` for a folder typed in (not a server index: it stays in the session)."""
+    entries = list(dict.fromkeys(configured()))
+    if path not in entries:
+        return None
+    names = [Path(p).name for p in entries]
+    name = Path(path).name
+    return name if names.count(name) == 1 else str(entries.index(path) + 1)
+
+
+def _from_link(raw: str) -> str | None:
+    """The ``VIZCORE_INDEXES`` entry a link names (see :func:`link_name`), else ``None``."""
+    entries = list(dict.fromkeys(configured()))
+    for path in entries:
+        if link_name(path) == raw:
+            return path
+    if raw.isdigit() and 1 <= int(raw) <= len(entries):
+        return entries[int(raw) - 1]
+    return None
 
 
 def _options() -> dict[str, str]:
@@ -104,7 +129,12 @@ def index_picker(prefix: str) -> ImageIndex | None:
     """A select box of the available indexes ("None" first); returns the chosen one, opened.
 
     In public mode only the server's ``VIZCORE_INDEXES`` are offered and no folder can be typed.
+    The choice travels in the page link (``?index=NAME``, :func:`link_name`) when it is one of
+    the server's indexes; a link naming anything else shows the default with a short notice.
     """
+    linked = view_link.take(INDEX_PARAM, _from_link)  # a server index, never a path
+    if linked is not None:
+        st.session_state[_SELECTED] = linked
     options = _options()
     current = st.session_state.get(_SELECTED, NONE)
     if current not in options:
@@ -124,6 +154,7 @@ def index_picker(prefix: str) -> ImageIndex | None:
     )  # fmt: skip
     if not public.is_public():
         _open_folder(prefix)
+    view_link.publish(INDEX_PARAM, link_name(current))
     if current == NONE:
         return None
     try:
