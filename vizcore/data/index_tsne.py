@@ -97,7 +97,7 @@ def _check_int(name: str, value: object, low: int) -> int:
 
 
 def _checked(index: ImageIndex, layer: str | None, sample: int | None, perplexity: float,
-             n_iter: int) -> tuple[str, np.ndarray]:  # fmt: skip
+             n_iter: int, seed: int) -> tuple[str, np.ndarray]:  # fmt: skip
     """The layer and the ids to map, or a ``ValueError`` that says what is wrong."""
     embedding = str(index.manifest["embedding_layer"])
     if layer is not None and layer != embedding:
@@ -120,8 +120,9 @@ def _checked(index: ImageIndex, layer: str | None, sample: int | None, perplexit
     if not 2.0 <= float(perplexity) <= 100.0:
         raise ValueError(f"perplexity must be between 2 and 100, got {perplexity!r}.")
     _check_int("n_iter", n_iter, 50)
-    ids = np.arange(total, dtype=np.int64)
-    return embedding, ids
+    if sample is None:
+        return embedding, np.arange(total, dtype=np.int64)
+    return embedding, sample_ids(total, cap=sample, seed=seed)
 
 
 def _blocks(index: ImageIndex, ids: np.ndarray) -> Iterable[np.ndarray]:
@@ -268,11 +269,9 @@ def index_tsne(
     """
     from vizcore.inside.embedding import max_perplexity
 
-    embedding, ids = _checked(index, layer, sample, perplexity, n_iter)
+    embedding, ids = _checked(index, layer, sample, perplexity, n_iter, seed)
     _check_int("early_exaggeration_iter", early_exaggeration_iter, 0)
     _check_int("n_jobs", n_jobs, 1)
-    if sample is not None:
-        ids = sample_ids(len(index), cap=sample, seed=seed)
     t0 = time.perf_counter()
     used_perplexity = float(min(perplexity, max_perplexity(len(ids))))
     data = _pca(index, ids, PCA_DIMS)
