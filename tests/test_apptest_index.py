@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -48,6 +51,13 @@ def _app(page: str, **params: str) -> AppTest:
     return at
 
 
+def _values(column: object) -> np.ndarray:
+    """A Plotly JSON column: a list, or a typed array (``{"dtype", "bdata"}``, base64)."""
+    if isinstance(column, dict):
+        return np.frombuffer(base64.b64decode(column["bdata"]), dtype=column["dtype"])
+    return np.asarray(column, dtype=np.float64)
+
+
 def _flat(at: AppTest) -> dict[str, str]:
     return {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
 
@@ -84,6 +94,32 @@ def test_feature_space_neighbours_and_map_from_the_index(configured: Path) -> No
     points = spec["data"][0]
     assert len(points["customdata"]) == 12 and spec["data"][-1]["name"] == "Current image"
     assert any("12 of the 12 images" in c.value for c in at.caption)
+
+
+def test_feature_space_shows_the_precomputed_map_of_every_point(
+    configured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vizcore.data import index_tsne
+
+    mapped = tmp_path / "mapped"
+    shutil.copytree(configured, mapped)
+    stored = index_tsne.index_tsne(vindex.open_index(mapped), n_iter=50, seed=1)
+    monkeypatch.setenv("VIZCORE_INDEXES", str(mapped))
+    at = _app("pages/2_Feature_space.py")
+    at.selectbox(key="fspace_index").set_value(str(mapped)).run()
+    assert not at.exception and not at.error
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "**All 12 points** (precomputed by `vizcore index tsne`)" in markdown
+    assert not [b for b in at.button if b.key == "fspace_ix_map"]  # no sample button
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    points = spec["data"][0]
+    assert [c[0] for c in points["customdata"]] == [str(i) for i in range(12)]
+    xy = np.c_[_values(points["x"]), _values(points["y"])]
+    np.testing.assert_allclose(xy, stored.coords, rtol=1e-6)
+    assert spec["data"][-1]["name"] == "Current image"
+    thumbs = [c for c in at.get("bidi_component") if "thumbs" in str(c.proto)]
+    assert thumbs and all(f'\\"{i}\\"' in str(thumbs[0].proto) for i in range(12))
+    assert any("computed once in" in c.value and "Barnes-Hut" in c.value for c in at.caption)
 
 
 def test_unit_page_shows_four_views_and_its_url_reopens_it(configured: Path) -> None:
@@ -155,3 +191,22 @@ def test_an_index_folder_typed_in_opens(
     assert not at.exception and not at.error
     assert at.selectbox(key="fspace_index").value == str(configured)
     assert "over all 12 images" in " ".join(m.value for m in at.markdown)
+
+
+def test_the_chosen_index_travels_in_the_link_by_name_never_as_a_path(configured: Path) -> None:
+    at = _app("pages/2_Feature_space.py")
+    assert "index" not in _flat(at)
+    at.selectbox(key="fspace_index").set_value(str(configured)).run()
+    assert _flat(at)["index"] == configured.name  # the folder's name, not its path
+    fresh = _app("pages/2_Feature_space.py", **_flat(at))
+    assert fresh.selectbox(key="fspace_index").value == str(configured)
+    assert "over all 12 images" in " ".join(m.value for m in fresh.markdown)
+    by_position = _app("pages/8_Unit.py", index="1")
+    assert by_position.selectbox(key="unit_index").value == str(configured)
+    for bad in ("elsewhere", str(configured), "/etc", "2"):  # a path, even the same one: no
+        stale = _app("pages/2_Feature_space.py", index=bad)
+        assert stale.selectbox(key="fspace_index").value == ""
+        assert any(f"The link's index “{bad}” does not fit here" in i.value for i in stale.info)
+        assert "index" not in _flat(stale)
+    at.selectbox(key="fspace_index").set_value("").run()
+    assert "index" not in _flat(at)

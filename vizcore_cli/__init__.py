@@ -9,6 +9,7 @@ Usage::
         IMAGES_OR_FOLDERS... --out DIR
     vizcore train-style --styles marble mosaic --out my_styles.pt ...
     vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX [--engine ray]
+    vizcore index tsne INDEX [--sample N | --all] [--perplexity P] [--seed S]
 
 ``python -m vizcore`` and ``python -m vizcore_cli`` are the same program. A model is a registry
 key (``--model``) or your own file (``--source torchvision|timm|export --weights FILE [--arch
@@ -19,7 +20,7 @@ per bad file on stderr, the other files are still processed), 2 for a usage erro
 
 Modules: :mod:`~vizcore_cli.common` (errors, model options, inputs), :mod:`~vizcore_cli.attribute`
 (``predict``, ``attribute``), :mod:`~vizcore_cli.style` (``train-style``),
-:mod:`~vizcore_cli.index` (``index build``).
+:mod:`~vizcore_cli.index` (``index build``), :mod:`~vizcore_cli.index_tsne` (``index tsne``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``vizcore index build``: a dataset index of a folder of images."""
+"""``vizcore index build``: a dataset index of a folder of images (``tsne``: :mod:`.index_tsne`)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vizcore_cli import index_tsne
 from vizcore_cli.common import InputError, UsageError, add_model_options, err, load_model
 
 __all__ = ["add_parser", "index"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """The ``index`` subcommand and its ``build`` action."""
+    """The ``index`` subcommand and its ``build`` and ``tsne`` actions."""
     from vizcore.data import index as vindex
 
     idx = sub.add_parser(
         "index",
         help="build a dataset index (features, thumbnails, per-channel top images)",
-        description="Dataset indexes: see `vizcore index build --help`.",
+        description="Dataset indexes: see `vizcore index build --help` and "
+        "`vizcore index tsne --help`.",
     )
     isub = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     build = isub.add_parser(
@@ -63,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--ray-actors", type=int, default=None, help="model actors (default: one per GPU or CPU)"
     )
     build.add_argument("folder", type=Path, metavar="FOLDER")
+    index_tsne.add_parser(isub)
 
 
 def _engine(args: argparse.Namespace) -> object:
@@ -96,6 +99,13 @@ def _progress(tty: bool) -> Callable[[object], None]:
 
 
 def index(args: argparse.Namespace) -> int:
+    """``vizcore index build`` or ``vizcore index tsne``."""
+    if args.index_command == "tsne":
+        return index_tsne.index_tsne(args)
+    return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
     """``vizcore index build``: builds, resumes or extends the index; a summary line on stdout."""
     from vizcore.data import index as vindex
 

@@ -18,10 +18,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from vizcore.data import index_query
+from vizcore.data import index_query, index_tsne
 from vizcore.data.index import ImageIndex, open_index
 from vizcore.inside import embedding
-from vizui import inside_view, public
+from vizui import inside_view, public, view_link
 from vizui.frame import Context
 from vizui.hover_thumbs import data_uri, hover_thumbnails
 
@@ -31,8 +31,16 @@ INDEXES_ENV = "VIZCORE_INDEXES"
 NONE = ""
 _SELECTED = "vz_index"
 _USER = "vz_user_indexes"
+#: The URL parameter of the chosen index: a ``VIZCORE_INDEXES`` entry's folder name (its
+#: 1-based position when two entries share a name), never a path.
+INDEX_PARAM = "index"
 #: Map sample caps offered (a t-SNE of more points takes minutes on two cores).
 MAP_CAPS = (250, 500, 1000, 2000, 5000)
+#: A precomputed map: points drawn at most (a seeded sample above), hover thumbnails at most
+#: (about 2.5 kB each in the page), and WebGL markers above this many points.
+DISPLAY_MAX = 100_000
+HOVER_THUMBS = 5_000
+WEBGL_ABOVE = 5_000
 
 
 def configured() -> list[str]:
@@ -58,6 +66,28 @@ def _opened(path: str, stamp: float) -> ImageIndex:
 def opened(path: str) -> ImageIndex:
     """The opened index at ``path`` (cached per server). Raises ``ValueError`` if it is not one."""
     return _opened(path, _stamp(path))
+
+
+def link_name(path: str) -> str | None:
+    """How ``path`` travels in a link: its folder name, or its position when the name is not
+    unique; ``None`` for a folder typed in (not a server index: it stays in the session)."""
+    entries = list(dict.fromkeys(configured()))
+    if path not in entries:
+        return None
+    names = [Path(p).name for p in entries]
+    name = Path(path).name
+    return name if names.count(name) == 1 else str(entries.index(path) + 1)
+
+
+def _from_link(raw: str) -> str | None:
+    """The ``VIZCORE_INDEXES`` entry a link names (see :func:`link_name`), else ``None``."""
+    entries = list(dict.fromkeys(configured()))
+    for path in entries:
+        if link_name(path) == raw:
+            return path
+    if raw.isdigit() and 1 <= int(raw) <= len(entries):
+        return entries[int(raw) - 1]
+    return None
 
 
 def _options() -> dict[str, str]:
@@ -99,7 +129,12 @@ def index_picker(prefix: str) -> ImageIndex | None:
     """A select box of the available indexes ("None" first); returns the chosen one, opened.
 
     In public mode only the server's ``VIZCORE_INDEXES`` are offered and no folder can be typed.
+    The choice travels in the page link (``?index=NAME``, :func:`link_name`) when it is one of
+    the server's indexes; a link naming anything else shows the default with a short notice.
     """
+    linked = view_link.take(INDEX_PARAM, _from_link)  # a server index, never a path
+    if linked is not None:
+        st.session_state[_SELECTED] = linked
     options = _options()
     current = st.session_state.get(_SELECTED, NONE)
     if current not in options:
@@ -119,6 +154,7 @@ def index_picker(prefix: str) -> ImageIndex | None:
     )  # fmt: skip
     if not public.is_public():
         _open_folder(prefix)
+    view_link.publish(INDEX_PARAM, link_name(current))
     if current == NONE:
         return None
     try:
@@ -248,6 +284,37 @@ def _index_map(path: str, stamp: float, cap: int, perplexity: float, seed: int, 
                                  n_iter=n_iter)  # fmt: skip
 
 
+def _map_stamp(path: str) -> float:
+    try:
+        return (Path(path) / index_tsne.MAP_FOLDER / "map.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _stored_map(path: str, stamp: float, map_stamp: float) -> index_tsne.IndexTSNE | None:
+    """The map ``vizcore index tsne`` stored next to the index (re-read when it changes)."""
+    del stamp, map_stamp
+    return index_tsne.read_tsne(opened(path))
+
+
+def stored_map(idx: ImageIndex) -> index_tsne.IndexTSNE | None:
+    """The index's precomputed t-SNE map, or ``None`` (a damaged one is reported and ignored)."""
+    path = os.fspath(idx.path)
+    try:
+        return _stored_map(path, _stamp(path), _map_stamp(path))
+    except ValueError as exc:
+        st.warning(str(exc))
+        return None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _placed(path: str, stamp: float, map_stamp: float, digest: str, query: np.ndarray):
+    del stamp, map_stamp, digest
+    found = _stored_map(path, _stamp(path), _map_stamp(path))
+    return index_tsne.place_on_map(opened(path), found, query)
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def _thumb_uris(path: str, stamp: float, ids: tuple[int, ...]) -> dict[str, str]:
     del stamp
@@ -255,27 +322,30 @@ def _thumb_uris(path: str, stamp: float, ids: tuple[int, ...]) -> dict[str, str]
     return {str(i): data_uri(idx.thumbnail(i), 64, quality=80) for i in ids}
 
 
-def _scatter(fmap: index_query.IndexMap, query: np.ndarray, selected: int | None) -> go.Figure:
-    coords = fmap.gallery_map.coords
+def _scatter(coords: np.ndarray, ids: np.ndarray, query: np.ndarray | None,
+             selected: int | None) -> go.Figure:  # fmt: skip
+    trace = go.Scattergl if len(ids) > WEBGL_ABOVE else go.Scatter
     fig = go.Figure(
-        go.Scatter(
+        trace(
             x=coords[:, 0], y=coords[:, 1], mode="markers", name="Index images",
-            marker={"size": 6, "color": "#4C78A8", "opacity": 0.7},
-            customdata=np.stack([fmap.ids.astype(str)], axis=1),
+            marker={"size": 6 if len(ids) <= WEBGL_ABOVE else 3, "color": "#4C78A8",
+                    "opacity": 0.7},
+            customdata=np.stack([ids.astype(str)], axis=1),
             hovertemplate="image %{customdata[0]}<extra></extra>",
         )
     )  # fmt: skip
-    where = np.flatnonzero(fmap.ids == selected) if selected is not None else []
+    where = np.flatnonzero(ids == selected) if selected is not None else []
     if len(where):
         fig.add_trace(go.Scatter(x=coords[where, 0], y=coords[where, 1], mode="markers",
                                  name="Selected", hoverinfo="skip",
                                  marker={"size": 16, "color": "rgba(0,0,0,0)",
                                          "line": {"width": 3, "color": "black"}}))  # fmt: skip
-    fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers", name="Current image",
-                             customdata=[["current"]],
-                             marker={"size": 18, "symbol": "star", "color": "gold",
-                                     "line": {"width": 2, "color": "black"}},
-                             hovertemplate="Current image<extra></extra>"))  # fmt: skip
+    if query is not None:
+        fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers",
+                                 name="Current image", customdata=[["current"]],
+                                 marker={"size": 18, "symbol": "star", "color": "gold",
+                                         "line": {"width": 2, "color": "black"}},
+                                 hovertemplate="Current image<extra></extra>"))  # fmt: skip
     fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       xaxis_title="t-SNE 1", yaxis_title="t-SNE 2", dragmode="pan",
                       hovermode="closest")  # fmt: skip
@@ -283,12 +353,11 @@ def _scatter(fmap: index_query.IndexMap, query: np.ndarray, selected: int | None
 
 
 def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
-    """Nearest neighbours of the current image over the whole index, and a t-SNE of a sample."""
+    """Nearest neighbours of the current image over the whole index, and a t-SNE map of it."""
     st.caption(describe(idx))
     if not for_model(idx, ctx.model_key):
         return
     layer = idx.manifest["embedding_layer"]
-    path, stamp = os.fspath(idx.path), _stamp(os.fspath(idx.path))
     st.subheader(f"Nearest neighbours of “{ctx.image_label}” in the index")
     c1, c2 = st.columns(2)
     metric = c1.radio("Distance", embedding.METRICS, horizontal=True, key=f"{key}_ix_metric",
@@ -307,6 +376,17 @@ def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
         "vectors, so the pixel-space comparison is the gallery's only."
     )
     st.subheader("Map of the index")
+    stored = stored_map(idx)
+    if stored is not None:
+        _stored_map_view(ctx, idx, stored, q, key=key, metric=metric, k=k)
+    else:
+        _sample_map_view(ctx, idx, q, key=key, metric=metric, k=k)
+
+
+def _sample_map_view(ctx: Context, idx: ImageIndex, q: np.ndarray, *, key: str, metric: str,
+                     k: int) -> None:  # fmt: skip
+    """A t-SNE of a sample, computed here behind a button (no precomputed map)."""
+    path, stamp = os.fspath(idx.path), _stamp(os.fspath(idx.path))
     c1, c2, c3, c4 = st.columns(4)
     cap = c1.select_slider("Points (a sample)", MAP_CAPS, 500, key=f"{key}_ix_cap",
                            help="t-SNE of a uniform random sample of at most this many "
@@ -321,7 +401,8 @@ def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
         with slot.container():
             st.info(
                 f"t-SNE of {params[2]} of the {len(idx)} images takes a while on a CPU (about "
-                "40 s for 500 points on two busy cores); it is then kept for every session."
+                "40 s for 500 points on two busy cores); it is then kept for every session. "
+                "`vizcore index tsne INDEX` precomputes a map of every image, shown here instead."
             )
             if not st.button("Compute the map", key=f"{key}_ix_map", type="primary"):
                 return
@@ -334,23 +415,67 @@ def feature_space_view(ctx: Context, idx: ImageIndex, *, key: str) -> None:
             st.error(str(exc))
             return
     query = embedding.place_query(fmap.gallery_map, q)
-    selected = st.session_state.get(f"{key}_ix_selected")
-    event = st.plotly_chart(_scatter(fmap, query, selected), key="fspace-index-map",
-                            on_select="rerun", selection_mode="points",
-                            width="stretch")  # fmt: skip
-    thumbs = dict(_thumb_uris(path, stamp, tuple(int(i) for i in fmap.ids)))
-    thumbs["current"] = data_uri(ctx.image)
-    captions = {str(int(i)): idx.paths[int(i)] for i in fmap.ids}
-    captions["current"] = f"Current image: {ctx.image_label}"
-    hover_thumbnails("fspace-index-map", thumbs, captions=captions)
     g = fmap.gallery_map
-    st.caption(
+    caption = (
         f"t-SNE (openTSNE, Barnes-Hut, perplexity {g.params.get('perplexity', perplexity):.0f}, "
         f"seed {int(seed)}) of {len(fmap.ids)} of the {fmap.total} images"
         + (" (a uniform random sample)" if fmap.sampled else "")
-        + f", fitted in {g.seconds:.1f} s. Hover a point to see its thumbnail; click one to see "
-        "its nearest neighbours over the whole index."
+        + f", fitted in {g.seconds:.1f} s."
     )
+    _map_and_selection(ctx, idx, g.coords, fmap.ids, query, caption, key=key, metric=metric, k=k)
+
+
+def _stored_map_view(ctx: Context, idx: ImageIndex, stored: index_tsne.IndexTSNE,
+                     q: np.ndarray, *, key: str, metric: str, k: int) -> None:  # fmt: skip
+    """The map ``vizcore index tsne`` stored: no button, no t-SNE here."""
+    path = os.fspath(idx.path)
+    p, n = stored.params, len(stored.ids)
+    if stored.sampled:
+        st.markdown(f"**{n:,} of {stored.index_images:,} points** (a seeded sample, precomputed "
+                    "by `vizcore index tsne --sample`)")  # fmt: skip
+    else:
+        st.markdown(f"**All {n:,} points** (precomputed by `vizcore index tsne`)")
+    if len(idx) > stored.index_images:
+        st.info(f"The index has grown to {len(idx):,} images since the map was computed "
+                f"({stored.index_images:,}); run `vizcore index tsne` again to map the new "
+                "ones.")  # fmt: skip
+    coords, ids = stored.coords, stored.ids
+    if n > DISPLAY_MAX:  # a browser draws this many at most; a seeded sample of the stored map
+        rows = index_query.sample_ids(n, cap=DISPLAY_MAX, seed=0)
+        coords, ids = coords[rows], ids[rows]
+    query = _placed(path, _stamp(path), _map_stamp(path), ctx.digest, q)
+    gradient = {"fft": "FFT gradient", "bh": "Barnes-Hut"}.get(p.get("gradient"), "?")
+    caption = (
+        f"t-SNE ({p.get('library', 'openTSNE')}, {gradient}, perplexity {p['perplexity']:.0f}, "
+        f"seed {p['seed']}) of {n:,} images, computed once in {p['seconds']:.0f} s"
+        + (f"; {len(ids):,} of them drawn" if len(ids) < n else "")
+        + ". The current image (star) sits at the median of its 10 nearest mapped images (the "
+        "stored map has no affinities to optimize it against)."
+    )
+    _map_and_selection(ctx, idx, coords, ids, query, caption, key=key, metric=metric, k=k)
+
+
+def _map_and_selection(ctx: Context, idx: ImageIndex, coords: np.ndarray, ids: np.ndarray,
+                       query: np.ndarray | None, caption: str, *, key: str, metric: str,
+                       k: int) -> None:  # fmt: skip
+    """The scatter with hover thumbnails, and the neighbours of a clicked point."""
+    path, stamp = os.fspath(idx.path), _stamp(os.fspath(idx.path))
+    selected = st.session_state.get(f"{key}_ix_selected")
+    event = st.plotly_chart(_scatter(coords, ids, query, selected), key="fspace-index-map",
+                            on_select="rerun", selection_mode="points",
+                            width="stretch")  # fmt: skip
+    with_thumbs = ids
+    if len(ids) > HOVER_THUMBS:
+        with_thumbs = ids[index_query.sample_ids(len(ids), cap=HOVER_THUMBS, seed=0)]
+    thumbs = dict(_thumb_uris(path, stamp, tuple(int(i) for i in with_thumbs)))
+    thumbs["current"] = data_uri(ctx.image)
+    captions = {str(int(i)): idx.paths[int(i)] for i in with_thumbs}
+    captions["current"] = f"Current image: {ctx.image_label}"
+    hover_thumbnails("fspace-index-map", thumbs, captions=captions)
+    more = (f" Thumbnails on hover for {len(with_thumbs):,} of them (a seeded sample)."
+            if len(with_thumbs) < len(ids) else "")  # fmt: skip
+    st.caption(caption + more + " Hover a point to see its thumbnail; click one to see its "
+               "nearest neighbours over the whole index.")  # fmt: skip
     points = event.selection.points if event and event.selection else []
     if points and points[0].get("customdata"):
         point = str(points[0]["customdata"][0])

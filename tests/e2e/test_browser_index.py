@@ -2,7 +2,9 @@
 
 Builds a Lite0 index of 12 crops of the bundled photos, starts ``streamlit run app.py`` with
 ``VIZCORE_INDEXES`` pointing at it, chooses the index, computes the t-SNE map with its button,
-then hovers and clicks a point in headless Debian Chromium (Playwright, the session's browser).
+then hovers and clicks a point in headless Debian Chromium (Playwright, the session's browser);
+a second index with a map stored by ``vizcore index tsne`` opens from ``?index=mapped`` and
+shows every point at once, with the same hover thumbnails.
 Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
 """
 
@@ -50,13 +52,17 @@ CHART = "fspace-index-map"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, lite0: Any) -> Iterator[StreamlitServer]:
     from vizcore.data import index as vindex
+    from vizcore.data import index_tsne
 
     root = tmp_path_factory.mktemp("browser-index")
     _crops(root / "photos", 12)
     vindex.build_index(root / "photos", model=lite0, model_key="efficientnet_lite0",
                        layers=["blocks.4"], out=root / "index", shard_size=6, top_k=4,
                        num_workers=0)  # fmt: skip
-    with environment(VIZCORE_CACHE_DIR=str(root / "cache"), VIZCORE_INDEXES=str(root / "index")):
+    shutil.copytree(root / "index", root / "mapped")  # the same index with a stored map
+    index_tsne.index_tsne(vindex.open_index(root / "mapped"), n_iter=50, seed=1)
+    indexes = os.pathsep.join(str(root / n) for n in ("index", "mapped"))
+    with environment(VIZCORE_CACHE_DIR=str(root / "cache"), VIZCORE_INDEXES=indexes):
         with StreamlitServer("app.py") as srv:
             yield srv
 
@@ -95,3 +101,22 @@ def test_index_map_hover_thumbnail_and_click_select(page: Any, server: Streamlit
     )
     assert_no_exception(page)
     page.screenshot(path=str(SHOTS / "feature_space_index_selected.png"), full_page=True)
+
+
+def test_precomputed_map_from_the_link_shows_every_point_with_thumbnails(
+    page: Any, server: StreamlitServer
+) -> None:
+    open_app(page, server.url + "/Feature_space?index=mapped", timeout_ms=180_000)
+    assert_no_exception(page)
+    expect(page.get_by_text("All 12 points", exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"precomputed by\s*vizcore index tsne"))).to_be_visible()
+    assert not page.get_by_role("button", name="Compute the map").count()
+    chart = page.locator(f".st-key-{CHART} .js-plotly-plot")
+    expect(chart).to_be_visible(timeout=120_000)
+    wait_rendered(page, timeout_ms=120_000)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    hover_thumbnail(page, CHART, 0, 3)  # checks the tip shows this point's JPEG
+    assert_no_exception(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "feature_space_index_precomputed.png"), full_page=True)
