@@ -196,6 +196,7 @@ class RunTracker:
         self._msg = ForwardMsg
         self._early = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_EARLY_FOR_RERUN")
         self.finished = 0
+        self.finished_at: list[float] = []  # time.monotonic() of each finished run
         page.on("websocket", self._on_websocket)
 
     def _on_websocket(self, ws: Any) -> None:
@@ -212,6 +213,7 @@ class RunTracker:
             return
         if msg.WhichOneof("type") == "script_finished" and msg.script_finished != self._early:
             self.finished += 1
+            self.finished_at.append(time.monotonic())
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, RunTracker] = weakref.WeakKeyDictionary()
