@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+import re
+
 import streamlit as st
 
 from vizui import cached
 from vizui.frame import existing_pages, frame
 from vizui.report_view import PageReport
+
+
+def _plain(text: str) -> str:
+    """``text`` with Markdown's special characters escaped (class names come from user files)."""
+    return re.sub(r"([\\`*_\[\]<>#|~$])", r"\\\1", text)
+
 
 ctx = frame(
     "CNN Visualization Studio",
@@ -50,24 +57,12 @@ with right:
     labels = [
         f"{name} ({i})" for name, i in zip(prediction.labels, prediction.indices, strict=True)
     ]
-    fig = go.Figure(
-        go.Bar(
-            x=prediction.probabilities[::-1],
-            y=labels[::-1],
-            orientation="h",
-            text=[f"{p:.1%}" for p in prediction.probabilities[::-1]],
-            textposition="auto",
-            marker_color="#4c78a8",
-            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title="Top-5 classes (softmax probability)",
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    st.plotly_chart(fig, key="home_top5", width="stretch")
+    # Native bars, not a Plotly chart: Plotly's script is the page's largest download and took
+    # 1.5 s more of the browser's time to draw (bench/results/share_load.md).
+    with st.container(key="home_top5"):
+        st.markdown("**Top-5 classes** (softmax probability)")
+        for name, p in zip(labels, prediction.probabilities, strict=True):
+            st.progress(min(max(float(p), 0.0), 1.0), text=f"{_plain(name)}: {p:.1%}")
     st.caption(ctx.spec.description)
     page_report = PageReport("What the model sees", ctx)  # the input image is its figure
     page_report.params["model input"] = f"{size}×{size}, {ctx.spec.preprocessing.normalization}"

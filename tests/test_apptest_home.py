@@ -64,7 +64,11 @@ def test_default_run_shows_a_cat(at: AppTest) -> None:
         r"\*\*\d{1,3}\.\d%\*\* \(ImageNet class 28[1-5]\)\.",
         says(at),
     ), says(at)
-    assert at.get("plotly_chart"), "the top-5 chart is missing"
+    bars = at.get("progress")
+    assert len(bars) == 5, "the top-5 bars are missing"
+    assert re.fullmatch(rf"{CAT} \(\d+\): \d{{1,3}}\.\d%", bars[0].proto.text), bars[0].proto.text
+    values = [bar.proto.value for bar in bars]  # percent, largest first
+    assert values == sorted(values, reverse=True) and values[0] > 0, values
     labels = [link.label for link in at.sidebar.get("page_link")]
     assert labels[0] == "Home"
     assert not at.error
@@ -91,7 +95,7 @@ def test_model_without_weights_says_why(at: AppTest) -> None:
     assert len(warnings) == 1, warnings
     assert "not in torch's cache" in warnings[0]
     assert "Offline mode" in warnings[0]  # VIZCORE_OFFLINE=1 in the test suite
-    assert not at.get("plotly_chart")  # the page stopped before predicting
+    assert not at.get("progress")  # the page stopped before predicting
     # a bundled model works again afterwards
     at.selectbox(key="frame_model").set_value("efficientnet_lite0").run()
     assert_ok(at)

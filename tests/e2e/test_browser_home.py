@@ -302,16 +302,21 @@ def test_bad_uploads_show_a_clear_error(page: Any, server: StreamlitServer, tmp_
     expect(says).to_have_text(re.compile(rf"says: {CAT} with"))
 
 
-def test_top5_chart_renders(page: Any, server: StreamlitServer) -> None:
+def test_top5_bars_render(page: Any, server: StreamlitServer) -> None:
     open_app(page, server.url)
     wait_rendered(page)
-    chart = page.locator(".st-key-home_top5 .js-plotly-plot")
-    expect(chart).to_have_count(1)
-    expect(chart.locator(".barlayer .point")).to_have_count(5)
-    expect(chart.locator(".gtitle")).to_have_text("Top-5 classes (softmax probability)")
-    ticks = chart.locator(".yaxislayer-above .ytick text").all_text_contents()
-    assert len(ticks) == 5, ticks
-    assert re.fullmatch(rf"{CAT} \(\d+\)", ticks[-1]), ticks  # top class is drawn at the top
+    top5 = page.locator(".st-key-home_top5")
+    expect(top5).to_have_count(1)
+    expect(top5.locator("strong").first).to_have_text("Top-5 classes")
+    bars = top5.locator('[data-testid="stProgress"]')
+    expect(bars).to_have_count(5)
+    texts = [bars.nth(i).inner_text().strip() for i in range(5)]
+    assert re.fullmatch(rf"{CAT} \(\d+\): \d{{1,3}}\.\d%", texts[0]), texts  # top class first
+    shares = [float(re.search(r"(\d+\.\d)%$", t).group(1)) for t in texts]
+    assert shares == sorted(shares, reverse=True), shares
+    widths = [bars.nth(i).locator('[role="progressbar"]').get_attribute("aria-valuenow")
+              for i in range(5)]  # fmt: skip
+    assert all(w is not None for w in widths), widths
     assert_no_exception(page)
     if shot := os.environ.get("VIZCORE_SCREENSHOT"):
         full_page_screenshot(page, shot)
