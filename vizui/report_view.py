@@ -73,8 +73,10 @@ class PageReport:
     def downloads(self, key: str) -> None:
         """The two download buttons (HTML report, zip of PNGs + params.json)."""
         stem = re.sub(r"[^a-z0-9]+", "_", self.page.lower()).strip("_") or "report"
-        left, right, _ = st.columns([1, 1, 3])
-        left.download_button(
+        # A horizontal row, not columns: in a narrow column (the home page's right half) fixed
+        # column shares cut the labels to "D…" and "Fi…" (seen in the screenshot).
+        row = st.container(horizontal=True)
+        row.download_button(
             "Download report (HTML)",
             lambda: report.to_html(self.build()),
             file_name=f"{stem}_report.html",
@@ -84,7 +86,7 @@ class PageReport:
             help="One self-contained HTML file: every figure shown here, the model, the image, "
             "every parameter and score, and the link that reopens this view.",
         )
-        right.download_button(
+        row.download_button(
             "Figures (zip)",
             lambda: report.to_zip(self.build()),
             file_name=f"{stem}_figures.zip",

@@ -317,6 +317,11 @@ def test_top5_bars_render(page: Any, server: StreamlitServer) -> None:
     widths = [bars.nth(i).locator('[role="progressbar"]').get_attribute("aria-valuenow")
               for i in range(5)]  # fmt: skip
     assert all(w is not None for w in widths), widths
+    # the report buttons below show their whole labels (fixed columns once cut them to "D…")
+    cut = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stDownloadButton"] button, [data-testid="stDownloadButton"] button *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+    assert not cut, cut
     assert_no_exception(page)
     if shot := os.environ.get("VIZCORE_SCREENSHOT"):
         full_page_screenshot(page, shot)
