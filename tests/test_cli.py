@@ -112,7 +112,7 @@ def test_bad_options_after_parsing_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_help_for_each_subcommand(capsys) -> None:
-    for command in ([], ["predict"], ["attribute"], ["train-style"]):
+    for command in ([], ["predict"], ["attribute"], ["visualize-class"], ["train-style"]):
         assert cli.main([*command, "--help"]) == 0
         assert "usage: vizcore" in capsys.readouterr().out
 
@@ -131,3 +131,31 @@ def test_a_user_model_through_the_command_line(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "missing.pth"
     assert cli.main([*argv, "--weights", str(missing), str(CHELSEA)]) == 1
     assert str(missing) in capsys.readouterr().err
+
+
+def test_visualize_class_writes_a_png_per_class_and_the_gif(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "vis"
+    argv = ["visualize-class", "--model", "squeezenet1_1", "--class", "130", "--class", "281"]
+    code = cli.main([*argv, "--steps", "3", "--size", "64", "--gif", "--out", str(out)])
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["class_visualization.gif", "flamingo_130.png", "tabby_281.png"]
+    with Image.open(out / "flamingo_130.png") as png:
+        assert png.size == (64, 64) and png.mode == "RGB"
+        assert np.asarray(png).std() > 0  # not the grey start image
+    stdout = capsys.readouterr().out
+    assert "flamingo (130)" in stdout and "3 steps" in stdout
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--class", "1000"], ["--class", "1", "--steps", "0"], ["--class", "1", "--size", "4096"]],
+)
+def test_visualize_class_bad_options_exit_2_before_running(
+    extra: list[str], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "vis"
+    code = cli.main(["visualize-class", "--model", "squeezenet1_1", *extra, "--out", str(out)])
+    assert code == 2
+    assert "visualize-class: error:" in capsys.readouterr().err
+    assert not out.exists()

@@ -7,6 +7,7 @@ Usage::
     vizcore predict --model efficientnet_lite0 IMAGES...
     vizcore attribute --method grad-cam [--model KEY] [--target N] [--layer L] \\
         IMAGES_OR_FOLDERS... --out DIR
+    vizcore visualize-class --model squeezenet1_1 --class 130 [--class 281] --out DIR
     vizcore train-style --styles marble mosaic --out my_styles.pt ...
     vizcore index build FOLDER --model KEY --layers L1,L2 --out INDEX [--engine ray]
     vizcore index tsne INDEX [--sample N | --all] [--perplexity P] [--seed S]
@@ -19,7 +20,8 @@ Exit status: 0 when every image worked, 1 when a file or the model could not be 
 per bad file on stderr, the other files are still processed), 2 for a usage error.
 
 Modules: :mod:`~vizcore_cli.common` (errors, model options, inputs), :mod:`~vizcore_cli.attribute`
-(``predict``, ``attribute``), :mod:`~vizcore_cli.style` (``train-style``),
+(``predict``, ``attribute``), :mod:`~vizcore_cli.visualize` (``visualize-class``),
+:mod:`~vizcore_cli.style` (``train-style``),
 :mod:`~vizcore_cli.index` (``index build``), :mod:`~vizcore_cli.index_tsne` (``index tsne``).
 """
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from vizcore_cli import attribute, index, style
+from vizcore_cli import attribute, index, style, visualize
 from vizcore_cli.attribute import ATTRIBUTION_METHODS
 from vizcore_cli.common import IMAGE_SUFFIXES, PROG, InputError, UsageError, err
 
@@ -37,6 +39,7 @@ __all__ = ["ATTRIBUTION_METHODS", "IMAGE_SUFFIXES", "build_parser", "main"]
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": attribute.predict,
     "attribute": attribute.attribute,
+    "visualize-class": visualize.visualize_class,
     "train-style": style.train_style,
     "index": index.index,
 }
@@ -47,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="CNN visualization from the shell: top-5 predictions, attribution maps, "
-        "and the fast-style trainer. Runs offline on the bundled models.",
+        "class visualizations, the fast-style trainer and dataset indexes. Runs offline on "
+        "the bundled models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     attribute.add_parsers(sub)
+    visualize.add_parser(sub)
     style.add_parser(sub)
     index.add_parser(sub)
     return parser
