@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -177,3 +179,21 @@ def load_input(path: Path, spec: object) -> tuple[object, torch.Tensor]:
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: {exc}") from None
     return image, preprocess(image, spec)
+
+
+def progress_line(line: Callable[[Any, float], str]) -> Callable[[Any], None]:
+    """An ``on_step`` callback for long jobs: ``line(info, seconds_so_far)`` rewritten in place
+    on a terminal, else printed as its own line at most every 10 s (and at the end)."""
+    tty = sys.stderr.isatty()
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def on_step(info: Any) -> None:
+        now = time.perf_counter()
+        if info.waited is not None or (not tty and now - last[0] < 10 and info.step < info.total):
+            return
+        last[0] = now
+        text = line(info, now - t0)
+        print(("\r" + text) if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    return on_step

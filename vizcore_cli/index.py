@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from vizcore_cli import index_tsne
-from vizcore_cli.common import InputError, UsageError, add_model_options, err, load_model
+from vizcore_cli.common import (
+    InputError,
+    UsageError,
+    add_model_options,
+    err,
+    load_model,
+    progress_line,
+)
 
 __all__ = ["add_parser", "index"]
 
@@ -81,21 +86,9 @@ def _engine(args: argparse.Namespace) -> object:
         raise UsageError(str(exc)) from None
 
 
-def _progress(tty: bool) -> Callable[[object], None]:
-    """An ``on_step`` callback: one rewritten line on a terminal, else a line every 10 s."""
-    last = [0.0]
-    t0 = time.perf_counter()
-
-    def on_step(info: object) -> None:
-        now = time.perf_counter()
-        if info.waited is not None or (not tty and now - last[0] < 10 and info.step < info.total):
-            return
-        last[0] = now
-        rate = info.step / max(now - t0, 1e-9)
-        line = f"indexing {info.step}/{info.total} images, {rate:.1f} images/s"
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    return on_step
+def _indexing_line(info: object, seconds: float) -> str:
+    rate = info.step / max(seconds, 1e-9)
+    return f"indexing {info.step}/{info.total} images, {rate:.1f} images/s"
 
 
 def index(args: argparse.Namespace) -> int:
@@ -134,7 +127,7 @@ def _build(args: argparse.Namespace) -> int:
             thumb_size=args.thumb_size,
             embedding_layer=embedding[0],
             preprocessing=loaded.spec.preprocessing,
-            on_step=_progress(tty),
+            on_step=progress_line(_indexing_line),
             engine=engine,
         )
     except ValueError as exc:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from vizcore_cli.common import InputError, UsageError
+from vizcore_cli.common import InputError, UsageError, progress_line
 
 __all__ = ["add_parser", "index_tsne"]
 
@@ -38,22 +36,6 @@ def add_parser(isub: argparse._SubParsersAction) -> None:
     tsne.add_argument("--jobs", type=int, default=2, help="openTSNE threads (default: 2)")
 
 
-def _progress_line(what: str) -> Callable[[object], None]:
-    """An ``on_step`` that rewrites one line on a terminal, else prints one every 10 s."""
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def on_step(info: object) -> None:
-        now = time.perf_counter()
-        if info.waited is not None or (not tty and now - last[0] < 10 and info.step < info.total):
-            return
-        last[0] = now
-        line = f"{what} {info.step}/{info.total}"
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    return on_step
-
-
 def index_tsne(args: argparse.Namespace) -> int:
     """``vizcore index tsne``: computes and stores the map; a summary line on stdout."""
     from vizcore.data import index_read
@@ -70,7 +52,7 @@ def index_tsne(args: argparse.Namespace) -> int:
         result = vtsne.index_tsne(
             idx, layer=args.layer, sample=args.sample, perplexity=args.perplexity,
             n_iter=args.iterations, seed=args.seed, n_jobs=args.jobs,
-            on_step=_progress_line("t-SNE iteration"),
+            on_step=progress_line(lambda info, _s: f"t-SNE iteration {info.step}/{info.total}"),
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
