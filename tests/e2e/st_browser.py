@@ -54,6 +54,25 @@ _CONTENT_HEIGHT_JS = """() => {
 }"""
 
 
+def skip_module_without_browser() -> None:
+    """At a module's top: skip the whole module when Chromium or Playwright is missing, before
+    its module-scoped fixtures build anything, unless ``VIZCORE_REQUIRE_E2E=1`` (then the
+    ``browser`` fixture fails instead)."""
+    import shutil
+
+    import pytest
+
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        missing = True
+    else:
+        missing = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
+    if missing and os.environ.get("VIZCORE_REQUIRE_E2E") != "1":
+        pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
+                    allow_module_level=True)  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

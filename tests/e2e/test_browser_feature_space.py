@@ -8,8 +8,6 @@ browser). Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.e2e.st_browser import (
-    CHROMIUM,
     StreamlitServer,
     assert_no_exception,
     checked_page,
@@ -26,20 +23,14 @@ from tests.e2e.st_browser import (
     hover_thumbnail,
     open_app,
     rerun_and_wait,
+    skip_module_without_browser,
     wait_rendered,
 )
 
 pytestmark = pytest.mark.e2e
 
-_REQUIRED = os.environ.get("VIZCORE_REQUIRE_E2E") == "1"
-_MISSING = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    sync_playwright = None
-if (_MISSING or sync_playwright is None) and not _REQUIRED:
-    pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
-                allow_module_level=True)  # fmt: skip
+skip_module_without_browser()
+from playwright.sync_api import expect  # noqa: E402
 
 SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
 CHART = "fspace-map"

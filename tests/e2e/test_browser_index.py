@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from tests.e2e.st_browser import (
-    CHROMIUM,
     StreamlitServer,
     assert_no_exception,
     checked_page,
@@ -29,21 +28,15 @@ from tests.e2e.st_browser import (
     hover_thumbnail,
     open_app,
     rerun_and_wait,
+    skip_module_without_browser,
     wait_rendered,
 )
 from tests.test_index_lite0 import _crops
 
 pytestmark = pytest.mark.e2e
 
-_REQUIRED = os.environ.get("VIZCORE_REQUIRE_E2E") == "1"
-_MISSING = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
-try:
-    from playwright.sync_api import expect
-except ImportError:  # pragma: no cover - depends on the environment
-    expect = None
-if (_MISSING or expect is None) and not _REQUIRED:
-    pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
-                allow_module_level=True)  # fmt: skip
+skip_module_without_browser()
+from playwright.sync_api import expect  # noqa: E402
 
 SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
 CHART = "fspace-index-map"

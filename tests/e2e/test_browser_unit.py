@@ -9,9 +9,7 @@ new session. Skipped when chromium is missing, unless ``VIZCORE_REQUIRE_E2E=1``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,27 +18,20 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tests.e2e.st_browser import (
-    CHROMIUM,
     StreamlitServer,
     assert_no_exception,
     environment,
     open_app,
     rerun_and_wait,
+    skip_module_without_browser,
     wait_rendered,
 )
 from tests.test_index_lite0 import _crops
 
 pytestmark = pytest.mark.e2e
 
-_REQUIRED = os.environ.get("VIZCORE_REQUIRE_E2E") == "1"
-_MISSING = not (Path(CHROMIUM).exists() or shutil.which("chromium"))
-try:
-    from playwright.sync_api import expect
-except ImportError:  # pragma: no cover - depends on the environment
-    expect = None
-if (_MISSING or expect is None) and not _REQUIRED:
-    pytest.skip("chromium or playwright missing (set VIZCORE_REQUIRE_E2E=1 to fail instead)",
-                allow_module_level=True)  # fmt: skip
+skip_module_without_browser()
+from playwright.sync_api import expect  # noqa: E402
 
 SHOTS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "shots"
 
