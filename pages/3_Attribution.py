@@ -11,7 +11,7 @@ from vizcore.attribution import occlusion_grid
 from vizcore.core import render
 from vizcore.core.layers import list_layers
 from vizui import attribution_view as view
-from vizui import cached, how_it_works, method_labels, view_link
+from vizui import cached, how_it_works, method_labels, segmentation_view, view_link
 from vizui.frame import frame
 from vizui.keep import keep_choice
 from vizui.precision_view import exact_toggle
@@ -515,78 +515,7 @@ if sanity:
         },
     )
 
-st.subheader("Segment the object from a map (Simonyan et al. 2014)")
-st.caption(
-    "A class map knows where the object is without any segmentation labels: its top pixels seed "
-    "GrabCut's foreground, its bottom pixels the background, and GrabCut's colour models fill in "
-    "the outline. It runs on the whole picture (not the centre crop), so the object's "
-    "surroundings are there to be left out."
-)
-seed_methods = [label for label in method_labels.METHODS if label not in view.SLOW]
-s1, s2, s3, s4, s5 = st.columns(5)
-seg_label = s1.selectbox(
-    "Seed map",
-    seed_methods,
-    index=seed_methods.index("Saliency") if "Saliency" in seed_methods else 0,
-    key="attribution_seg_map",
-)
-fg = s2.slider("Foreground above percentile", 50, 99, 85, 1, key="attribution_seg_fg")
-bg = s3.slider(
-    "Background below percentile",
-    1,
-    90,
-    10,
-    1,
-    key="attribution_seg_bg",
-    help="The paper uses 95 / 30. On close-ups, where the object fills most of the frame, 30% "
-    "background seeds land on the object, so the defaults here are 85 / 10 with a smoothed map.",
-)
-sigma = s4.slider("Smooth the map (px)", 0, 16, 8, 1, key="attribution_seg_sigma")
-iterations = s5.slider("GrabCut iterations", 1, 10, 5, 1, key="attribution_seg_iters")
-full_x = cached.full_view_input(ctx.model_key, ctx.digest, ctx.image)
-full_image = render.tensor_image(full_x.numpy())
-try:
-    seed_map = view.fast_map(ctx.model_key, ctx.digest + ":full", full_x, _params(seg_label))
-    segmentation = view.segment(
-        ctx.model_key,
-        ctx.digest,
-        _params(seg_label),
-        _image=full_image,
-        _map=seed_map.map,
-        foreground=float(fg),
-        background=float(bg),
-        smooth_sigma=float(sigma),
-        iterations=int(iterations),
-    )
-except ValueError as exc:
-    st.warning(str(exc))
-else:
-    g1, g2, g3 = st.columns(3)
-    g1.image(
-        view.overlay_array(full_image, seed_map.map, alpha=alpha, colormap=colormap),
-        caption=f"{seg_label} on the whole picture ({full_image.shape[1]}×{full_image.shape[0]})",
-        width="stretch",
-    )
-    g2.image(
-        view.seed_overlay(full_image, segmentation.seeds),
-        caption="Seeds: red sure foreground, blue sure background",
-        width="stretch",
-    )
-    g3.image(
-        view.mask_overlay(full_image, segmentation.mask),
-        caption=f"GrabCut mask ({segmentation.mask.mean():.0%} of the image, "
-        f"{segmentation.seconds * 1000:.0f} ms)",
-        width="stretch",
-    )
-    how_it_works.panel(
-        "grabcut",
-        numbers={
-            "seed map": seg_label,
-            "foreground above": f"P{fg}",
-            "background below": f"P{bg}",
-            "mask": f"{segmentation.mask.mean():.0%} of the image",
-        },
-    )
+segmentation_view.render_section(ctx, _params, alpha=alpha, colormap=colormap, report=page_report)
 
 page_report.seal()  # every control is published by now: the report's link is this view
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from vizcore import attribution
 from vizui import attribution_view, method_labels
+from vizui.report_view import LAST_REPORT
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/3_Attribution.py"
@@ -143,6 +144,8 @@ def test_grabcut_segmentation_from_a_map(page):
     page.selectbox(key="attribution_seg_map").set_value("Grad-CAM").run()
     assert not page.exception
     assert any(c.startswith("GrabCut mask") for c in _captions(page))
+    figures = {figure.title for figure in page.session_state[LAST_REPORT].figures}
+    assert {"GrabCut seed map", "GrabCut seeds", "GrabCut mask"} <= figures  # in the report
 
 
 def test_an_all_zero_map_says_so_instead_of_a_blank_tile(page, monkeypatch):
