@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 
-from vizcore import cli  # noqa: E402
+import vizcore_cli as cli  # noqa: E402
 from vizcore.data import index as vindex  # noqa: E402
 from vizcore.data import index_tsne  # noqa: E402
 
